@@ -1,0 +1,145 @@
+"""The fixed dataset: generation, digest pinning, tamper detection, user .npz validation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from reprolab import data as datasets
+from reprolab.config import DataConfig, load_config
+from reprolab.data import DataError
+
+from conftest import CONF_DIR
+
+
+@pytest.fixture
+def small_data_config(tmp_path) -> DataConfig:
+    return load_config(["data=synthetic_small", f"data.prepared_path={tmp_path / 'd.npz'}"], CONF_DIR).data
+
+
+def test_pinned_digest_matches_what_this_machine_generates():
+    """The fixed dataset pinned in conf/ is the one numpy generates here (else prepare stops)."""
+    for name in ("synthetic", "synthetic_small"):
+        config = load_config([f"data={name}"], CONF_DIR).data
+        assert config.expected_digest, f"data/{name}.yaml pins no digest"
+        assert datasets.content_digest(datasets.build_arrays(config)) == config.expected_digest
+
+
+def test_synthetic_task_has_the_documented_properties():
+    spec = load_config([], CONF_DIR).data.generator
+    arrays = datasets.generate_synthetic(spec)
+    for split, size in (("train", spec.n_train), ("val", spec.n_val), ("test", spec.n_test)):
+        X, y, flipped = arrays[f"X_{split}"], arrays[f"y_{split}"], arrays[f"flipped_{split}"]
+        assert X.shape == (size, spec.seq_len, spec.n_features) and X.dtype == np.float32
+        assert y.dtype == np.int64 and set(np.unique(y)) == {0, 1}
+        assert flipped.sum() == round(spec.label_noise * size)
+        assert 0.35 < y.mean() < 0.65
+
+
+def test_bayes_accuracy_is_one_minus_the_flip_rate(small_data_config):
+    noisy = dataclasses.replace(small_data_config, expected_digest=None,
+                                generator=dataclasses.replace(small_data_config.generator, label_noise=0.25))
+    dataset = datasets.prepare(noisy)
+    for split in dataset.splits.values():
+        assert split.bayes_accuracy == pytest.approx(1 - split.flipped.mean())
+        assert split.bayes_accuracy == pytest.approx(0.75, abs=0.01)
+
+
+def test_prepare_writes_byte_identical_files(small_data_config, tmp_path):
+    first = datasets.prepare(small_data_config, tmp_path / "a.npz")
+    second = datasets.prepare(small_data_config, tmp_path / "b.npz")
+    assert first.digest == second.digest == small_data_config.expected_digest
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    assert datasets.load(small_data_config, tmp_path / "a.npz").digest == first.digest
+
+
+def test_a_changed_file_is_refused(small_data_config):
+    dataset = datasets.prepare(small_data_config)
+    arrays = {f"{kind}_{s}": getattr(split, kind) for s, split in dataset.splits.items() for kind in ("X", "y")}
+    arrays |= {f"flipped_{s}": split.flipped for s, split in dataset.splits.items()}
+    arrays["y_val"] = arrays["y_val"].copy()
+    arrays["y_val"][0] ^= 1
+    datasets.write_npz(arrays, dataset.path)
+    with pytest.raises(DataError, match="data.expected_digest"):
+        datasets.load(small_data_config)
+
+
+def test_a_different_generator_is_refused_before_writing(small_data_config):
+    other = dataclasses.replace(small_data_config,
+                                generator=dataclasses.replace(small_data_config.generator, seed=99))
+    with pytest.raises(DataError, match="data.expected_digest"):
+        datasets.prepare(other)
+    assert not (datasets.Path(other.prepared_path)).exists()
+
+
+def test_corrupted_and_missing_files_are_clear_errors(small_data_config):
+    with pytest.raises(DataError, match="not found"):
+        datasets.load(small_data_config)
+    dataset = datasets.prepare(small_data_config)
+    dataset.path.write_bytes(dataset.path.read_bytes()[:200])
+    with pytest.raises(DataError, match="corrupted"):
+        datasets.load(small_data_config)
+
+
+def _user_config(tmp_path, **arrays) -> DataConfig:
+    path = tmp_path / "user.npz"
+    np.savez(path, **arrays)
+    return DataConfig(name="user", source="npz", user_file=str(path), prepared_path=str(tmp_path / "p.npz"))
+
+
+def _good(n=50):
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((n, 6, 3)).astype(np.float32), rng.integers(0, 2, n)
+
+
+def test_user_file_is_split_and_prepared(tmp_path):
+    X, y = _good()
+    dataset = datasets.prepare(_user_config(tmp_path, X=X, y=y))
+    sizes = {s: len(split.y) for s, split in dataset.splits.items()}
+    assert sizes == {"train": 30, "val": 10, "test": 10}
+    assert dataset.splits["train"].bayes_accuracy is None
+
+
+def test_user_file_with_its_own_splits(tmp_path):
+    X, y = _good()
+    config = _user_config(tmp_path, X_train=X[:30], y_train=y[:30], X_val=X[30:40], y_val=y[30:40],
+                          X_test=X[40:], y_test=y[40:])
+    assert len(datasets.prepare(config).splits["val"].y) == 10
+
+
+def _bad_cases():
+    X, y = _good()
+    nan = X.copy(); nan[0, 0, 0] = np.nan
+    inf = X.copy(); inf[1, 2, 0] = np.inf
+    negative = y.copy(); negative[3] = -1
+    return [
+        ({"X": X[:, :, 0], "y": y}, r"shape \[N, T, F\]"),
+        ({"X": X.astype(np.int32), "y": y}, "float array"),
+        ({"X": X, "y": y.astype(np.float32)}, "integer array"),
+        ({"X": X, "y": y[:, None]}, r"shape \[N\]"),
+        ({"X": X, "y": y[:-1]}, "50 sequences but y has 49"),
+        ({"X": nan, "y": y}, "NaN or inf"),
+        ({"X": inf, "y": y}, "NaN or inf"),
+        ({"X": X, "y": negative}, "labels must be 0..K-1"),
+        ({"X": X, "y": np.zeros_like(y)}, "single class"),
+        ({"features": X}, "must hold arrays X and y"),
+        ({"X": X[:2], "y": y[:2]}, "split is empty"),
+    ]
+
+
+@pytest.mark.parametrize("arrays, message", _bad_cases())
+def test_user_file_validation(tmp_path, arrays, message):
+    with pytest.raises(DataError, match=message):
+        datasets.prepare(_user_config(tmp_path, **arrays))
+    assert not (tmp_path / "p.npz").exists()
+
+
+def test_user_file_missing_or_not_npz(tmp_path):
+    config = DataConfig(name="user", source="npz", user_file=str(tmp_path / "none.npz"))
+    with pytest.raises(DataError, match="not found"):
+        datasets.prepare(config)
+    (tmp_path / "none.npz").write_text("not a zip")
+    with pytest.raises(DataError, match="not a readable .npz"):
+        datasets.prepare(config)
