@@ -18,9 +18,9 @@ def meets_target(metrics: dict[str, float], target: TargetConfig) -> bool:
             and metrics["train_accuracy"] < target.max_train_accuracy)
 
 
-def _mean_std(values: Sequence[float]) -> str:
+def _mean_std(values: Sequence[float], digits: int = 3) -> str:
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {std:.3f}"
+    return f"{statistics.mean(values):.{digits}f} ± {std:.{digits}f}"
 
 
 def comparison_table(results: Sequence[RunResult], target: TargetConfig) -> str:
@@ -33,7 +33,7 @@ def comparison_table(results: Sequence[RunResult], target: TargetConfig) -> str:
         cells = [preset, ",".join(str(r.seed) for r in runs)]
         for key, _ in TABLE_METRICS:
             cells.append(_mean_std([_value(r, key) for r in runs]))
-        cells.append(_mean_std([r.fit["best_epoch"] for r in runs]).replace(".000", ""))
+        cells.append(_mean_std([r.fit["best_epoch"] for r in runs], digits=1))
         met = sum(meets_target(r.metrics, target) for r in runs)
         cells.append(f"{met}/{len(runs)}")
         lines.append("| " + " | ".join(cells) + " |")
