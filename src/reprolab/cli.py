@@ -2,22 +2,22 @@
 
 Every command takes Hydra override strings after its options, e.g.
 `reprolab train experiment=baseline seed=3 experiments.baseline.train.lr=0.005`.
-Bad input ends with one line on stderr and exit status 2.
+Bad input (any `UserError`) ends with one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-import yaml
+from omegaconf import OmegaConf
 
 from reprolab import data as datasets
-from reprolab.config import ConfigError, compose_raw, load_config, validate
-from reprolab.data import DataError
+from reprolab.config import ConfigError, UserError, compose_raw, load_config, validate
 
 
 def _seeds(text: str) -> list[int]:
@@ -34,7 +34,7 @@ def _seeds(text: str) -> list[int]:
 def cmd_compose(args: argparse.Namespace) -> int:
     raw = compose_raw(args.overrides, args.config_dir)
     validate(raw)
-    text = yaml.safe_dump(raw, sort_keys=False)
+    text = OmegaConf.to_yaml(raw)  # the same bytes `dvc exp run` writes
     if args.output == "-":
         sys.stdout.write(text)
     else:
@@ -90,6 +90,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stage(args: argparse.Namespace) -> int:
+    from reprolab import pipeline
+
+    if args.stage in ("train", "evaluate") and not args.preset:
+        raise ConfigError(f"stage: `reprolab stage {args.stage}` needs a preset name")
+    if args.stage == "prepare":
+        print(json.dumps(pipeline.stage_prepare().summary(), indent=2))
+    elif args.stage == "train":
+        print(json.dumps(pipeline.stage_train(args.preset), indent=2))
+    elif args.stage == "evaluate":
+        print(json.dumps(pipeline.stage_evaluate(args.preset), indent=2))
+    else:
+        print(pipeline.stage_report(args.preset.split(",") if args.preset else None))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reprolab", description=__doc__.splitlines()[0])
     parser.add_argument("--config-dir", default=None, help="Hydra config directory (default: ./conf)")
@@ -112,15 +128,27 @@ def build_parser() -> argparse.ArgumentParser:
     compare_cmd.add_argument("--presets", default=None, help="comma-separated (default: all)")
     compare_cmd.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
     compare_cmd.add_argument("--output", default=None, help="also write the runs as JSON here")
+    stage_cmd = commands.add_parser("stage", help="Run one DVC stage on params.yaml (dvc.yaml calls these).")
+    stage_cmd.add_argument("stage", choices=["prepare", "train", "evaluate", "report"])
+    stage_cmd.add_argument("preset", nargs="?", default=None,
+                           help="the preset (train, evaluate) or comma-separated presets (report)")
+    stage_cmd.set_defaults(handler=cmd_stage)
     return parser
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point: parse, dispatch, turn known errors into one line and exit status 2."""
     args = build_parser().parse_args(argv)
+    # DVC and process managers stop a stage with SIGTERM: treat it like Ctrl-C so the MLflow
+    # run is marked KILLED and temporary files are removed.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.handler(args)
-    except (ConfigError, DataError) as error:
+    except UserError as error:
         print(f"reprolab: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -24,7 +24,11 @@ DATA_SOURCES = ("synthetic", "npz")
 CONFIG_NAME = "config"
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+    """An error the user can fix; the CLI prints its message as one line and exits with 2."""
+
+
+class ConfigError(UserError, ValueError):
     """A configuration that cannot be used; the message names the offending key."""
 
 
@@ -169,6 +173,17 @@ class TargetConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Where runs are recorded. `uri: null` means MLflow's SQLite store at the repository root;
+    the MLFLOW_TRACKING_URI environment variable overrides both."""
+
+    enabled: bool = True
+    uri: Optional[str] = None
+    experiment_name: str = "reprolab"
+    log_model: bool = True
+
+
+@dataclass
 class RunConfig:
     """Everything one training run needs: the preset's model and training, the data, the seed."""
 
@@ -188,6 +203,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     experiments: Dict[str, ExperimentConfig] = field(default_factory=dict)
     target: TargetConfig = field(default_factory=TargetConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def check(self) -> None:
         _require(bool(self.experiments), "experiments", "no experiment presets are defined")

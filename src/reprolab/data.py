@@ -25,12 +25,12 @@ from typing import Optional
 
 import numpy as np
 
-from reprolab.config import DataConfig, GeneratorConfig
+from reprolab.config import DataConfig, GeneratorConfig, UserError
 
 SPLITS = ("train", "val", "test")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset that is missing, malformed, or not the one the configuration pins."""
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 from typing import Sequence
 
-from reprolab.config import TargetConfig
+from reprolab.config import Config, TargetConfig
 from reprolab.runs import RunResult
 
 TABLE_METRICS = (("train_accuracy", "train acc"), ("val_accuracy", "val acc"),
@@ -55,3 +56,72 @@ def _value(result: RunResult, key: str) -> float:
     if key == "gap":
         return result.metrics["train_accuracy"] - result.metrics["val_accuracy"]
     return result.metrics[key]
+
+
+def pipeline_report(rows: Sequence[dict], config: Config) -> str:
+    """The pipeline's Markdown report: one row per preset (single seed), with the target check."""
+    target = config.target
+    bayes = rows[0].get("val_bayes_accuracy")
+    lines = [
+        "# Before/after comparison",
+        "",
+        f"Dataset `{config.data.name}`, digest `{rows[0]['dataset_digest']}` (the same for every row); "
+        f"seed {rows[0]['seed']}. Target: validation accuracy >= {target.min_val_accuracy:.2f} with "
+        f"training accuracy < {target.max_train_accuracy:.2f}."
+        + (f" Best achievable validation accuracy (Bayes): {bayes:.3f}." if bayes is not None else ""),
+        "",
+        "| preset | train acc | val acc | test acc | train-val gap | best epoch | epochs run | target met | MLflow run |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['preset']} | {row['train_accuracy']:.3f} | {row['val_accuracy']:.3f} | "
+            f"{row['test_accuracy']:.3f} | {row['train_val_gap']:.3f} | {row['best_epoch']} | "
+            f"{row['epochs_run']} | {'yes' if row['target_met'] else 'no'} | `{row['mlflow_run_id']}` |")
+    lines += ["", "![learning curves](learning_curves.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_learning_curves(histories: dict[str, list[dict[str, float]]], path: Path) -> None:
+    """Training (eval mode) and validation accuracy per epoch, one panel per preset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(1, len(histories), figsize=(4 * len(histories), 3.4), sharey=True,
+                                squeeze=False)
+    for axis, (preset, history) in zip(axes[0], histories.items()):
+        epochs = [row["epoch"] for row in history]
+        axis.plot(epochs, [row["train_eval_accuracy"] for row in history], label="train (eval mode)")
+        axis.plot(epochs, [row["val_accuracy"] for row in history], label="validation")
+        axis.set_title(preset)
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, format="png", dpi=100)
+    plt.close(figure)
+
+
+def plot_confusion(matrix: list[list[int]], title: str, path: Path) -> None:
+    """A confusion matrix (rows: actual, columns: predicted) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(3.6, 3.2))
+    axis.imshow(matrix, cmap="Blues")
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            axis.text(j, i, str(count), ha="center", va="center")
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("actual")
+    axis.set_xticks(range(len(matrix)))
+    axis.set_yticks(range(len(matrix)))
+    axis.set_title(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, format="png", dpi=100)
+    plt.close(figure)

@@ -1,0 +1,288 @@
+"""MLflow tracking: the one module that talks to MLflow; everything else passes plain values.
+
+One MLflow experiment per project; one run per training invocation, named `<preset>-seed<seed>`,
+that evaluation adds to; one `report` run that links them. The default store is MLflow's
+SQLite database at the repository root; `MLFLOW_TRACKING_URI` or `tracking.uri` point
+elsewhere (a shared server, see README).
+
+Cost: per-epoch metrics go in one `log_batch` call, and the model is saved with the `pickle`
+serialization format and explicit pip requirements. MLflow's defaults (`pt2`, which runs
+`torch.export`, and pip requirement inference in a subprocess) took 11-13 s per model here;
+these settings take about 1 s. `pickle` loads back to the same `SequenceClassifier` for RNN,
+LSTM and GRU (tested).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import yaml
+
+from reprolab.config import Config, RunConfig, TrackingConfig, UserError, to_dict
+
+# Fail in seconds, not minutes, when a tracking server is unreachable: MLflow's defaults
+# (7 retries with exponential backoff, 120 s timeout) took 246 s to give up here.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+import mlflow  # noqa: E402  (after the environment defaults above)
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+DB_FILE = "mlflow.db"
+ARTIFACTS_DIR = "mlruns"
+MODEL_SERIALIZATION = "pickle"
+# MLflow stores at most 36 characters of a dataset digest; the full SHA-256 goes in a tag.
+MLFLOW_DIGEST_LENGTH = 36
+
+
+class TrackingError(UserError, RuntimeError):
+    """The tracking store cannot be reached or written."""
+
+
+def repo_root() -> Path:
+    """The repository root: DVC_ROOT under DVC (the original repo, even for queued
+    experiments that run in a temporary copy), else the current directory."""
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
+def _default_uri() -> str:
+    return f"sqlite:///{repo_root() / DB_FILE}"
+
+
+def tracking_uri(config: TrackingConfig) -> str:
+    """MLFLOW_TRACKING_URI, else `tracking.uri`, else the SQLite store at the repository root."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or config.uri or _default_uri()
+
+
+def _ensure_sqlite_store(uri: str) -> None:
+    """Create a SQLite store once, under a file lock: MLflow's own first-time table creation
+    races when two processes start on a new file ("table experiments already exists")."""
+    from filelock import FileLock
+
+    path = Path(uri[len("sqlite:///"):])
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        if not path.exists():
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+
+
+def connect(config: TrackingConfig) -> tuple[MlflowClient, str]:
+    """A client for the configured store and the project's experiment id (created if new)."""
+    uri = tracking_uri(config)
+    try:
+        if uri.startswith("sqlite:///"):
+            _ensure_sqlite_store(uri)
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(tracking_uri=uri)
+        experiment = client.get_experiment_by_name(config.experiment_name)
+        if experiment is not None:
+            return client, experiment.experiment_id
+        # Artifacts of the default store live beside it, at the repository root, also when the
+        # experiment is first created from a queued run's temporary copy (MLflow would use cwd).
+        artifacts = (repo_root() / ARTIFACTS_DIR).as_uri() if uri == _default_uri() else None
+        try:
+            experiment_id = client.create_experiment(config.experiment_name, artifact_location=artifacts, tags={
+                # Open the experiment on its training runs in the UI (not the GenAI views).
+                "mlflow.experimentKind": "custom_model_development",
+                "mlflow.note.content": "reprolab before/after runs: one run per preset and seed."})
+        except MlflowException:  # created meanwhile by a parallel run
+            experiment_id = client.get_experiment_by_name(config.experiment_name).experiment_id
+        return client, experiment_id
+    except MlflowException as error:
+        raise TrackingError(
+            f"tracking: cannot use MLflow store {_redact(uri)}: {str(error).splitlines()[0][:300]} "
+            f"(start the server, or set MLFLOW_TRACKING_URI / tracking.uri; tracking.enabled=false "
+            f"runs without MLflow)") from error
+
+
+def _redact(uri: str) -> str:
+    """A URI without credentials, for messages."""
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return uri
+
+
+def flatten(values: dict, prefix: str = "") -> dict[str, str]:
+    """Nested dict -> {"a.b.c": "value"} for MLflow params."""
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def _git(*args: str) -> Optional[str]:
+    try:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True)
+        return done.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance_tags() -> dict[str, str]:
+    """Git commit and dirty state, DVC stage and experiment names when running under DVC."""
+    tags = {}
+    commit = _git("rev-parse", "HEAD")
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        tags["reprolab.git_dirty"] = str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower()
+    for env, tag in (("DVC_STAGE", "reprolab.dvc_stage"), ("DVC_EXP_NAME", "reprolab.dvc_experiment"),
+                     ("DVC_EXP_BASELINE_REV", "reprolab.dvc_baseline_rev")):
+        if os.environ.get(env):
+            tags[tag] = os.environ[env]
+    return tags
+
+
+class TrackedRun:
+    """An open MLflow run; methods take plain values and log them in as few calls as possible."""
+
+    def __init__(self, client: Optional[MlflowClient], run_id: Optional[str], log_model: bool = True):
+        self.client, self.run_id, self.log_model = client, run_id, log_model
+
+    def log_training(self, trained, data) -> None:
+        """Per-epoch history (step = epoch, one batch), fit summary, and the model."""
+        if self.client is None:
+            return
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"epoch/{key}", float(value), now, int(record["epoch"]))
+                   for record in trained.history for key, value in record.items() if key != "epoch"]
+        fit = trained.fit_summary()
+        metrics += [Metric(key, float(value), now, 0) for key, value in fit.items()]
+        self.client.log_batch(self.run_id, metrics=metrics)
+        if self.log_model:
+            self._log_model(trained.model, data)
+
+    def _log_model(self, model, data) -> None:
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        # The pickle format is chosen on purpose (see the module docstring); MLflow warns
+        # about it on every call, which would bury the stage's own output.
+        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+        example = data.splits["val"].X[:2]
+        with torch.no_grad():
+            output = model.eval()(torch.from_numpy(example)).numpy()
+        mlflow.pytorch.log_model(
+            model, name="model", serialization_format=MODEL_SERIALIZATION,
+            signature=infer_signature(example, output), input_example=example,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
+                              "reprolab"])
+
+    def log_evaluation(self, metrics: dict, artifacts: Sequence[Path] = ()) -> None:
+        """Final metrics (booleans as 0/1) and files such as the confusion matrix image."""
+        if self.client is None:
+            return
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                              tags=[RunTag("reprolab.target_met", str(bool(metrics.get("target_met"))).lower())])
+        for path in artifacts:
+            self.client.log_artifact(self.run_id, str(path), "evaluation")
+
+
+@contextmanager
+def _active(run_id: str) -> Iterator[None]:
+    """Make `run_id` the active run; end it FINISHED, FAILED (error) or KILLED (Ctrl-C)."""
+    mlflow.start_run(run_id=run_id)
+    try:
+        yield
+    except KeyboardInterrupt:
+        _end_quietly("KILLED")
+        raise
+    except BaseException:
+        _end_quietly("FAILED")
+        raise
+    mlflow.end_run("FINISHED")
+
+
+def _end_quietly(status: str) -> None:
+    """End the active run with `status`; if the store is gone, keep the original error."""
+    try:
+        mlflow.end_run(status)
+    except Exception as error:  # the original exception matters more
+        print(f"reprolab: warning: could not mark the MLflow run {status}: {str(error).splitlines()[0]}")
+
+
+@contextmanager
+def training_run(config: Config, run: RunConfig, data) -> Iterator[TrackedRun]:
+    """Open a run for one training invocation, with params, config, dataset and tags logged."""
+    if not config.tracking.enabled:
+        yield TrackedRun(None, None)
+        return
+    client, experiment_id = connect(config.tracking)
+    tags = {"reprolab.kind": "train", "reprolab.preset": run.preset, "reprolab.seed": str(run.seed),
+            "reprolab.dataset_digest": data.digest, "mlflow.note.content":
+            config.experiments[run.preset].description, **provenance_tags()}
+    try:
+        created = client.create_run(experiment_id, run_name=f"{run.preset}-seed{run.seed}", tags=tags)
+        run_id = created.info.run_id
+        client.log_batch(run_id, params=[Param(k, v) for k, v in flatten(to_dict(run)).items()])
+        client.log_text(run_id, yaml.safe_dump(to_dict(config), sort_keys=False), "config/params.yaml")
+        client.log_text(run_id, yaml.safe_dump(to_dict(run), sort_keys=False), "config/run.yaml")
+    except MlflowException as error:
+        raise TrackingError(f"tracking: could not start the MLflow run: {str(error).splitlines()[0][:300]}") \
+            from error
+    with _active(run_id):
+        _log_dataset(data, config)
+        yield TrackedRun(client, run_id, config.tracking.log_model)
+
+
+def _log_dataset(data, config: Config) -> None:
+    import mlflow.data
+
+    source = str(data.path) if data.path else config.data.prepared_path
+    for split, context in (("train", "training"), ("val", "validation"), ("test", "test")):
+        arrays = data.splits[split]
+        with warnings.catch_warnings():
+            # A local path matches two identically named source types ("" and "file" schemes).
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_numpy(arrays.X, targets=arrays.y, source=source, name=f"{data.name}-{split}",
+                                             digest=data.digest[:MLFLOW_DIGEST_LENGTH])
+        mlflow.log_input(dataset, context=context, tags={"sha256": data.digest, "split": split})
+
+
+@contextmanager
+def resume_run(config: Config, run_id: str) -> Iterator[TrackedRun]:
+    """Reopen a training run (for evaluation) and end it again as training did."""
+    if not config.tracking.enabled:
+        yield TrackedRun(None, None)
+        return
+    client, _ = connect(config.tracking)
+    try:
+        client.get_run(run_id)
+    except MlflowException as error:
+        raise TrackingError(f"tracking: MLflow run {run_id} is not in {_redact(tracking_uri(config.tracking))}; "
+                            f"rerun training with `dvc repro --force train@<preset>`") from error
+    with _active(run_id):
+        yield TrackedRun(client, run_id)
+
+
+def log_report(config: Config, files: Sequence[Path], run_ids: dict[str, str], digest: str) -> Optional[str]:
+    """A `report` run holding the report files, tagged with the runs it compares."""
+    if not config.tracking.enabled:
+        return None
+    client, experiment_id = connect(config.tracking)
+    tags = {"reprolab.kind": "report", "reprolab.dataset_digest": digest, **provenance_tags(),
+            **{f"reprolab.run.{preset}": run_id for preset, run_id in run_ids.items()},
+            "mlflow.note.content": "Comparison of " + ", ".join(
+                f"{preset} (run {run_id})" for preset, run_id in run_ids.items())}
+    run_id = client.create_run(experiment_id, run_name="report", tags=tags).info.run_id
+    with _active(run_id):
+        for path in files:
+            client.log_artifact(run_id, str(path), "report")
+    return run_id
