@@ -95,7 +95,9 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
     if args.stage in ("train", "evaluate") and not args.preset:
         raise ConfigError(f"stage: `reprolab stage {args.stage}` needs a preset name")
-    if args.stage == "prepare":
+    if args.stage == "check_params":
+        print(pipeline.stage_check_params())
+    elif args.stage == "prepare":
         print(json.dumps(pipeline.stage_prepare().summary(), indent=2))
     elif args.stage == "train":
         print(json.dumps(pipeline.stage_train(args.preset), indent=2))
@@ -129,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare_cmd.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
     compare_cmd.add_argument("--output", default=None, help="also write the runs as JSON here")
     stage_cmd = commands.add_parser("stage", help="Run one DVC stage on params.yaml (dvc.yaml calls these).")
-    stage_cmd.add_argument("stage", choices=["prepare", "train", "evaluate", "report"])
+    stage_cmd.add_argument("stage", choices=["check_params", "prepare", "train", "evaluate", "report"])
     stage_cmd.add_argument("preset", nargs="?", default=None,
                            help="the preset (train, evaluate) or comma-separated presets (report)")
     stage_cmd.set_defaults(handler=cmd_stage)

@@ -1,0 +1,276 @@
+"""The real DVC pipeline in a temporary copy of the repository, checked through MlflowClient.
+
+The copy trains every preset for a few epochs (conf/train/default.yaml edited, params.yaml
+recomposed) so the whole module takes about two minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import PRESETS, REPO_ROOT
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def sh(repo: Path, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    done = subprocess.run(list(args), cwd=repo, env=env, capture_output=True, text=True, **kwargs)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{args} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def copy_repository(target: Path) -> Path:
+    """The working tree as git sees it (tracked and untracked, not ignored), as a fresh repo."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO_ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, files):
+        source = REPO_ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    sh(target, "git", "init", "-q", "-b", "main")
+    sh(target, "git", "config", "user.email", "test@reprolab.invalid")
+    sh(target, "git", "config", "user.name", "reprolab tests")
+    return target
+
+
+def set_in_yaml(path: Path, pattern: str, replacement: str) -> None:
+    text = path.read_text()
+    new = re.sub(pattern, replacement, text, flags=re.M)
+    assert new != text, f"{pattern!r} not found in {path}"
+    path.write_text(new)
+
+
+def commit(repo: Path, message: str) -> None:
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-q", "-m", message)
+
+
+def client_for(repo: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+
+
+def runs(repo: Path, kind: str = "train") -> list:
+    client = client_for(repo)
+    experiment = client.get_experiment_by_name("reprolab")
+    return client.search_runs([experiment.experiment_id], f"tags.`reprolab.kind` = '{kind}'")
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A copy of the project with 4-epoch training, after one full `dvc repro`."""
+    repo = copy_repository(tmp_path_factory.mktemp("pipeline"))
+    set_in_yaml(repo / "conf/train/default.yaml", r"^max_epochs: \d+", "max_epochs: 4")
+    set_in_yaml(repo / "conf/train/default.yaml", r"^  patience: \d+", "  patience: 2")
+    sh(repo, "reprolab", "compose")
+    commit(repo, "short epochs for tests")
+    sh(repo, "dvc", "repro")
+    return repo
+
+
+def test_repro_records_one_complete_run_per_preset(repo):
+    train_runs = runs(repo)
+    assert sorted(run.data.tags["reprolab.preset"] for run in train_runs) == sorted(PRESETS)
+    digest = json.loads((repo / "results/data.json").read_text())["digest"]
+    commit_sha = sh(repo, "git", "rev-parse", "HEAD").stdout.strip()
+    client = client_for(repo)
+    for run in train_runs:
+        preset = run.data.tags["reprolab.preset"]
+        assert run.info.status == "FINISHED" and run.info.run_name == f"{preset}-seed0"
+        tags = run.data.tags
+        assert tags["reprolab.dataset_digest"] == digest and tags["reprolab.seed"] == "0"
+        assert tags["reprolab.dvc_stage"] == f"train@{preset}"
+        assert tags["mlflow.source.git.commit"] == commit_sha
+        # Params: the run's resolved config, flattened.
+        params = run.data.params
+        expected = yaml.safe_load((repo / "params.yaml").read_text())["experiments"][preset]
+        assert params["model.hidden_size"] == str(expected["model"]["hidden_size"])
+        assert params["train.lr"] == str(expected["train"]["lr"])
+        assert params["data.expected_digest"] == digest
+        # Final metrics from evaluate, equal to the DVC metrics file; history per epoch.
+        metrics = json.loads((repo / f"results/{preset}/metrics.json").read_text())
+        for key in ("train_accuracy", "val_accuracy", "test_accuracy", "test_loss"):
+            assert run.data.metrics[key] == pytest.approx(metrics[key], abs=1e-9)
+        history = client.get_metric_history(run.info.run_id, "epoch/val_accuracy")
+        assert [point.step for point in history] == list(range(1, int(run.data.metrics["epochs_run"]) + 1))
+        # Dataset inputs: the three splits, with the DVC digest.
+        inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
+        assert set(inputs) == {"synthetic-train", "synthetic-val", "synthetic-test"}
+        for dataset_input in inputs.values():
+            assert dataset_input.dataset.digest == digest[:36]
+            assert {t.key: t.value for t in dataset_input.tags}["sha256"] == digest
+        # Artifacts: config, model, confusion matrix.
+        names = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"config", "evaluation"} <= names
+        assert {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")} == {"evaluation/confusion.png"}
+
+
+def test_logged_model_reloads_and_reproduces_the_logged_val_accuracy(repo):
+    import mlflow.pytorch
+    import torch
+
+    from reprolab.config import load_params
+    from reprolab.data import load
+
+    os.chdir(repo)  # prepared_path is relative to the repository
+    try:
+        config = load_params(repo / "params.yaml")
+        val = load(config.data).splits["val"]
+    finally:
+        os.chdir(REPO_ROOT)
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    for run in runs(repo):
+        assert run.outputs.model_outputs, "no model linked to the run"
+        model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+        with torch.no_grad():
+            predicted = model.eval()(torch.from_numpy(val.X)).argmax(dim=1).numpy()
+        assert float(np.mean(predicted == val.y)) == pytest.approx(run.data.metrics["val_accuracy"], abs=1e-7)
+
+
+def test_report_run_links_the_training_runs(repo):
+    (report,) = runs(repo, "report")
+    train_ids = {run.data.tags["reprolab.preset"]: run.info.run_id for run in runs(repo)}
+    assert {preset: report.data.tags[f"reprolab.run.{preset}"] for preset in PRESETS} == train_ids
+    names = {a.path for a in client_for(repo).list_artifacts(report.info.run_id, "report")}
+    assert names == {"report/comparison.md", "report/learning_curves.png", "report/summary.json"}
+    assert (repo / "reports/learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_second_repro_is_a_noop_and_status_is_clean(repo):
+    before = len(runs(repo))
+    done = sh(repo, "dvc", "repro")
+    assert "Running stage" not in done.stdout
+    assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
+    assert len(runs(repo)) == before
+
+
+def test_dvc_metrics_and_params_commands_work(repo):
+    metrics = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
+    files = next(iter(metrics.values()))["data"]
+    assert "results/regularized/metrics.json" in files and "reports/summary.json" in files
+    sh(repo, "dvc", "plots", "show", "-o", str(repo / ".plots"))
+    assert (repo / ".plots/index.html").is_file()
+
+
+def test_stale_params_are_refused(repo):
+    defaults = repo / "conf/train/default.yaml"
+    original = defaults.read_text()
+    set_in_yaml(defaults, r"^weight_decay: .*", "weight_decay: 0.001")
+    before = len(runs(repo))
+    try:
+        sh(repo, "dvc", "repro")
+    except AssertionError as failure:
+        assert "params.yaml is out of date with conf/" in str(failure)
+        assert "reprolab compose" in str(failure)
+    else:
+        pytest.fail("training on stale params.yaml was not refused")
+    finally:
+        defaults.write_text(original)
+    assert len(runs(repo)) == before
+    sh(repo, "dvc", "repro")  # conf/ is back as it was: the check passes, nothing retrains
+    assert len(runs(repo)) == before
+
+
+def test_changing_one_preset_reruns_only_its_stages(repo):
+    set_in_yaml(repo / "conf/preset/regularized.yaml", r"^  lr: 0.001", "  lr: 0.002")
+    sh(repo, "reprolab", "compose")
+    changed = set(json.loads(sh(repo, "dvc", "status", "--json").stdout))
+    # lstm and gru are "the fix with another cell": they inherit regularized's lr in conf/.
+    # check_params reruns on any conf/ edit; it passes and changes nothing downstream.
+    assert changed == {"check_params", "train@regularized", "train@lstm", "train@gru"}
+    done = sh(repo, "dvc", "repro")
+    ran = set(re.findall(r"Running stage '([^']+)'", done.stdout))
+    assert "prepare" not in ran and "train@baseline" not in ran and "evaluate@baseline" not in ran
+    assert {"train@regularized", "evaluate@regularized", "report"} <= ran
+    commit(repo, "regularized lr 0.002")
+
+
+def test_a_failing_run_is_marked_failed_and_leaves_no_half_outputs(repo):
+    (repo / "models/gru.pt").unlink()
+    (repo / "models/gru.pt").mkdir()  # saving the model will fail after training
+    (repo / "results/gru/train.json").unlink()
+    try:
+        done = sh(repo, "reprolab", "stage", "train", "gru", check=False)
+    finally:
+        (repo / "models/gru.pt").rmdir()
+    assert done.returncode != 0
+    newest = max(runs(repo), key=lambda run: run.info.start_time)
+    assert newest.data.tags["reprolab.preset"] == "gru" and newest.info.status == "FAILED"
+    assert not (repo / "results/gru/train.json").exists()
+    assert not list((repo / "models").glob(".gru.pt.*"))
+    sh(repo, "dvc", "repro")  # and the pipeline recovers
+
+
+def test_ctrl_c_marks_the_run_killed(repo):
+    preset_file = repo / "conf/preset/baseline.yaml"
+    original = preset_file.read_text()
+    set_in_yaml(preset_file, r"^  lr: 0.01", "  lr: 0.01\n  max_epochs: 5000")  # long enough to interrupt
+    sh(repo, "reprolab", "compose")
+    before = {run.info.run_id for run in runs(repo)}
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    process = subprocess.Popen(["reprolab", "stage", "train", "baseline"], cwd=repo, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, new = time.time() + 60, []
+        while not new and time.time() < deadline and process.poll() is None:
+            time.sleep(0.5)
+            new = [run for run in runs(repo) if run.info.run_id not in before]
+        assert new, "the training run never appeared in MLflow"
+        time.sleep(1)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        preset_file.write_text(original)
+        sh(repo, "reprolab", "compose")
+    assert process.returncode == 130, stderr
+    assert client_for(repo).get_run(new[0].info.run_id).info.status == "KILLED"
+    assert not list((repo / "models").glob(".baseline.pt.*"))
+    assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
+
+
+def test_dvc_exp_run_with_hydra_overrides_and_queue(repo):
+    saved = {name: (repo / name).read_text() for name in ("params.yaml", "dvc.lock")}
+    sh(repo, "dvc", "exp", "run", "-S", "experiments.gru.model.hidden_size=16")
+    assert yaml.safe_load((repo / "params.yaml").read_text())["experiments"]["gru"]["model"]["hidden_size"] == 16
+    gru = max((run for run in runs(repo) if run.data.tags["reprolab.preset"] == "gru"),
+              key=lambda run: run.info.start_time)
+    assert gru.data.params["model.hidden_size"] == "16" and gru.data.tags.get("reprolab.dvc_experiment")
+    for name, text in saved.items():  # back to the workspace before the experiment
+        (repo / name).write_text(text)
+    sh(repo, "dvc", "checkout", "--force")
+    before = {run.info.run_id for run in runs(repo)}
+    for size in (8, 12):
+        sh(repo, "dvc", "exp", "run", "--queue", "-S", f"experiments.lstm.model.hidden_size={size}")
+    sh(repo, "dvc", "queue", "start", "-j", "2")
+    deadline = time.time() + 300
+    # `queue start` returns at once; wait until no task is queued or running.
+    while time.time() < deadline and re.search(r"\b(Queued|Running)\b", sh(repo, "dvc", "queue", "status").stdout):
+        time.sleep(2)
+    queued = [run for run in runs(repo) if run.info.run_id not in before]
+    status = sh(repo, "dvc", "queue", "status").stdout
+    lstm = [run for run in queued if run.data.tags["reprolab.preset"] == "lstm"]
+    assert {run.data.params["model.hidden_size"] for run in lstm} == {"8", "12"}, status
+    assert len({run.data.tags["reprolab.dvc_experiment"] for run in lstm}) == 2
+    assert "Failed" not in status and status.count("Success") == 2, status
+    assert all(run.info.status == "FINISHED" for run in queued)
+    assert all(run.data.tags.get("reprolab.dvc_experiment") for run in queued)
