@@ -123,7 +123,7 @@ def test_repro_records_one_complete_run_per_preset(repo):
         assert {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")} == {"evaluation/confusion.png"}
 
 
-def test_logged_model_reloads_and_reproduces_the_logged_val_accuracy(repo):
+def test_logged_model_reloads_and_reproduces_the_logged_val_accuracy(repo, monkeypatch):
     import mlflow.pytorch
     import torch
 
@@ -136,7 +136,9 @@ def test_logged_model_reloads_and_reproduces_the_logged_val_accuracy(repo):
         val = load(config.data).splits["val"]
     finally:
         os.chdir(REPO_ROOT)
-    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # restored after the test
+    mlflow.set_tracking_uri(uri)
     for run in runs(repo):
         assert run.outputs.model_outputs, "no model linked to the run"
         model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")

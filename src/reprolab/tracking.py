@@ -77,13 +77,28 @@ def _ensure_sqlite_store(uri: str) -> None:
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
 
 
+def _set_fluent_uri(uri: str) -> None:
+    """Point MLflow's fluent API (start_run, log_model, log_input) at `uri`.
+
+    `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI, which would then override the
+    configuration of every later call in this process and in its child processes; the
+    environment is put back as the user left it.
+    """
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 def connect(config: TrackingConfig) -> tuple[MlflowClient, str]:
     """A client for the configured store and the project's experiment id (created if new)."""
     uri = tracking_uri(config)
     try:
         if uri.startswith("sqlite:///"):
             _ensure_sqlite_store(uri)
-        mlflow.set_tracking_uri(uri)
+        _set_fluent_uri(uri)
         client = MlflowClient(tracking_uri=uri)
         experiment = client.get_experiment_by_name(config.experiment_name)
         if experiment is not None:
