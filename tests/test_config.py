@@ -75,3 +75,12 @@ def test_cli_bad_input_exits_2_with_one_line(capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and "experiments.regularized.model.dropout" in err
+
+
+def test_committed_params_yaml_is_the_composition_of_conf():
+    """params.yaml is generated: it must be exactly what `reprolab compose` / `dvc exp run` write."""
+    from omegaconf import OmegaConf
+
+    from conftest import REPO_ROOT
+
+    assert (REPO_ROOT / "params.yaml").read_text() == OmegaConf.to_yaml(compose_raw([], CONF_DIR))

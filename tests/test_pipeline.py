@@ -164,6 +164,25 @@ def test_second_repro_is_a_noop_and_status_is_clean(repo):
     assert len(runs(repo)) == before
 
 
+def test_forced_repro_gives_identical_metrics(repo):
+    files = [repo / f"results/{preset}/metrics.json" for preset in PRESETS] + [repo / "results/data.json"]
+    before = [path.read_text() for path in files]
+    sh(repo, "dvc", "repro", "--force")
+    assert [path.read_text() for path in files] == before
+    assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
+
+
+def test_push_and_pull_through_the_default_remote(repo, tmp_path):
+    sh(repo, "dvc", "remote", "modify", "--local", "local", "url", str(tmp_path / "storage"))
+    sh(repo, "dvc", "push")
+    shutil.rmtree(repo / ".dvc/cache")
+    (repo / "models/gru.pt").unlink()
+    (repo / "data/prepared/synthetic.npz").unlink()
+    sh(repo, "dvc", "pull")
+    assert (repo / "models/gru.pt").is_file() and (repo / "data/prepared/synthetic.npz").is_file()
+    assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
+
+
 def test_dvc_metrics_and_params_commands_work(repo):
     metrics = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
     files = next(iter(metrics.values()))["data"]

@@ -37,6 +37,10 @@ def _require(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
+def _require_one_of(value: str, choices: Sequence[str], key: str, what: str) -> None:
+    _require(value in choices, key, f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+
+
 @dataclass
 class GeneratorConfig:
     """Parameters of the built-in synthetic sequence task (see `reprolab.data`)."""
@@ -76,8 +80,7 @@ class DataConfig:
     expected_digest: Optional[str] = None
 
     def check(self, where: str) -> None:
-        _require(self.source in DATA_SOURCES, f"{where}.source",
-                 f"unknown source {self.source!r}; choose one of {', '.join(DATA_SOURCES)}")
+        _require_one_of(self.source, DATA_SOURCES, f"{where}.source", "source")
         if self.source == "synthetic":
             _require(self.generator is not None, f"{where}.generator", "required when source=synthetic")
             self.generator.check(f"{where}.generator")
@@ -102,8 +105,7 @@ class ModelConfig:
     output_dropout: float = 0.0
 
     def check(self, where: str) -> None:
-        _require(self.cell in CELLS, f"{where}.cell",
-                 f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
+        _require_one_of(self.cell, CELLS, f"{where}.cell", "cell")
         _require(self.hidden_size >= 1, f"{where}.hidden_size", f"must be >= 1, got {self.hidden_size}")
         _require(self.num_layers >= 1, f"{where}.num_layers", f"must be >= 1, got {self.num_layers}")
         for name in ("dropout", "output_dropout"):
@@ -123,8 +125,7 @@ class EarlyStoppingConfig:
     min_delta: float = 0.0
 
     def check(self, where: str) -> None:
-        _require(self.monitor in MONITORS, f"{where}.monitor",
-                 f"unknown metric {self.monitor!r}; choose one of {', '.join(MONITORS)}")
+        _require_one_of(self.monitor, MONITORS, f"{where}.monitor", "metric")
         _require(self.patience >= 1, f"{where}.patience", f"must be >= 1, got {self.patience}")
         _require(self.min_delta >= 0, f"{where}.min_delta", f"must be >= 0, got {self.min_delta}")
 
