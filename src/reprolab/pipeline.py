@@ -20,6 +20,7 @@ from reprolab import data as datasets
 from reprolab import tracking
 from reprolab.config import Config, ConfigError, ModelConfig, RunConfig, compose_raw, load_params, to_dict
 from reprolab.models import SequenceClassifier, build_model
+from reprolab.report import meets_target, pipeline_report, plot_confusion, plot_learning_curves
 from reprolab.training import HISTORY_KEYS, evaluate, predict, train
 
 PARAMS_FILE = Path("params.yaml")
@@ -162,9 +163,9 @@ def stage_train(preset: str) -> dict:
     return summary
 
 
-def confusion_matrix(model: torch.nn.Module, split: datasets.Split, num_classes: int) -> list[list[int]]:
-    predicted = predict(model, split.X).argmax(dim=1)
-    counts = torch.bincount(torch.from_numpy(split.y) * num_classes + predicted, minlength=num_classes**2)
+def confusion_matrix(actual: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> list[list[int]]:
+    """Counts with rows = actual class, columns = predicted class."""
+    counts = torch.bincount(actual * num_classes + predicted, minlength=num_classes**2)
     return counts.reshape(num_classes, num_classes).tolist()
 
 
@@ -179,14 +180,13 @@ def stage_evaluate(preset: str) -> dict:
     for name, split in data.splits.items():
         if split.bayes_accuracy is not None:
             metrics[f"{name}_bayes_accuracy"] = split.bayes_accuracy
-    from reprolab.report import meets_target, plot_confusion
-
     metrics["target_met"] = meets_target(metrics, config.target)
     test = data.splits["test"]
-    predicted = predict(model, test.X).argmax(dim=1).tolist()
+    actual, predicted = torch.from_numpy(test.y), predict(model, test.X).argmax(dim=1)
     write_csv(run_dir(preset) / "confusion.csv",
-              [{"actual": int(a), "predicted": p} for a, p in zip(test.y, predicted)], ["actual", "predicted"])
-    matrix = confusion_matrix(model, test, data.num_classes)
+              [{"actual": a, "predicted": p} for a, p in zip(actual.tolist(), predicted.tolist())],
+              ["actual", "predicted"])
+    matrix = confusion_matrix(actual, predicted, data.num_classes)
     image = run_dir(preset) / "confusion.png"
     _atomic_write(image, lambda tmp: plot_confusion(matrix, f"{preset}: test confusion matrix", tmp))
     with tracking.resume_run(config, trained["mlflow_run_id"]) as tracked:
@@ -197,8 +197,6 @@ def stage_evaluate(preset: str) -> dict:
 
 def stage_report(presets: Optional[list[str]] = None) -> str:
     """Compare the presets (default: all): a Markdown table, learning curves, logged to MLflow."""
-    from reprolab.report import pipeline_report, plot_learning_curves
-
     config = load_stage_params()
     presets = presets or list(config.experiments)
     rows = []
