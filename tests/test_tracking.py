@@ -10,7 +10,7 @@ import time
 import pytest
 
 from reprolab import tracking
-from reprolab.config import TrackingConfig
+from reprolab.config import TrackingConfig, flatten
 
 
 def test_uri_precedence(monkeypatch, tmp_path):
@@ -23,7 +23,7 @@ def test_uri_precedence(monkeypatch, tmp_path):
 
 
 def test_flatten_and_redact():
-    assert tracking.flatten({"a": {"b": 1, "c": {"d": None}}, "e": "x"}) == {"a.b": "1", "a.c.d": "None", "e": "x"}
+    assert flatten({"a": {"b": 1, "c": {"d": None}}, "e": "x"}) == {"a.b": 1, "a.c.d": None, "e": "x"}
     assert tracking._redact("postgresql://user:secret@db:5432/mlflow") == "postgresql://***@db:5432/mlflow"
 
 
@@ -40,7 +40,7 @@ def test_an_unreachable_server_fails_fast_with_one_line():
 
 def test_parallel_first_use_of_a_new_store_does_not_race(tmp_path):
     """Two processes creating the same new SQLite store: MLflow alone fails one of them."""
-    code = ("import sys; from reprolab import tracking; from reprolab.config import TrackingConfig; "
+    code = ("import sys; from reprolab import tracking; from reprolab.config import TrackingConfig, flatten; "
             "print(tracking.connect(TrackingConfig(uri=sys.argv[1]))[1])")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     processes = [subprocess.Popen([sys.executable, "-c", code, uri], stdout=subprocess.PIPE,

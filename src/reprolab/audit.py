@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from omegaconf import OmegaConf
 
-from reprolab.config import ExperimentConfig, to_dict
+from reprolab.config import ExperimentConfig, flatten, to_dict
 
 # Keys that make one change together: the first matching prefix names the group.
 CHANGE_GROUPS = (
@@ -33,17 +33,7 @@ class Change:
 
 
 def _flat(preset: ExperimentConfig) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-
-    def walk(node: dict, prefix: str) -> None:
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            else:
-                flat[f"{prefix}{key}"] = value
-
-    walk(to_dict(preset), "")
-    return {key: value for key, value in flat.items() if key not in IGNORED_KEYS}
+    return {key: value for key, value in flatten(to_dict(preset)).items() if key not in IGNORED_KEYS}
 
 
 def _group(key: str) -> str:

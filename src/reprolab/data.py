@@ -16,8 +16,6 @@ shapes and bytes, so it does not depend on the container format.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Optional
 import numpy as np
 
 from reprolab.config import DataConfig, GeneratorConfig, UserError
+from reprolab.files import atomic_write
 
 SPLITS = ("train", "val", "test")
 
@@ -230,22 +229,16 @@ def _to_dataset(name: str, arrays: dict[str, np.ndarray], digest: str, path: Pat
 
 
 def write_npz(arrays: dict[str, np.ndarray], path: Path) -> None:
-    """Write arrays as an `.npz` whose bytes depend only on the arrays, then rename into place.
+    """Write arrays as an `.npz` whose bytes depend only on the arrays, atomically.
 
     `np.savez` stamps each member with the current time, so the same data would give a new
     file (and a new DVC hash) on every run; fixed timestamps keep the file byte-identical.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
+    def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
             for key in sorted(arrays):
                 info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
                 with archive.open(info, "w", force_zip64=True) as member:
                     np.lib.format.write_array(member, np.ascontiguousarray(arrays[key]),
                                               allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, write)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,6 +18,7 @@ import yaml
 from reprolab import data as datasets
 from reprolab import tracking
 from reprolab.config import Config, ConfigError, ModelConfig, RunConfig, compose_raw, load_params, to_dict
+from reprolab.files import atomic_write
 from reprolab.models import SequenceClassifier, build_model
 from reprolab.report import meets_target, pipeline_report, plot_confusion, plot_learning_curves
 from reprolab.training import HISTORY_KEYS, evaluate, predict, train
@@ -74,20 +74,8 @@ def _first_difference(ours: Any, theirs: Any, key: str = "") -> Optional[str]:
 
 # -- files ---------------------------------------------------------------------------------
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: Path, payload: Any) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
 
 
 def read_json(path: Path, hint: str) -> Any:
@@ -102,7 +90,7 @@ def write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
             writer = csv.DictWriter(handle, fieldnames=fields)
             writer.writeheader()
             writer.writerows(rows)
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def read_history(preset: str) -> list[dict[str, float]]:
@@ -114,7 +102,7 @@ def save_model(model: SequenceClassifier, run: RunConfig, data: datasets.Dataset
     """The weights with what is needed to rebuild the model (no pickled classes)."""
     payload = {"state_dict": model.state_dict(), "model": to_dict(run.model),
                "input_size": data.num_features, "num_classes": data.num_classes}
-    _atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_model(path: Path) -> SequenceClassifier:
@@ -135,7 +123,7 @@ def stage_check_params() -> str:
     """
     load_stage_params()
     note = "params.yaml is the composition of conf/ (or of conf/ with `dvc exp run -S` overrides)\n"
-    _atomic_write(RESULTS_DIR / "params_check.txt", lambda tmp: tmp.write_text(note))
+    atomic_write(RESULTS_DIR / "params_check.txt", lambda tmp: tmp.write_text(note))
     return note.strip()
 
 
@@ -188,7 +176,7 @@ def stage_evaluate(preset: str) -> dict:
               ["actual", "predicted"])
     matrix = confusion_matrix(actual, predicted, data.num_classes)
     image = run_dir(preset) / "confusion.png"
-    _atomic_write(image, lambda tmp: plot_confusion(matrix, f"{preset}: test confusion matrix", tmp))
+    atomic_write(image, lambda tmp: plot_confusion(matrix, f"{preset}: test confusion matrix", tmp))
     with tracking.resume_run(config, trained["mlflow_run_id"]) as tracked:
         tracked.log_evaluation(metrics, [image])
     write_json(run_dir(preset) / "metrics.json", {"preset": preset, "seed": trained["seed"], **metrics})
@@ -210,8 +198,8 @@ def stage_report(presets: Optional[list[str]] = None) -> str:
                                  f"rerun `dvc repro` so that all use the pinned one")
     markdown = pipeline_report(rows, config)
     curves = REPORTS_DIR / "learning_curves.png"
-    _atomic_write(REPORTS_DIR / "comparison.md", lambda tmp: tmp.write_text(markdown))
-    _atomic_write(curves, lambda tmp: plot_learning_curves({p: read_history(p) for p in presets}, tmp))
+    atomic_write(REPORTS_DIR / "comparison.md", lambda tmp: tmp.write_text(markdown))
+    atomic_write(curves, lambda tmp: plot_learning_curves({p: read_history(p) for p in presets}, tmp))
     write_json(REPORTS_DIR / "summary.json", {row["preset"]: {
         key: row[key] for key in ("train_accuracy", "val_accuracy", "test_accuracy", "train_val_gap",
                                   "target_met", "best_epoch", "mlflow_run_id")} for row in rows})

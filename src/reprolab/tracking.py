@@ -25,7 +25,7 @@ from typing import Iterator, Optional, Sequence
 
 import yaml
 
-from reprolab.config import Config, RunConfig, TrackingConfig, UserError, to_dict
+from reprolab.config import Config, RunConfig, TrackingConfig, UserError, flatten, to_dict
 
 # Fail in seconds, not minutes, when a tracking server is unreachable: MLflow's defaults
 # (7 retries with exponential backoff, 120 s timeout) took 246 s to give up here.
@@ -127,18 +127,6 @@ def _redact(uri: str) -> str:
         scheme, rest = uri.split("://", 1)
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
     return uri
-
-
-def flatten(values: dict, prefix: str = "") -> dict[str, str]:
-    """Nested dict -> {"a.b.c": "value"} for MLflow params."""
-    flat: dict[str, str] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = str(value)
-    return flat
 
 
 def _git(*args: str) -> Optional[str]:
@@ -246,7 +234,7 @@ def training_run(config: Config, run: RunConfig, data) -> Iterator[TrackedRun]:
     try:
         created = client.create_run(experiment_id, run_name=f"{run.preset}-seed{run.seed}", tags=tags)
         run_id = created.info.run_id
-        client.log_batch(run_id, params=[Param(k, v) for k, v in flatten(to_dict(run)).items()])
+        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in flatten(to_dict(run)).items()])
         client.log_text(run_id, yaml.safe_dump(to_dict(config), sort_keys=False), "config/params.yaml")
         client.log_text(run_id, yaml.safe_dump(to_dict(run), sort_keys=False), "config/run.yaml")
     except MlflowException as error:
