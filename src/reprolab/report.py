@@ -114,9 +114,10 @@ def plot_confusion(matrix: list[list[int]], title: str, path: Path) -> None:
 
     figure, axis = plt.subplots(figsize=(3.6, 3.2))
     axis.imshow(matrix, cmap="Blues")
+    dark = max(max(row) for row in matrix) / 2
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
-            axis.text(j, i, str(count), ha="center", va="center")
+            axis.text(j, i, str(count), ha="center", va="center", color="white" if count > dark else "black")
     axis.set_xlabel("predicted")
     axis.set_ylabel("actual")
     axis.set_xticks(range(len(matrix)))
