@@ -266,8 +266,8 @@ def load_config(overrides: Sequence[str] = (), conf_dir: Optional[Path | str] = 
     return validate(compose_raw(overrides, conf_dir))
 
 
-def load_params(path: Path | str = "params.yaml") -> Config:
-    """Read and validate a resolved params file (what DVC stages consume)."""
+def read_params(path: Path | str = "params.yaml") -> dict[str, Any]:
+    """The raw mapping in a resolved params file, with clear errors for a missing or bad file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params: {path} not found; write it with `reprolab compose`")
@@ -277,7 +277,12 @@ def load_params(path: Path | str = "params.yaml") -> Config:
         raise ConfigError(f"params: {path} is not valid YAML: {_first_line(error)}") from error
     if not isinstance(raw, dict):
         raise ConfigError(f"params: {path} does not hold a mapping")
-    return validate(raw)
+    return raw
+
+
+def load_params(path: Path | str = "params.yaml") -> Config:
+    """Read and validate a resolved params file (what DVC stages consume)."""
+    return validate(read_params(path))
 
 
 def to_dict(config: Config | RunConfig) -> dict[str, Any]:

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import yaml
 
 from reprolab import data as datasets
 from reprolab import tracking
-from reprolab.config import Config, ConfigError, ModelConfig, RunConfig, compose_raw, load_params, to_dict
+from reprolab.config import (Config, ConfigError, ModelConfig, RunConfig, compose_raw, read_params, to_dict,
+                             validate)
 from reprolab.files import atomic_write
 from reprolab.models import SequenceClassifier, build_model
 from reprolab.report import meets_target, pipeline_report, plot_confusion, plot_learning_curves
@@ -44,12 +44,11 @@ def load_stage_params(path: Path = PARAMS_FILE, conf_dir: Path = Path("conf")) -
     and the `-S` overrides, so it is current by construction. Anywhere else a difference means
     conf/ was edited after the last composition, and training on params.yaml would be stale.
     """
-    config = load_params(path)
+    on_disk = read_params(path)
+    config = validate(on_disk)
     if os.environ.get("DVC_EXP_NAME") or not (conf_dir / "config.yaml").is_file():
         return config
-    composed = compose_raw([], conf_dir)
-    on_disk = yaml.safe_load(path.read_text())
-    difference = _first_difference(on_disk, composed)
+    difference = _first_difference(on_disk, compose_raw([], conf_dir))
     if difference:
         raise ConfigError(
             f"params: {path} is out of date with conf/ ({difference}); run `reprolab compose` to "

@@ -82,14 +82,25 @@ def pipeline_report(rows: Sequence[dict], config: Config) -> str:
     return "\n".join(lines)
 
 
-def plot_learning_curves(histories: dict[str, list[dict[str, float]]], path: Path) -> None:
-    """Training (eval mode) and validation accuracy per epoch, one panel per preset."""
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display on these machines)."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib import pyplot
 
-    figure, axes = plt.subplots(1, len(histories), figsize=(4 * len(histories), 3.4), sharey=True,
+    return pyplot
+
+
+def _save(figure, path: Path) -> None:
+    figure.tight_layout()
+    figure.savefig(path, format="png", dpi=100)
+    _pyplot().close(figure)
+
+
+def plot_learning_curves(histories: dict[str, list[dict[str, float]]], path: Path) -> None:
+    """Training (eval mode) and validation accuracy per epoch, one panel per preset."""
+    figure, axes = _pyplot().subplots(1, len(histories), figsize=(4 * len(histories), 3.4), sharey=True,
                                 squeeze=False)
     for axis, (preset, history) in zip(axes[0], histories.items()):
         epochs = [row["epoch"] for row in history]
@@ -100,19 +111,12 @@ def plot_learning_curves(histories: dict[str, list[dict[str, float]]], path: Pat
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy")
     axes[0][0].legend(loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path, format="png", dpi=100)
-    plt.close(figure)
+    _save(figure, path)
 
 
 def plot_confusion(matrix: list[list[int]], title: str, path: Path) -> None:
     """A confusion matrix (rows: actual, columns: predicted) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(3.6, 3.2))
+    figure, axis = _pyplot().subplots(figsize=(3.6, 3.2))
     axis.imshow(matrix, cmap="Blues")
     dark = max(max(row) for row in matrix) / 2
     for i, row in enumerate(matrix):
@@ -123,6 +127,4 @@ def plot_confusion(matrix: list[list[int]], title: str, path: Path) -> None:
     axis.set_xticks(range(len(matrix)))
     axis.set_yticks(range(len(matrix)))
     axis.set_title(title, fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, format="png", dpi=100)
-    plt.close(figure)
+    _save(figure, path)
