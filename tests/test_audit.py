@@ -21,9 +21,9 @@ def presets():
 def test_baseline_to_regularized_is_exactly_the_four_changes(presets):
     changes = {change.name: change.values for change in derive_changes(*presets)}
     assert changes == {
-        "model.hidden_size": {"model.hidden_size": (128, 32)},
+        "hidden size": {"model.hidden_size": (128, 32)},
         "dropout": {"model.dropout": (0.0, 0.3), "model.output_dropout": (0.0, 0.3)},
-        "train.lr": {"train.lr": (0.01, 0.001)},
+        "learning rate": {"train.lr": (0.01, 0.001)},
         "early stopping": {"train.early_stopping.enabled": (False, True)},
     }
 

@@ -1,6 +1,8 @@
-"""Audit building blocks: which changes separate two presets, the ablation variants, intervals.
+"""The audit's analysis: which changes separate two presets, the ablation variants, and what
+each change does to the metrics across seeds, with confidence intervals and a verdict.
 
-Groundwork for the audit (issue 4): pure functions, tested, not yet wired into the CLI or DVC.
+Pure functions on configs and `RunResult`s; `pipeline.run_audit` runs and records the
+variants, `audit_report` renders the result.
 """
 
 from __future__ import annotations
@@ -9,17 +11,20 @@ import copy
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from omegaconf import OmegaConf
 
-from reprolab.config import ExperimentConfig, flatten, to_dict
+from reprolab.config import ExperimentConfig, TargetConfig, flatten, to_dict
+from reprolab.runs import RunResult
 
 # Keys that make one change together: the first matching prefix names the group.
 CHANGE_GROUPS = (
     ("train.early_stopping.", "early stopping"),
     ("model.dropout", "dropout"),
     ("model.output_dropout", "dropout"),
+    ("model.hidden_size", "hidden size"),
+    ("train.lr", "learning rate"),
 )
 IGNORED_KEYS = ("description",)
 
@@ -65,13 +70,27 @@ def apply_changes(preset: ExperimentConfig, changes: Sequence[Change], side: str
     return OmegaConf.to_object(node)
 
 
+BEFORE, AFTER = "before", "after"
+
+
+def added_label(change: Change) -> str:
+    return f"{BEFORE} + {change.name}"
+
+
+def removed_label(change: Change) -> str:
+    return f"{AFTER} - {change.name}"
+
+
 def ablation_variants(before: ExperimentConfig, after: ExperimentConfig) -> dict[str, ExperimentConfig]:
-    """before, after, before + each change alone, after - each change alone."""
+    """before, after, before + each change alone, after - each change alone.
+
+    Labels starting with "before" train on the before side's data, the others on the after's.
+    """
     changes = derive_changes(before, after)
-    variants = {"before": before, "after": after}
+    variants = {BEFORE: before, AFTER: after}
     for change in changes:
-        variants[f"before + {change.name}"] = apply_changes(before, [change], "after")
-        variants[f"after - {change.name}"] = apply_changes(after, [change], "before")
+        variants[added_label(change)] = apply_changes(before, [change], "after")
+        variants[removed_label(change)] = apply_changes(after, [change], "before")
     return variants
 
 
@@ -82,5 +101,150 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[fl
     mean = statistics.fmean(values)
     if len(values) < 2:
         return mean, math.nan, math.nan
-    half = stats.t.ppf((1 + confidence) / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    half = float(stats.t.ppf((1 + confidence) / 2, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
     return mean, mean - half, mean + half
+
+
+# -- analysis of the ablation's runs ---------------------------------------------------------
+
+# The metrics an audit reports, with the direction that is better.
+METRICS = {"val_accuracy": "higher", "test_accuracy": "higher", "train_accuracy": "lower",
+           "train_val_gap": "lower"}
+
+
+@dataclass
+class Interval:
+    """Mean across seeds with its confidence interval."""
+
+    mean: float
+    low: float
+    high: float
+
+    def text(self, signed: bool = False) -> str:
+        number = "{:+.3f}" if signed else "{:.3f}"
+        return f"{number.format(self.mean)} [{number.format(self.low)}, {number.format(self.high)}]"
+
+
+@dataclass
+class VariantCheck:
+    """One configuration of the ablation across seeds, checked against the target."""
+
+    label: str
+    seeds: list[int]
+    stats: dict[str, Interval]
+    seeds_met: int
+    interval_clears: bool  # the val interval is above the floor and the train interval below the ceiling
+
+    @property
+    def every_seed(self) -> bool:
+        return self.seeds_met == len(self.seeds)
+
+    @property
+    def holds(self) -> bool:
+        """The target holds robustly: on every seed, and the intervals clear the thresholds."""
+        return self.every_seed and self.interval_clears
+
+
+@dataclass
+class ChangeEffect:
+    """What one change does, paired by seed: alone on top of before, and within after."""
+
+    change: Change
+    alone: dict[str, Interval]       # (before + change) - before
+    in_after: dict[str, Interval]    # after - (after - change)
+    needed: Optional[bool]           # removing it breaks the target (None if after itself fails)
+    sufficient: bool                 # before + change alone meets the target
+
+
+@dataclass
+class AuditSummary:
+    """Everything the audit concludes, as values for the report, the JSON metrics and MLflow."""
+
+    before: str
+    after: str
+    seeds: list[int]
+    confidence: float
+    target: TargetConfig
+    dataset_digests: dict[str, str]
+    variants: dict[str, VariantCheck]
+    effects: list[ChangeEffect]
+    verdict: str
+
+
+def _metric(result: RunResult, key: str) -> float:
+    if key == "train_val_gap":
+        return result.metrics["train_accuracy"] - result.metrics["val_accuracy"]
+    return result.metrics[key]
+
+
+def _interval(values: Sequence[float], confidence: float) -> Interval:
+    return Interval(*mean_interval(values, confidence))
+
+
+def check_variant(label: str, runs: Sequence[RunResult], target: TargetConfig, confidence: float) -> VariantCheck:
+    """Mean and interval of every metric, seeds meeting the target, intervals against it."""
+    stats = {key: _interval([_metric(run, key) for run in runs], confidence) for key in METRICS}
+    met = sum(_metric(r, "val_accuracy") >= target.min_val_accuracy
+              and _metric(r, "train_accuracy") < target.max_train_accuracy for r in runs)
+    clears = bool(stats["val_accuracy"].low >= target.min_val_accuracy
+                  and stats["train_accuracy"].high < target.max_train_accuracy)
+    return VariantCheck(label, [r.seed for r in runs], stats, met, clears)
+
+
+def paired_effect(with_change: Sequence[RunResult], without: Sequence[RunResult],
+                  confidence: float) -> dict[str, Interval]:
+    """Per metric, the mean of (with - without) over seeds that both sides ran, with an interval."""
+    by_seed = {r.seed: r for r in without}
+    pairs = [(r, by_seed[r.seed]) for r in with_change if r.seed in by_seed]
+    return {key: _interval([_metric(a, key) - _metric(b, key) for a, b in pairs], confidence) for key in METRICS}
+
+
+def summarize(results: Sequence[RunResult], changes: Sequence[Change], before: str, after: str,
+              target: TargetConfig, confidence: float, dataset_digests: dict[str, str]) -> AuditSummary:
+    """Check every variant against the target and measure each change's effect."""
+    by_label: dict[str, list[RunResult]] = {}
+    for result in results:
+        by_label.setdefault(result.preset, []).append(result)
+    variants = {label: check_variant(label, runs, target, confidence) for label, runs in by_label.items()}
+    after_holds = variants[AFTER].holds
+    effects = [ChangeEffect(
+        change=change,
+        alone=paired_effect(by_label[added_label(change)], by_label[BEFORE], confidence),
+        in_after=paired_effect(by_label[AFTER], by_label[removed_label(change)], confidence),
+        needed=(not variants[removed_label(change)].holds) if after_holds else None,
+        sufficient=variants[added_label(change)].holds) for change in changes]
+    summary = AuditSummary(before, after, sorted({r.seed for r in results}), confidence, target,
+                           dataset_digests, variants, effects, "")
+    summary.verdict = verdict(summary)
+    return summary
+
+
+def _names(effects: Sequence[ChangeEffect]) -> str:
+    names = [effect.change.name for effect in effects]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def verdict(summary: AuditSummary) -> str:
+    """The audit's answer in one sentence."""
+    after, before = summary.variants[AFTER], summary.variants[BEFORE]
+    n = len(summary.seeds)
+    val = after.stats["val_accuracy"]
+    if not after.holds:
+        return (f"{summary.after} does not meet the target robustly ({after.seeds_met}/{n} seeds, validation "
+                f"accuracy {val.text()}), so no change can be credited with closing the gap.")
+    needed = [e for e in summary.effects if e.needed]
+    sufficient = [e for e in summary.effects if e.sufficient]
+    opening = (f"{summary.after} meets the target on {n}/{n} seeds (validation {val.text()} vs "
+               f"{before.stats['val_accuracy'].text()} for {summary.before})")
+    if needed:
+        alone = ("and is enough on its own" if len(needed) == 1 else "and each is enough on its own") \
+            if all(e.sufficient for e in needed) else \
+            ("but is not enough on its own" if len(needed) == 1 else "but none is enough on its own")
+        return (f"{opening}; {_names(needed)} closed the gap: removing "
+                f"{'it' if len(needed) == 1 else 'any of them'} breaks the target, {alone}.")
+    best = max(summary.effects, key=lambda e: e.in_after["val_accuracy"].mean)
+    tail = (f"; {_names(sufficient)} alone {'is' if len(sufficient) == 1 else 'are each'} enough"
+            if sufficient else "; no change is enough on its own")
+    return (f"{opening}; no single change is needed (the target holds with any one removed), "
+            f"{best.change.name} adds the most validation accuracy "
+            f"({best.in_after['val_accuracy'].text(signed=True)}){tail}.")

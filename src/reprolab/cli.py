@@ -8,16 +8,18 @@ Bad input (any `UserError`) ends with one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
 from omegaconf import OmegaConf
 
 from reprolab import data as datasets
-from reprolab.config import ConfigError, UserError, compose_raw, load_config, validate
+from reprolab.config import Config, ConfigError, UserError, compose_raw, load_config, load_params, validate
 
 
 def _seeds(text: str) -> list[int]:
@@ -90,6 +92,61 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_side(config: Config, data: datasets.Dataset, preset: str, params_file: Optional[str],
+                scratch: Path, label: str):
+    """One side of an audit: a preset of the composed config, or of another resolved params file
+    (e.g. `git show v1:params.yaml > old.yaml`), whose dataset is then built and verified."""
+    from reprolab.pipeline import AuditSide
+
+    if params_file is None:
+        config.preset(preset)
+        return AuditSide(preset, config, data, "conf/")
+    side = load_params(params_file)
+    side.preset(preset)
+    if side.data == config.data:
+        return AuditSide(preset, side, data, params_file)
+    side_data_config = dataclasses.replace(side.data, prepared_path=str(scratch / f"{label}.npz"))
+    side = dataclasses.replace(side, data=side_data_config)
+    return AuditSide(preset, side, datasets.prepare(side_data_config), params_file)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    config = load_config(args.overrides, args.config_dir)
+    if args.history:
+        from reprolab.history import history_markdown, walk
+        from reprolab.pipeline import run_dir
+
+        preset = args.preset or config.audit.after
+        metrics_file = str(run_dir(preset) / "metrics.json")
+        markdown = history_markdown(walk(Path.cwd(), preset, config.target, metrics_file, args.rev), metrics_file)
+        _emit(markdown, args.output)
+        return 0
+    from reprolab.pipeline import run_audit
+
+    data = _ensure_dataset(config)
+    seeds = args.seeds or config.audit.seeds
+    with tempfile.TemporaryDirectory(prefix="reprolab-audit-") as scratch:
+        before = _audit_side(config, data, args.before or config.audit.before, args.before_params,
+                             Path(scratch), "before")
+        after = _audit_side(config, data, args.after or config.audit.after, args.after_params,
+                            Path(scratch), "after")
+        output = Path(args.output_dir) if args.output_dir else None
+        summary, markdown = run_audit(config, before, after, seeds, output or Path("reports/audits/latest"),
+                                      workers=args.workers or config.audit.workers,
+                                      allow_dataset_mismatch=args.allow_dataset_mismatch,
+                                      log_models=config.audit.log_models and not args.no_models)
+    print(markdown)
+    return 0
+
+
+def _emit(text: str, output: Optional[str]) -> None:
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text)
+        print(f"wrote {output}", file=sys.stderr)
+    print(text)
+
+
 def cmd_stage(args: argparse.Namespace) -> int:
     from reprolab import pipeline
 
@@ -103,6 +160,8 @@ def cmd_stage(args: argparse.Namespace) -> int:
         print(json.dumps(pipeline.stage_train(args.preset), indent=2))
     elif args.stage == "evaluate":
         print(json.dumps(pipeline.stage_evaluate(args.preset), indent=2))
+    elif args.stage == "audit":
+        print(pipeline.stage_audit())
     else:
         print(pipeline.stage_report(args.preset.split(",") if args.preset else None))
     return 0
@@ -130,8 +189,31 @@ def build_parser() -> argparse.ArgumentParser:
     compare_cmd.add_argument("--presets", default=None, help="comma-separated (default: all)")
     compare_cmd.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
     compare_cmd.add_argument("--output", default=None, help="also write the runs as JSON here")
+    audit_cmd = command("audit", cmd_audit,
+                        "Which change closed the gap: an ablation over seeds with intervals (or --history).")
+    audit_cmd.add_argument("--before", default=None, help="preset before the change (default: audit.before)")
+    audit_cmd.add_argument("--after", default=None, help="preset after the change (default: audit.after)")
+    audit_cmd.add_argument("--before-params", default=None, metavar="FILE",
+                           help="take the before preset and its data from this resolved params file")
+    audit_cmd.add_argument("--after-params", default=None, metavar="FILE",
+                           help="take the after preset and its data from this resolved params file")
+    audit_cmd.add_argument("--seeds", type=_seeds, default=None, help="e.g. 0-4 (default: audit.seeds)")
+    audit_cmd.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
+    audit_cmd.add_argument("--allow-dataset-mismatch", action="store_true",
+                           help="compare even if the two sides' dataset digests differ")
+    audit_cmd.add_argument("--no-models", action="store_true", help="do not log the runs' models to MLflow")
+    audit_cmd.add_argument("--output-dir", default=None,
+                           help="where the report goes (default: reports/audits/latest; the DVC stage "
+                                "writes reports/audit)")
+    audit_cmd.add_argument("--history", action="store_true",
+                           help="walk the git history instead: parameter changes, metrics, first commit "
+                                "where the target held")
+    audit_cmd.add_argument("--preset", default=None, help="--history: the preset whose metrics count "
+                                                          "(default: audit.after)")
+    audit_cmd.add_argument("--rev", default="HEAD", help="--history: walk the first parents of this revision")
+    audit_cmd.add_argument("--output", default=None, help="--history: also write the Markdown here")
     stage_cmd = commands.add_parser("stage", help="Run one DVC stage on params.yaml (dvc.yaml calls these).")
-    stage_cmd.add_argument("stage", choices=["check_params", "prepare", "train", "evaluate", "report"])
+    stage_cmd.add_argument("stage", choices=["check_params", "prepare", "train", "evaluate", "report", "audit"])
     stage_cmd.add_argument("preset", nargs="?", default=None,
                            help="the preset (train, evaluate) or comma-separated presets (report)")
     stage_cmd.set_defaults(handler=cmd_stage)

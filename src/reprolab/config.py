@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 from hydra import compose, initialize_config_dir
@@ -185,6 +185,29 @@ class TrackingConfig:
 
 
 @dataclass
+class AuditConfig:
+    """The ablation audit: which of the changes from `before` to `after` closed the gap."""
+
+    before: str = "baseline"
+    after: str = "regularized"
+    seeds: List[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    confidence: float = 0.95
+    # Processes for the ablation's runs; null = one per core. Results do not depend on it.
+    workers: Optional[int] = None
+    log_models: bool = True
+
+    def check(self, presets: Dict[str, "ExperimentConfig"]) -> None:
+        for side in ("before", "after"):
+            _require_one_of(getattr(self, side), list(presets), f"audit.{side}", "preset")
+        _require(self.before != self.after, "audit.after", f"must differ from audit.before ({self.before!r})")
+        _require(len(self.seeds) >= 2, "audit.seeds", f"needs at least 2 seeds for an interval, got {self.seeds}")
+        _require(len(set(self.seeds)) == len(self.seeds), "audit.seeds", f"has repeated seeds: {self.seeds}")
+        _require(0 < self.confidence < 1, "audit.confidence", f"must be in (0, 1), got {self.confidence}")
+        _require(self.workers is None or self.workers >= 1, "audit.workers",
+                 f"must be >= 1 or null (one per core), got {self.workers}")
+
+
+@dataclass
 class RunConfig:
     """Everything one training run needs: the preset's model and training, the data, the seed."""
 
@@ -205,6 +228,7 @@ class Config:
     experiments: Dict[str, ExperimentConfig] = field(default_factory=dict)
     target: TargetConfig = field(default_factory=TargetConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     def check(self) -> None:
         _require(bool(self.experiments), "experiments", "no experiment presets are defined")
@@ -212,6 +236,7 @@ class Config:
         for name, preset in self.experiments.items():
             preset.check(f"experiments.{name}")
         self.preset(self.experiment)
+        self.audit.check(self.experiments)
 
     def preset(self, name: str) -> ExperimentConfig:
         """The named experiment preset, or a ConfigError listing the known ones."""

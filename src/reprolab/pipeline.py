@@ -1,32 +1,41 @@
-"""The DVC stages: prepare -> train -> evaluate -> report, each reading the resolved params.yaml.
+"""The DVC stages: prepare -> train -> evaluate -> report, and the audit, each reading the
+resolved params.yaml.
 
 `dvc.yaml` calls these through `reprolab stage <name>`. Each stage writes its files through a
 temporary name and renames them into place, so a failed stage leaves no half-written file.
+`run_audit` is also what `reprolab audit` runs, for any two presets or params files.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
+import time
+import uuid
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 
+from reprolab import audit
 from reprolab import data as datasets
 from reprolab import tracking
+from reprolab.audit_report import FIGURES, audit_markdown, plot_ablation, plot_seed_bands, summed_confusion
 from reprolab.config import (Config, ConfigError, ModelConfig, RunConfig, compose_raw, read_params, to_dict,
                              validate)
-from reprolab.files import atomic_write
+from reprolab.files import atomic_directory, atomic_write
 from reprolab.models import SequenceClassifier, build_model
-from reprolab.report import meets_target, pipeline_report, plot_confusion, plot_learning_curves
-from reprolab.training import HISTORY_KEYS, evaluate, predict, train
+from reprolab.report import meets_target, pipeline_report, plot_confusion, plot_confusions, plot_learning_curves
+from reprolab.runs import Job, RunResult, run_jobs
+from reprolab.training import HISTORY_KEYS, confusion_matrix, evaluate, predict, train
 
 PARAMS_FILE = Path("params.yaml")
 RESULTS_DIR = Path("results")
 MODELS_DIR = Path("models")
 REPORTS_DIR = Path("reports")
+AUDIT_DIR = REPORTS_DIR / "audit"
 
 
 def run_dir(preset: str) -> Path:
@@ -150,12 +159,6 @@ def stage_train(preset: str) -> dict:
     return summary
 
 
-def confusion_matrix(actual: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> list[list[int]]:
-    """Counts with rows = actual class, columns = predicted class."""
-    counts = torch.bincount(actual * num_classes + predicted, minlength=num_classes**2)
-    return counts.reshape(num_classes, num_classes).tolist()
-
-
 def stage_evaluate(preset: str) -> dict:
     """Evaluate one trained preset on every split; add the results to its MLflow run."""
     config = load_stage_params()
@@ -202,7 +205,166 @@ def stage_report(presets: Optional[list[str]] = None) -> str:
     write_json(REPORTS_DIR / "summary.json", {row["preset"]: {
         key: row[key] for key in ("train_accuracy", "val_accuracy", "test_accuracy", "train_val_gap",
                                   "target_met", "best_epoch", "mlflow_run_id")} for row in rows})
-    tracking.log_report(config, [REPORTS_DIR / "comparison.md", curves, REPORTS_DIR / "summary.json"],
-                        {row["preset"]: row["mlflow_run_id"] for row in rows}, next(iter(digests)))
+    run_ids = {row["preset"]: row["mlflow_run_id"] for row in rows}
+    tracking.log_summary_run(
+        config, "report", "report", [REPORTS_DIR / "comparison.md", curves, REPORTS_DIR / "summary.json"],
+        {"reprolab.dataset_digest": next(iter(digests)),
+         **{f"reprolab.run.{preset}": run_id for preset, run_id in run_ids.items()}},
+        "Comparison of " + ", ".join(f"{preset} (run {run_id})" for preset, run_id in run_ids.items()))
     return markdown
 
+
+
+# -- the audit -----------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class AuditSide:
+    """One side of an audit: a preset of a config, and that config's verified dataset."""
+
+    preset: str
+    config: Config
+    data: datasets.Dataset
+    source: str  # where the config came from, for messages
+
+
+def _check_same_data(before: AuditSide, after: AuditSide, allow_mismatch: bool) -> None:
+    if before.data.digest != after.data.digest and not allow_mismatch:
+        raise datasets.DataError(
+            f"audit: the two sides use different datasets: before ({before.source}) has digest "
+            f"{before.data.digest[:12]}…, after ({after.source}) has {after.data.digest[:12]}…; "
+            f"an audit compares changes on one dataset. Use the same data config on both sides, or "
+            f"pass --allow-dataset-mismatch to compare anyway (the report then says so)")
+
+
+def _audit_jobs(before: AuditSide, after: AuditSide, seeds: Sequence[int], audit_id: str,
+                tracking_config) -> tuple[list[audit.Change], list[Job], dict[str, AuditSide]]:
+    """The changes, one job per (variant, seed), and which side's data each variant uses."""
+    old, new = before.config.preset(before.preset), after.config.preset(after.preset)
+    changes = audit.derive_changes(old, new)
+    if not changes:
+        raise ConfigError(f"audit: {before.preset} and {after.preset} have the same model and training; "
+                          f"there is nothing to audit")
+    jobs, sides = [], {}
+    for label, variant in audit.ablation_variants(old, new).items():
+        side = before if label.startswith(audit.BEFORE) else after
+        variant = dataclasses.replace(variant, description=f"audit {audit_id}: {label} "
+                                      f"({before.preset} -> {after.preset})")
+        config = dataclasses.replace(side.config, experiments={label: variant}, experiment=label,
+                                     tracking=tracking_config)
+        sides[label] = side
+        jobs += [Job(config, label, seed) for seed in seeds]
+    return changes, jobs, sides
+
+
+def _run_row(result: RunResult, run_id: Optional[str]) -> dict:
+    return {"configuration": result.preset, "seed": result.seed,
+            **{key: result.metrics[key] for key in ("train_accuracy", "val_accuracy", "test_accuracy")},
+            "best_epoch": result.fit["best_epoch"], "epochs_run": result.fit["epochs_run"],
+            "dataset_digest": result.dataset_digest, "mlflow_run_id": run_id or ""}
+
+
+def _summary_json(summary: audit.AuditSummary, audit_id: str) -> dict:
+    def stats(values: dict[str, audit.Interval]) -> dict:
+        return {key: dataclasses.asdict(interval) for key, interval in values.items()}
+
+    return {
+        "audit_id": audit_id, "before": summary.before, "after": summary.after, "seeds": summary.seeds,
+        "confidence": summary.confidence, "dataset_digests": summary.dataset_digests, "verdict": summary.verdict,
+        "configurations": {label: {"holds": check.holds, "seeds_met": check.seeds_met,
+                                   "intervals_clear": check.interval_clears, **stats(check.stats)}
+                           for label, check in summary.variants.items()},
+        "changes": {effect.change.name: {"needed": effect.needed, "sufficient": effect.sufficient,
+                                         "keys": {key: list(pair) for key, pair in effect.change.values.items()},
+                                         "alone": stats(effect.alone), "in_after": stats(effect.in_after)}
+                    for effect in summary.effects},
+    }
+
+
+def _summary_metrics(summary: audit.AuditSummary) -> dict[str, float]:
+    """Headline numbers for the MLflow summary run (names within MLflow's allowed characters)."""
+    metrics = {}
+    for effect in summary.effects:
+        for context in ("alone", "in_after"):
+            for key, interval in getattr(effect, context).items():
+                metrics[f"effect/{effect.change.name}/{context}/{key}"] = interval.mean
+    for label, check in summary.variants.items():
+        name = label.replace(" + ", " plus ").replace(" - ", " minus ")
+        metrics[f"config/{name}/val_accuracy"] = check.stats["val_accuracy"].mean
+        metrics[f"config/{name}/holds"] = float(check.holds)
+    return metrics
+
+
+def run_audit(config: Config, before: AuditSide, after: AuditSide, seeds: Sequence[int], output_dir: Path,
+              workers: Optional[int] = None, allow_dataset_mismatch: bool = False,
+              log_models: bool = True) -> tuple[audit.AuditSummary, str]:
+    """Train before, after, before + each change and after - each change for every seed, in
+    parallel; record each run in MLflow as it finishes; write the report into `output_dir`
+    (all files or none) and log it on a summary run. Returns the summary and the Markdown."""
+    if len(set(seeds)) < 2:
+        raise ConfigError(f"audit: needs at least 2 different seeds for an interval, got {list(seeds)}")
+    _check_same_data(before, after, allow_dataset_mismatch)
+    audit_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    changes, jobs, sides = _audit_jobs(before, after, seeds, audit_id, config.tracking)
+    print(f"audit {audit_id}: {before.preset} -> {after.preset}, {len(changes)} changes "
+          f"({', '.join(c.name for c in changes)}), {len(jobs)} runs over seeds {list(seeds)}", flush=True)
+    run_ids: dict[tuple[str, int], Optional[str]] = {}
+    started = time.perf_counter()
+
+    def record(job: Job, trained, result: RunResult) -> None:
+        side = sides[job.preset]
+        run = job.config.run_config(job.preset, job.seed)
+        with tracking.training_run(job.config, run, side.data, kind="audit", log_model=log_models,
+                                   run_name=f"audit {job.preset} seed{job.seed}",
+                                   tags={"reprolab.audit_id": audit_id, "reprolab.audit.variant": job.preset,
+                                         "reprolab.audit.before": before.preset,
+                                         "reprolab.audit.after": after.preset}) as tracked:
+            tracked.log_training(trained, side.data)
+            metrics = {**result.metrics, "train_val_gap": result.metrics["train_accuracy"]
+                       - result.metrics["val_accuracy"], "target_met": meets_target(result.metrics, config.target)}
+            tracked.log_evaluation(metrics)
+        run_ids[(job.preset, job.seed)] = tracked.run_id
+        print(f"[{len(run_ids)}/{len(jobs)}] {job.preset}, seed {job.seed}: val {metrics['val_accuracy']:.3f}, "
+              f"train {metrics['train_accuracy']:.3f} ({result.fit['wall_time_s']:.1f} s)", flush=True)
+
+    results = run_jobs(jobs, workers, on_result=record)
+    print(f"audit {audit_id}: {len(results)} runs in {time.perf_counter() - started:.0f} s", flush=True)
+    summary = audit.summarize(results, changes, before.preset, after.preset, config.target,
+                              config.audit.confidence, {"before": before.data.digest, "after": after.data.digest})
+    descriptions = {audit.BEFORE: before.config.preset(before.preset).description,
+                    audit.AFTER: after.config.preset(after.preset).description}
+    markdown = audit_markdown(summary, descriptions, audit_id)
+    by_label = {label: [r for r in results if r.preset == label] for label in (audit.BEFORE, audit.AFTER)}
+    with atomic_directory(output_dir) as tmp:
+        (tmp / "audit.md").write_text(markdown)
+        write_json(tmp / "summary.json", _summary_json(summary, audit_id))
+        rows = [_run_row(r, run_ids.get((r.preset, r.seed))) for r in results]
+        write_csv(tmp / "runs.csv", rows, list(rows[0]))
+        plot_seed_bands({f"{label}: {getattr(summary, label)}": runs for label, runs in by_label.items()},
+                        config.target, tmp / FIGURES["learning_curves"])
+        plot_ablation(summary, tmp / FIGURES["ablation"])
+        plot_confusions({f"{label}: {getattr(summary, label)}, test, {len(runs)} seeds summed":
+                         summed_confusion(runs) for label, runs in by_label.items()}, tmp / FIGURES["confusion"])
+        files = sorted(tmp.iterdir())
+        summary_run = tracking.log_summary_run(
+            config, f"audit {before.preset} -> {after.preset}", "audit-summary", files,
+            {"reprolab.audit_id": audit_id, "reprolab.audit.before": before.preset,
+             "reprolab.audit.after": after.preset, "reprolab.audit.runs": str(len(results)),
+             **({"reprolab.dataset_digest": before.data.digest}
+                if before.data.digest == after.data.digest else {})},
+            f"{summary.verdict}\n\nThe {len(results)} runs of this audit carry the tag "
+            f"reprolab.audit_id = '{audit_id}'; runs.csv lists their run ids.",
+            _summary_metrics(summary))
+    if summary_run:
+        print(f"audit {audit_id}: MLflow summary run {summary_run}", flush=True)
+    return summary, markdown
+
+
+def stage_audit() -> str:
+    """The audit as a DVC stage: `audit.before` vs `audit.after` of params.yaml over `audit.seeds`."""
+    config = load_stage_params()
+    data = datasets.load(config.data)
+    before, after = (AuditSide(preset, config, data, "params.yaml")
+                     for preset in (config.audit.before, config.audit.after))
+    _, markdown = run_audit(config, before, after, config.audit.seeds, AUDIT_DIR, workers=config.audit.workers,
+                            log_models=config.audit.log_models)
+    return markdown

@@ -82,7 +82,7 @@ def pipeline_report(rows: Sequence[dict], config: Config) -> str:
     return "\n".join(lines)
 
 
-def _pyplot():
+def pyplot():
     """matplotlib's pyplot on the file-only Agg backend (no display on these machines)."""
     import matplotlib
 
@@ -92,15 +92,15 @@ def _pyplot():
     return pyplot
 
 
-def _save(figure, path: Path) -> None:
+def save_figure(figure, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, format="png", dpi=100)
-    _pyplot().close(figure)
+    pyplot().close(figure)
 
 
 def plot_learning_curves(histories: dict[str, list[dict[str, float]]], path: Path) -> None:
     """Training (eval mode) and validation accuracy per epoch, one panel per preset."""
-    figure, axes = _pyplot().subplots(1, len(histories), figsize=(4 * len(histories), 3.4), sharey=True,
+    figure, axes = pyplot().subplots(1, len(histories), figsize=(4 * len(histories), 3.4), sharey=True,
                                 squeeze=False)
     for axis, (preset, history) in zip(axes[0], histories.items()):
         epochs = [row["epoch"] for row in history]
@@ -111,20 +111,26 @@ def plot_learning_curves(histories: dict[str, list[dict[str, float]]], path: Pat
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy")
     axes[0][0].legend(loc="lower right")
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_confusion(matrix: list[list[int]], title: str, path: Path) -> None:
     """A confusion matrix (rows: actual, columns: predicted) as a PNG."""
-    figure, axis = _pyplot().subplots(figsize=(3.6, 3.2))
-    axis.imshow(matrix, cmap="Blues")
-    dark = max(max(row) for row in matrix) / 2
-    for i, row in enumerate(matrix):
-        for j, count in enumerate(row):
-            axis.text(j, i, str(count), ha="center", va="center", color="white" if count > dark else "black")
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("actual")
-    axis.set_xticks(range(len(matrix)))
-    axis.set_yticks(range(len(matrix)))
-    axis.set_title(title, fontsize=9)
-    _save(figure, path)
+    plot_confusions({title: matrix}, path)
+
+
+def plot_confusions(matrices: dict[str, list[list[int]]], path: Path) -> None:
+    """Confusion matrices side by side, one panel per title (rows: actual, columns: predicted)."""
+    figure, axes = pyplot().subplots(1, len(matrices), figsize=(3.6 * len(matrices), 3.2), squeeze=False)
+    for axis, (title, matrix) in zip(axes[0], matrices.items()):
+        axis.imshow(matrix, cmap="Blues")
+        dark = max(max(row) for row in matrix) / 2
+        for i, row in enumerate(matrix):
+            for j, count in enumerate(row):
+                axis.text(j, i, str(count), ha="center", va="center", color="white" if count > dark else "black")
+        axis.set_xlabel("predicted")
+        axis.set_ylabel("actual")
+        axis.set_xticks(range(len(matrix)))
+        axis.set_yticks(range(len(matrix)))
+        axis.set_title(title, fontsize=9)
+    save_figure(figure, path)

@@ -222,17 +222,22 @@ def _end_quietly(status: str) -> None:
 
 
 @contextmanager
-def training_run(config: Config, run: RunConfig, data) -> Iterator[TrackedRun]:
-    """Open a run for one training invocation, with params, config, dataset and tags logged."""
+def training_run(config: Config, run: RunConfig, data, kind: str = "train", run_name: Optional[str] = None,
+                 tags: Optional[dict[str, str]] = None, log_model: Optional[bool] = None) -> Iterator[TrackedRun]:
+    """Open a run for one training invocation, with params, config, dataset and tags logged.
+
+    `kind` is the `reprolab.kind` tag ("train" for pipeline runs, "audit" for the ablation's);
+    `tags` are added to the standard ones; `log_model` overrides `tracking.log_model`.
+    """
     if not config.tracking.enabled:
         yield TrackedRun(None, None)
         return
     client, experiment_id = connect(config.tracking)
-    tags = {"reprolab.kind": "train", "reprolab.preset": run.preset, "reprolab.seed": str(run.seed),
+    tags = {"reprolab.kind": kind, "reprolab.preset": run.preset, "reprolab.seed": str(run.seed),
             "reprolab.dataset_digest": data.digest, "mlflow.note.content":
-            config.experiments[run.preset].description, **provenance_tags()}
+            config.experiments[run.preset].description, **provenance_tags(), **(tags or {})}
     try:
-        created = client.create_run(experiment_id, run_name=f"{run.preset}-seed{run.seed}", tags=tags)
+        created = client.create_run(experiment_id, run_name=run_name or f"{run.preset}-seed{run.seed}", tags=tags)
         run_id = created.info.run_id
         client.log_batch(run_id, params=[Param(k, str(v)) for k, v in flatten(to_dict(run)).items()])
         client.log_text(run_id, yaml.safe_dump(to_dict(config), sort_keys=False), "config/params.yaml")
@@ -242,7 +247,7 @@ def training_run(config: Config, run: RunConfig, data) -> Iterator[TrackedRun]:
             from error
     with _active(run_id):
         _log_dataset(data, config)
-        yield TrackedRun(client, run_id, config.tracking.log_model)
+        yield TrackedRun(client, run_id, config.tracking.log_model if log_model is None else log_model)
 
 
 def _log_dataset(data, config: Config) -> None:
@@ -275,17 +280,19 @@ def resume_run(config: Config, run_id: str) -> Iterator[TrackedRun]:
         yield TrackedRun(client, run_id)
 
 
-def log_report(config: Config, files: Sequence[Path], run_ids: dict[str, str], digest: str) -> Optional[str]:
-    """A `report` run holding the report files, tagged with the runs it compares."""
+def log_summary_run(config: Config, run_name: str, kind: str, files: Sequence[Path], tags: dict[str, str],
+                    note: str, metrics: Optional[dict[str, float]] = None) -> Optional[str]:
+    """A run that holds a report: its files as artifacts (under `kind/`), tags linking the runs it
+    summarises, a note shown in the UI, and optional summary metrics."""
     if not config.tracking.enabled:
         return None
     client, experiment_id = connect(config.tracking)
-    tags = {"reprolab.kind": "report", "reprolab.dataset_digest": digest, **provenance_tags(),
-            **{f"reprolab.run.{preset}": run_id for preset, run_id in run_ids.items()},
-            "mlflow.note.content": "Comparison of " + ", ".join(
-                f"{preset} (run {run_id})" for preset, run_id in run_ids.items())}
-    run_id = client.create_run(experiment_id, run_name="report", tags=tags).info.run_id
+    tags = {"reprolab.kind": kind, **provenance_tags(), **tags, "mlflow.note.content": note}
+    run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
     with _active(run_id):
+        if metrics:
+            now = int(time.time() * 1000)
+            client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
         for path in files:
-            client.log_artifact(run_id, str(path), "report")
+            client.log_artifact(run_id, str(path), kind)
     return run_id

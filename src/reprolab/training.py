@@ -84,6 +84,12 @@ def evaluate(model: nn.Module, data: Dataset) -> dict[str, float]:
     return metrics
 
 
+def confusion_matrix(actual: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> list[list[int]]:
+    """Counts with rows = actual class, columns = predicted class."""
+    counts = torch.bincount(actual * num_classes + predicted, minlength=num_classes**2)
+    return counts.reshape(num_classes, num_classes).tolist()
+
+
 def _improved(value: float, best: float, monitor: str, min_delta: float) -> bool:
     if monitor == "val_loss":
         return value < best - min_delta

@@ -1,0 +1,165 @@
+"""The history audit: how the parameters and metrics moved commit by commit, and where the
+target first held.
+
+The data is DVC's own: `dvc exp show --json` gives, for each first-parent commit (and each
+DVC experiment based on it), the committed params.yaml and metrics files. This module only
+diffs consecutive commits and applies the target.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from reprolab.config import TargetConfig, UserError, flatten
+
+PARAMS_FILE = "params.yaml"
+SHOWN_PREFIXES = ("data.", "target.", "seed")
+
+
+class HistoryError(UserError, RuntimeError):
+    """The repository's history cannot be read."""
+
+
+@dataclass
+class Revision:
+    """One commit (or DVC experiment) with its parameters and the audited preset's metrics."""
+
+    rev: str
+    title: str  # the commit subject, or the experiment's name
+    params: dict[str, Any]
+    metrics: Optional[dict[str, Any]]
+    changes: list[tuple[str, Any, Any]] = field(default_factory=list)
+    other_changes: int = 0
+    target_held: Optional[bool] = None
+    experiments: list["Revision"] = field(default_factory=list)
+
+
+@dataclass
+class History:
+    """The walk, oldest commit first, and the first commit where the target held."""
+
+    preset: str
+    target: TargetConfig
+    commits: list[Revision]
+    first_held: Optional[Revision]
+
+
+def _run(args: list[str], repo: Path) -> str:
+    done = subprocess.run(args, cwd=repo, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+        raise HistoryError(f"history: `{' '.join(args[-6:])}` failed in {repo}: {last}")
+    return done.stdout
+
+
+def exp_show(repo: Path, rev: str = "HEAD") -> list[dict]:
+    """DVC's `exp show --json` for every first-parent commit up to `rev`, newest first."""
+    output = _run([sys.executable, "-m", "dvc", "exp", "show", "--json", "--num", "-1", "--rev", rev], repo)
+    return json.loads(output)
+
+
+def _subjects(repo: Path, rev: str) -> dict[str, str]:
+    lines = _run(["git", "log", "--first-parent", "--format=%H%x09%s", rev], repo).splitlines()
+    return dict(line.split("\t", 1) for line in lines if "\t" in line)
+
+
+def _revision(entry: dict, title: str, metrics_file: str) -> Revision:
+    data = entry.get("data") or {}
+    params = (data.get("params") or {}).get(PARAMS_FILE, {}).get("data", {})
+    metrics = (data.get("metrics") or {}).get(metrics_file, {}).get("data")
+    return Revision(rev=entry["rev"], title=title, params=flatten(params), metrics=metrics)
+
+
+def _diff(revision: Revision, previous: Optional[Revision], preset: str) -> None:
+    """Set the revision's parameter changes: the preset's own keys, data, target and seed by
+    name; other keys (other presets, the audit settings) only counted."""
+    old = previous.params if previous else {}
+    own = f"experiments.{preset}."
+    for key in sorted(set(old) | set(revision.params)):
+        before, after = old.get(key), revision.params.get(key)
+        if before == after or key.endswith(".description") or previous is None:
+            continue
+        if key.startswith(own) or key.startswith(SHOWN_PREFIXES):
+            revision.changes.append((key.replace(own, f"{preset}.", 1), before, after))
+        else:
+            revision.other_changes += 1
+
+
+def _held(metrics: Optional[dict], target: TargetConfig) -> Optional[bool]:
+    if not metrics or "val_accuracy" not in metrics or "train_accuracy" not in metrics:
+        return None
+    return metrics["val_accuracy"] >= target.min_val_accuracy and metrics["train_accuracy"] < target.max_train_accuracy
+
+
+def walk(repo: Path, preset: str, target: TargetConfig, metrics_file: str, rev: str = "HEAD") -> History:
+    """Every first-parent commit up to `rev`, oldest first, diffed against its parent, with
+    DVC experiments under the commit they are based on."""
+    entries = [entry for entry in exp_show(repo, rev) if entry.get("rev") != "workspace"]
+    subjects = _subjects(repo, rev)
+    commits: list[Revision] = []
+    for entry in reversed(entries):
+        commit = _revision(entry, subjects.get(entry["rev"], entry.get("name") or ""), metrics_file)
+        _diff(commit, commits[-1] if commits else None, preset)
+        commit.target_held = _held(commit.metrics, target)
+        for group in entry.get("experiments") or []:
+            for exp in group.get("revs", [])[:1]:
+                experiment = _revision(exp, f"experiment {exp.get('name') or exp['rev'][:7]}", metrics_file)
+                _diff(experiment, commit, preset)
+                experiment.target_held = _held(experiment.metrics, target)
+                commit.experiments.append(experiment)
+        commits.append(commit)
+    first = next((commit for commit in commits if commit.target_held), None)
+    return History(preset, target, commits, first)
+
+
+def _metric_cell(revision: Revision, previous: Optional[Revision], key: str) -> str:
+    if not revision.metrics or key not in revision.metrics:
+        return "-"
+    value = revision.metrics[key]
+    if previous and previous.metrics and key in previous.metrics:
+        return f"{value:.3f} ({value - previous.metrics[key]:+.3f})"
+    return f"{value:.3f}"
+
+
+def _changes_cell(revision: Revision, first: bool) -> str:
+    if first:
+        return "(first commit)"
+    parts = [f"`{key}`: {old} → {new}" for key, old, new in revision.changes]
+    if revision.other_changes:
+        parts.append(f"{revision.other_changes} other keys")
+    return "; ".join(parts) or "none"
+
+
+def history_markdown(history: History, metrics_file: str) -> str:
+    """The walk as a Markdown table and a closing line naming the first commit that held."""
+    target = history.target
+    lines = [f"# Parameter and metric history: `{history.preset}`", "",
+             f"From `dvc exp show --json` over the first-parent history: `{PARAMS_FILE}` and `{metrics_file}` "
+             f"as committed. Target: validation accuracy >= {target.min_val_accuracy:.2f} and training "
+             f"accuracy < {target.max_train_accuracy:.2f}.", "",
+             "| commit | message | parameter changes | val acc | train acc | target held |",
+             "|---|---|---|---|---|---|"]
+    previous: Optional[Revision] = None
+    for index, commit in enumerate(history.commits):
+        rows = [(commit, previous, f"`{commit.rev[:7]}`")]
+        rows += [(exp, commit, f"↳ `{exp.rev[:7]}`") for exp in commit.experiments]
+        for revision, base, name in rows:
+            held = {True: "**yes**", False: "no", None: "-"}[revision.target_held]
+            lines.append(f"| {name} | {revision.title} | {_changes_cell(revision, index == 0 and base is None)} | "
+                         f"{_metric_cell(revision, base, 'val_accuracy')} | "
+                         f"{_metric_cell(revision, base, 'train_accuracy')} | {held} |")
+        previous = commit
+    lines.append("")
+    if history.first_held:
+        first = history.first_held
+        lines.append(f"**First commit where the target held: `{first.rev[:7]}` ({first.title})**, "
+                     f"validation {first.metrics['val_accuracy']:.3f}, training {first.metrics['train_accuracy']:.3f}.")
+    else:
+        lines.append("**The target did not hold at any commit.**")
+    lines.append("")
+    return "\n".join(lines)
