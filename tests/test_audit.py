@@ -1,4 +1,4 @@
-"""Audit groundwork: change derivation, ablation variants, intervals."""
+"""The audit's analysis: change derivation, ablation variants, intervals, needed/sufficient, verdict."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from reprolab.audit import ablation_variants, apply_changes, derive_changes, mean_interval
-from reprolab.config import ExperimentConfig, load_config
+from reprolab.audit import Change, ablation_variants, apply_changes, derive_changes, mean_interval, summarize
+from reprolab.config import ExperimentConfig, TargetConfig, load_config
+from reprolab.runs import RunResult
 
 from conftest import CONF_DIR
 
@@ -65,3 +66,57 @@ def test_mean_interval_matches_the_t_distribution():
     assert high - mean == pytest.approx(2.7764 * 0.0316228 / math.sqrt(5), rel=1e-4)
     assert mean - low == pytest.approx(high - mean)
     assert math.isnan(mean_interval([0.5])[1])
+
+
+# -- analysis on made-up results: the arithmetic and the verdict's logic ---------------------
+
+def _result(label: str, seed: int, val: float, train: float) -> RunResult:
+    return RunResult(preset=label, seed=seed, metrics={"val_accuracy": val, "train_accuracy": train,
+                                                       "test_accuracy": val}, fit={}, history=[],
+                     dataset_digest="d")
+
+
+def _results(table: dict[str, tuple[float, float]], seeds=(0, 1, 2)) -> list[RunResult]:
+    """Each label's (val, train) with a small seed-dependent wobble."""
+    return [_result(label, seed, val + 0.002 * seed, train - 0.002 * seed)
+            for label, (val, train) in table.items() for seed in seeds]
+
+
+TWO_CHANGES = [Change("dropout", {"model.dropout": (0.0, 0.3)}), Change("learning rate", {"train.lr": (0.01, 0.001)})]
+
+
+def _summary(table):
+    return summarize(_results(table), TWO_CHANGES, "baseline", "regularized", TargetConfig(), 0.95,
+                     {"before": "d", "after": "d"})
+
+
+def test_needed_and_sufficient_follow_the_target_checks():
+    summary = _summary({"before": (0.70, 1.00), "after": (0.88, 0.90),
+                        "before + dropout": (0.87, 0.91), "after - dropout": (0.75, 0.99),
+                        "before + learning rate": (0.72, 0.99), "after - learning rate": (0.87, 0.90)})
+    effects = {effect.change.name: effect for effect in summary.effects}
+    assert (effects["dropout"].needed, effects["dropout"].sufficient) == (True, True)
+    assert (effects["learning rate"].needed, effects["learning rate"].sufficient) == (False, False)
+    # Paired by seed: the wobble cancels, so the interval collapses onto the difference.
+    alone = effects["dropout"].alone["val_accuracy"]
+    assert alone.mean == pytest.approx(0.17) and alone.low == pytest.approx(0.17)
+    assert effects["dropout"].in_after["train_accuracy"].mean == pytest.approx(0.90 - 0.99)
+    assert summary.variants["after"].holds and not summary.variants["before"].holds
+    assert summary.verdict == (
+        "regularized meets the target on 3/3 seeds (validation 0.882 [0.877, 0.887] vs 0.702 [0.697, 0.707] for "
+        "baseline); dropout closed most of the gap (+0.130 [+0.130, +0.130] validation accuracy; without it 0/3 "
+        "seeds meet the target); learning rate is not needed (the target holds without it), and dropout alone "
+        "is enough.")
+
+
+def test_a_target_that_holds_only_on_some_seeds_does_not_hold():
+    results = _results({"before": (0.70, 1.00), "after": (0.88, 0.90), "before + dropout": (0.70, 1.0),
+                        "after - dropout": (0.88, 0.90), "before + learning rate": (0.7, 1.0),
+                        "after - learning rate": (0.88, 0.90)})
+    results[3] = _result("after", 0, 0.80, 0.90)  # one seed of after misses the floor
+    summary = summarize(results, TWO_CHANGES, "baseline", "regularized", TargetConfig(), 0.95,
+                        {"before": "d", "after": "d"})
+    after = summary.variants["after"]
+    assert after.seeds_met == 2 and not after.holds
+    assert all(effect.needed is None for effect in summary.effects)
+    assert summary.verdict.startswith("regularized does not meet the target robustly (2/3 seeds")

@@ -80,6 +80,7 @@ def repo(tmp_path_factory) -> Path:
     repo = copy_repository(tmp_path_factory.mktemp("pipeline"))
     set_in_yaml(repo / "conf/train/default.yaml", r"^max_epochs: \d+", "max_epochs: 4")
     set_in_yaml(repo / "conf/train/default.yaml", r"^  patience: \d+", "  patience: 2")
+    set_in_yaml(repo / "conf/config.yaml", r"^  seeds: \[.*\]", "  seeds: [0, 1]")
     sh(repo, "reprolab", "compose")
     commit(repo, "short epochs for tests")
     sh(repo, "dvc", "repro")
@@ -156,6 +157,21 @@ def test_report_run_links_the_training_runs(repo):
     assert (repo / "reports/learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_audit_stage_reports_and_records_its_runs(repo):
+    summary = json.loads((repo / "reports/audit/summary.json").read_text())
+    assert summary["seeds"] == [0, 1] and (summary["before"], summary["after"]) == ("baseline", "regularized")
+    assert list(summary["changes"]) == ["hidden size", "dropout", "learning rate", "early stopping"]
+    digest = json.loads((repo / "results/data.json").read_text())["digest"]
+    assert summary["dataset_digests"] == {"before": digest, "after": digest}
+    audit_runs = [run for run in runs(repo, "audit") if run.data.tags["reprolab.audit_id"] == summary["audit_id"]]
+    assert len(audit_runs) == 10 * 2 and {run.info.status for run in audit_runs} == {"FINISHED"}
+    assert {run.data.tags["reprolab.dvc_stage"] for run in audit_runs} == {"audit"}
+    (summary_run,) = runs(repo, "audit-summary")
+    assert summary_run.data.tags["reprolab.audit_id"] == summary["audit_id"]
+    metrics = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
+    assert "reports/audit/summary.json" in next(iter(metrics.values()))["data"]
+
+
 def test_second_repro_is_a_noop_and_status_is_clean(repo):
     before = len(runs(repo))
     done = sh(repo, "dvc", "repro")
@@ -167,8 +183,12 @@ def test_second_repro_is_a_noop_and_status_is_clean(repo):
 def test_forced_repro_gives_identical_metrics(repo):
     files = [repo / f"results/{preset}/metrics.json" for preset in PRESETS] + [repo / "results/data.json"]
     before = [path.read_text() for path in files]
+    audit = json.loads((repo / "reports/audit/summary.json").read_text())
     sh(repo, "dvc", "repro", "--force")
     assert [path.read_text() for path in files] == before
+    again = json.loads((repo / "reports/audit/summary.json").read_text())
+    assert again["audit_id"] != audit["audit_id"]  # a new audit, with new runs ...
+    assert (again["configurations"], again["verdict"]) == (audit["configurations"], audit["verdict"])  # same results
     assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
 
 
@@ -214,9 +234,10 @@ def test_changing_one_preset_reruns_only_its_stages(repo):
     set_in_yaml(repo / "conf/preset/regularized.yaml", r"^  lr: 0.001", "  lr: 0.002")
     sh(repo, "reprolab", "compose")
     changed = set(json.loads(sh(repo, "dvc", "status", "--json").stdout))
-    # lstm and gru are "the fix with another cell": they inherit regularized's lr in conf/.
-    # check_params reruns on any conf/ edit; it passes and changes nothing downstream.
-    assert changed == {"check_params", "train@regularized", "train@lstm", "train@gru"}
+    # lstm and gru are "the fix with another cell": they inherit regularized's lr in conf/;
+    # regularized is the audit's "after". check_params reruns on any conf/ edit; it passes and
+    # changes nothing downstream.
+    assert changed == {"check_params", "train@regularized", "train@lstm", "train@gru", "audit"}
     done = sh(repo, "dvc", "repro")
     ran = set(re.findall(r"Running stage '([^']+)'", done.stdout))
     assert "prepare" not in ran and "train@baseline" not in ran and "evaluate@baseline" not in ran

@@ -225,26 +225,35 @@ def _names(effects: Sequence[ChangeEffect]) -> str:
 
 
 def verdict(summary: AuditSummary) -> str:
-    """The audit's answer in one sentence."""
+    """The audit's answer in one sentence: the change that closed most of the gap, the others
+    that are needed too, those that are not, and whether any is enough on its own."""
     after, before = summary.variants[AFTER], summary.variants[BEFORE]
     n = len(summary.seeds)
     val = after.stats["val_accuracy"]
     if not after.holds:
         return (f"{summary.after} does not meet the target robustly ({after.seeds_met}/{n} seeds, validation "
                 f"accuracy {val.text()}), so no change can be credited with closing the gap.")
-    needed = [e for e in summary.effects if e.needed]
-    sufficient = [e for e in summary.effects if e.sufficient]
-    opening = (f"{summary.after} meets the target on {n}/{n} seeds (validation {val.text()} vs "
-               f"{before.stats['val_accuracy'].text()} for {summary.before})")
+
+    def without(effect: ChangeEffect) -> int:
+        return summary.variants[removed_label(effect.change)].seeds_met
+
+    ranked = sorted(summary.effects, key=lambda e: e.in_after["val_accuracy"].mean, reverse=True)
+    needed = [e for e in ranked if e.needed]
+    unneeded = [e for e in ranked if not e.needed]
+    sufficient = [e for e in ranked if e.sufficient]
+    parts = [f"{summary.after} meets the target on {n}/{n} seeds (validation {val.text()} vs "
+             f"{before.stats['val_accuracy'].text()} for {summary.before})"]
     if needed:
-        alone = ("and is enough on its own" if len(needed) == 1 else "and each is enough on its own") \
-            if all(e.sufficient for e in needed) else \
-            ("but is not enough on its own" if len(needed) == 1 else "but none is enough on its own")
-        return (f"{opening}; {_names(needed)} closed the gap: removing "
-                f"{'it' if len(needed) == 1 else 'any of them'} breaks the target, {alone}.")
-    best = max(summary.effects, key=lambda e: e.in_after["val_accuracy"].mean)
-    tail = (f"; {_names(sufficient)} alone {'is' if len(sufficient) == 1 else 'are each'} enough"
-            if sufficient else "; no change is enough on its own")
-    return (f"{opening}; no single change is needed (the target holds with any one removed), "
-            f"{best.change.name} adds the most validation accuracy "
-            f"({best.in_after['val_accuracy'].text(signed=True)}){tail}.")
+        main = needed[0]
+        parts.append(f"{main.change.name} closed most of the gap ({main.in_after['val_accuracy'].text(signed=True)} "
+                     f"validation accuracy; without it {without(main)}/{n} seeds meet the target)")
+        if len(needed) > 1:
+            seeds = sorted({without(e) for e in needed[1:]})
+            parts.append(f"{_names(needed[1:])} {'is' if len(needed) == 2 else 'are'} also needed (without "
+                         f"{'it' if len(needed) == 2 else 'each'}, {' or '.join(map(str, seeds))}/{n} seeds)")
+    if unneeded:
+        parts.append(f"{_names(unneeded)} {'is' if len(unneeded) == 1 else 'are'} not needed "
+                     f"(the target holds without {'it' if len(unneeded) == 1 else 'each'})")
+    parts.append(f"{_names(sufficient)} alone {'is' if len(sufficient) == 1 else 'are each'} enough"
+                 if sufficient else "no change is enough on its own")
+    return "; ".join(parts[:-1]) + ", and " + parts[-1] + "."

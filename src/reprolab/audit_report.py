@@ -123,6 +123,7 @@ def plot_ablation(summary: AuditSummary, path: Path) -> None:
             axis.barh(positions, [s.mean for s in stats], height=height, color=color, label=context,
                       xerr=[[s.mean - s.low for s in stats], [s.high - s.mean for s in stats]], capsize=3)
         axis.axvline(0, color="black", linewidth=0.8)
+        axis.locator_params(axis="x", nbins=5)
         axis.set_title(f"effect on {METRIC_LABELS[key]}", fontsize=10)
         axis.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(range(len(names)), names)

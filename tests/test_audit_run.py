@@ -1,0 +1,127 @@
+"""`reprolab audit` end to end on the small dataset with short training: the report, its
+figures, the MLflow runs and summary run, and the refusal of a dataset-digest mismatch."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import CONF_DIR
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+CHANGES = ("hidden size", "dropout", "learning rate", "early stopping")
+
+
+def audit(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "DVC_"))}
+    done = subprocess.run([str(BIN / "reprolab"), "--config-dir", str(CONF_DIR), "audit", *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=600)
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def small(tmp_path: Path) -> list[str]:
+    """Small data, 3 epochs for both sides, a store of the test's own."""
+    return ["data=synthetic_small", f"data.prepared_path={tmp_path / 'small.npz'}",
+            "experiments.baseline.train.max_epochs=3", "experiments.regularized.train.max_epochs=3",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+
+
+def client(tmp_path: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory) -> Path:
+    tmp_path = tmp_path_factory.mktemp("audit")
+    audit(tmp_path, "--seeds", "0-1", "--workers", "2", "--output-dir", "out", *small(tmp_path))
+    return tmp_path
+
+
+def test_report_lists_every_change_with_effects_and_a_verdict(audited):
+    report = (audited / "out/audit.md").read_text()
+    assert "**Verdict.** " in report
+    summary = json.loads((audited / "out/summary.json").read_text())
+    assert list(summary["changes"]) == list(CHANGES)
+    for name in CHANGES:
+        assert sum(line.startswith(f"| {name} | ") for line in report.splitlines()) >= 2  # keys, effects
+        for context in ("alone", "in_after"):
+            interval = summary["changes"][name][context]["val_accuracy"]
+            assert interval["low"] <= interval["mean"] <= interval["high"]
+    assert set(summary["configurations"]) == {"before", "after"} | {f"before + {c}" for c in CHANGES} | {
+        f"after - {c}" for c in CHANGES}
+    assert summary["verdict"] in report
+
+
+def test_figures_are_real_pngs(audited):
+    from matplotlib import image
+
+    for name in ("learning_curves.png", "ablation.png", "confusion.png"):
+        pixels = image.imread(audited / "out" / name)
+        assert pixels.ndim == 3 and pixels.shape[0] > 200 and pixels.shape[1] > 400
+        assert pixels.std() > 0.05  # not a blank canvas
+
+
+def test_every_run_is_a_finished_mlflow_run_linked_from_the_summary_run(audited):
+    mlflow = client(audited)
+    experiment = mlflow.get_experiment_by_name("reprolab")
+    summary = json.loads((audited / "out/summary.json").read_text())
+    audit_id = summary["audit_id"]
+    runs = mlflow.search_runs([experiment.experiment_id], f"tags.`reprolab.audit_id` = '{audit_id}'")
+    ablation = [run for run in runs if run.data.tags["reprolab.kind"] == "audit"]
+    assert len(ablation) == 10 * 2 and {run.info.status for run in runs} == {"FINISHED"}
+    with (audited / "out/runs.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["mlflow_run_id"] for row in rows} == {run.info.run_id for run in ablation}
+    for run in ablation:
+        row = next(row for row in rows if row["mlflow_run_id"] == run.info.run_id)
+        assert run.data.tags["reprolab.audit.variant"] == row["configuration"]
+        assert run.data.metrics["val_accuracy"] == pytest.approx(float(row["val_accuracy"]), abs=1e-9)
+        assert run.data.params["seed"] == row["seed"]
+        assert run.inputs.dataset_inputs  # the dataset, with its digest
+    (summary_run,) = [run for run in runs if run.data.tags["reprolab.kind"] == "audit-summary"]
+    artifacts = {a.path for a in mlflow.list_artifacts(summary_run.info.run_id, "audit-summary")}
+    assert artifacts == {f"audit-summary/{name}" for name in (
+        "audit.md", "summary.json", "runs.csv", "learning_curves.png", "ablation.png", "confusion.png")}
+    assert summary_run.data.tags["mlflow.note.content"].startswith(summary["verdict"])
+
+
+def test_results_do_not_depend_on_the_worker_count(audited, tmp_path):
+    audit(tmp_path, "--seeds", "0-1", "--workers", "1", "--no-models", "--output-dir", "serial", *small(tmp_path))
+
+    def metrics(path: Path) -> dict:
+        with path.open() as handle:
+            return {(row["configuration"], row["seed"]): row["val_accuracy"] for row in csv.DictReader(handle)}
+
+    assert metrics(tmp_path / "serial/runs.csv") == metrics(audited / "out/runs.csv")
+
+
+def test_a_dataset_digest_mismatch_is_refused_unless_allowed(tmp_path):
+    # The before side comes from a params file with the default (full) dataset; the after side
+    # from the composed config with the small one.
+    before = tmp_path / "before-params.yaml"
+    subprocess.run([str(BIN / "reprolab"), "--config-dir", str(CONF_DIR), "compose", "-o", str(before),
+                    f"data.prepared_path={tmp_path / 'full.npz'}", "experiments.baseline.train.max_epochs=3"],
+                   check=True, capture_output=True)
+    refused = audit(tmp_path, "--before-params", str(before), "--seeds", "0-1", "--output-dir", "out",
+                    *small(tmp_path), check=False)
+    assert refused.returncode == 2
+    error = refused.stderr.strip()
+    assert "\n" not in error and "different datasets" in error and "--allow-dataset-mismatch" in error
+    assert not (tmp_path / "out").exists() and not (tmp_path / "mlflow.db").exists()  # nothing recorded
+
+    allowed = audit(tmp_path, "--before-params", str(before), "--seeds", "0-1", "--output-dir", "out",
+                    "--allow-dataset-mismatch", "--no-models", *small(tmp_path))
+    assert "**Different datasets**" in (tmp_path / "out/audit.md").read_text(), allowed.stdout
+    digests = json.loads((tmp_path / "out/summary.json").read_text())["dataset_digests"]
+    assert digests["before"] != digests["after"]
