@@ -14,7 +14,6 @@ import os
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 from reprolab import data as datasets
 from reprolab import tracking

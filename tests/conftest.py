@@ -1,7 +1,13 @@
-"""Shared fixtures: the repository's conf/ and a small, fast configuration."""
+"""Shared fixtures and helpers: the repository's conf/, a small configuration, temporary copies
+of the repository to run DVC and MLflow in."""
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +17,7 @@ from reprolab.config import Config, load_config
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 PRESETS = ("baseline", "regularized", "lstm", "gru")
+BIN = Path(sys.executable).parent
 
 
 def quick_overrides(tmp_path: Path, epochs: int = 2) -> list[str]:
@@ -23,3 +30,73 @@ def quick_overrides(tmp_path: Path, epochs: int = 2) -> list[str]:
 @pytest.fixture
 def quick_config(tmp_path: Path) -> Config:
     return load_config(quick_overrides(tmp_path), CONF_DIR)
+
+
+# -- temporary copies of the repository ------------------------------------------------------
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without the caller's MLflow/DVC settings, the venv first on PATH."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    return {**env, **extra}
+
+
+def sh(repo: Path, *args: str, check: bool = True, extra_env: dict | None = None,
+       **kwargs) -> subprocess.CompletedProcess:
+    """Run a command in `repo` with a clean environment; fail with its output unless check=False."""
+    env = clean_env(**(extra_env or {}))
+    done = subprocess.run(list(args), cwd=repo, env=env, capture_output=True, text=True, **kwargs)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{args} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def copy_repository(target: Path) -> Path:
+    """The working tree as git sees it (tracked and untracked, not ignored), as a fresh repo."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO_ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, files):
+        source = REPO_ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    sh(target, "git", "init", "-q", "-b", "main")
+    sh(target, "git", "config", "user.email", "test@reprolab.invalid")
+    sh(target, "git", "config", "user.name", "reprolab tests")
+    return target
+
+
+def set_in_yaml(path: Path, pattern: str, replacement: str) -> None:
+    text = path.read_text()
+    new = re.sub(pattern, replacement, text, flags=re.M)
+    assert new != text, f"{pattern!r} not found in {path}"
+    path.write_text(new)
+
+
+def commit(repo: Path, message: str) -> None:
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-q", "-m", message)
+
+
+def client_for(repo: Path, uri: str | None = None):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri or f"sqlite:///{repo / 'mlflow.db'}")
+
+
+def runs(repo: Path, kind: str = "train", uri: str | None = None) -> list:
+    client = client_for(repo, uri)
+    experiment = client.get_experiment_by_name("reprolab")
+    return client.search_runs([experiment.experiment_id], f"tags.`reprolab.kind` = '{kind}'")
+
+
+# -- CI: a skipped test is a failed test --------------------------------------------------------
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With REPROLAB_NO_SKIP=1 (set by .ci/run), a skip (e.g. no PostgreSQL or Chromium) fails."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("REPROLAB_NO_SKIP") == "1" and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and REPROLAB_NO_SKIP=1 forbids skips: {report.longrepr}"

@@ -5,24 +5,20 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import CONF_DIR
+from conftest import BIN, CONF_DIR, clean_env
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
 CHANGES = ("hidden size", "dropout", "learning rate", "early stopping")
 
 
 def audit(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "DVC_"))}
     done = subprocess.run([str(BIN / "reprolab"), "--config-dir", str(CONF_DIR), "audit", *args], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=600)
+                          env=clean_env(), capture_output=True, text=True, timeout=600)
     if check:
         assert done.returncode == 0, done.stdout + done.stderr
     return done

@@ -7,10 +7,7 @@ tested elsewhere), so the commit where the target first held is known in advance
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,9 +15,8 @@ import pytest
 from reprolab.config import TargetConfig
 from reprolab.history import history_markdown, walk
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, sh
 
-BIN = Path(sys.executable).parent
 METRICS = "results/regularized/metrics.json"
 # The fix applied one change per commit; the preset starts out as the baseline.
 STEPS = [
@@ -34,11 +30,7 @@ STEPS = [
 
 
 def run(repo: Path, *args: str) -> str:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "DVC_"))}
-    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
-    done = subprocess.run(list(args), cwd=repo, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, f"{args}: {done.stdout}{done.stderr}"
-    return done.stdout
+    return sh(repo, *args).stdout
 
 
 def write_step(repo: Path, settings: dict, metrics: tuple[float, float]) -> None:

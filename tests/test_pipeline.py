@@ -20,58 +20,12 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import PRESETS, REPO_ROOT
+from conftest import PRESETS, REPO_ROOT, clean_env, client_for, commit, copy_repository, runs, set_in_yaml, sh
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
-def sh(repo: Path, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "DVC_"))}
-    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
-    done = subprocess.run(list(args), cwd=repo, env=env, capture_output=True, text=True, **kwargs)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{args} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return done
-
-
-def copy_repository(target: Path) -> Path:
-    """The working tree as git sees it (tracked and untracked, not ignored), as a fresh repo."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO_ROOT,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in filter(None, files):
-        source = REPO_ROOT / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    sh(target, "git", "init", "-q", "-b", "main")
-    sh(target, "git", "config", "user.email", "test@reprolab.invalid")
-    sh(target, "git", "config", "user.name", "reprolab tests")
-    return target
-
-
-def set_in_yaml(path: Path, pattern: str, replacement: str) -> None:
-    text = path.read_text()
-    new = re.sub(pattern, replacement, text, flags=re.M)
-    assert new != text, f"{pattern!r} not found in {path}"
-    path.write_text(new)
-
-
-def commit(repo: Path, message: str) -> None:
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-q", "-m", message)
-
-
-def client_for(repo: Path):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
-
-
-def runs(repo: Path, kind: str = "train") -> list:
-    client = client_for(repo)
-    experiment = client.get_experiment_by_name("reprolab")
-    return client.search_runs([experiment.experiment_id], f"tags.`reprolab.kind` = '{kind}'")
 
 
 @pytest.fixture(scope="module")
@@ -267,9 +221,7 @@ def test_ctrl_c_marks_the_run_killed(repo):
     set_in_yaml(preset_file, r"^  lr: 0.01", "  lr: 0.01\n  max_epochs: 5000")  # long enough to interrupt
     sh(repo, "reprolab", "compose")
     before = {run.info.run_id for run in runs(repo)}
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "DVC_"))}
-    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
-    process = subprocess.Popen(["reprolab", "stage", "train", "baseline"], cwd=repo, env=env,
+    process = subprocess.Popen(["reprolab", "stage", "train", "baseline"], cwd=repo, env=clean_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline, new = time.time() + 60, []

@@ -183,6 +183,12 @@ class TrackingConfig:
     experiment_name: str = "reprolab"
     log_model: bool = True
 
+    def check(self) -> None:
+        # params.yaml is committed and logged as an artifact: no secrets in it.
+        _require(not (self.uri and "@" in self.uri.split("://", 1)[-1].split("/", 1)[0]), "tracking.uri",
+                 "holds credentials; put them in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD "
+                 "(or MLFLOW_TRACKING_TOKEN) instead, never in the configuration")
+
 
 @dataclass
 class AuditConfig:
@@ -237,6 +243,7 @@ class Config:
             preset.check(f"experiments.{name}")
         self.preset(self.experiment)
         self.audit.check(self.experiments)
+        self.tracking.check()
 
     def preset(self, name: str) -> ExperimentConfig:
         """The named experiment preset, or a ConfigError listing the known ones."""

@@ -52,12 +52,17 @@ def load_stage_params(path: Path = PARAMS_FILE, conf_dir: Path = Path("conf")) -
     Inside `dvc exp run` (DVC_EXP_NAME is set) DVC has just composed params.yaml from conf/
     and the `-S` overrides, so it is current by construction. Anywhere else a difference means
     conf/ was edited after the last composition, and training on params.yaml would be stale.
+    The `tracking` section is left out of the comparison.
     """
     on_disk = read_params(path)
     config = validate(on_disk)
     if os.environ.get("DVC_EXP_NAME") or not (conf_dir / "config.yaml").is_file():
         return config
-    difference = _first_difference(on_disk, compose_raw([], conf_dir))
+    # `tracking` says where runs are recorded, not what they compute: `reprolab compose
+    # tracking=server` (or an edited conf/tracking/) is not a stale params.yaml.
+    composed = compose_raw([], conf_dir)
+    difference = _first_difference({k: v for k, v in on_disk.items() if k != "tracking"},
+                                   {k: v for k, v in composed.items() if k != "tracking"})
     if difference:
         raise ConfigError(
             f"params: {path} is out of date with conf/ ({difference}); run `reprolab compose` to "
@@ -149,7 +154,7 @@ def stage_train(preset: str) -> dict:
     run = config.run_config(preset)
     data = datasets.load(config.data)
     with tracking.training_run(config, run, data) as tracked:
-        trained = train(run, data)
+        trained = train(run, data, on_epoch=tracked.log_epoch)
         save_model(trained.model, run, data, model_file(preset))
         write_csv(run_dir(preset) / "history.csv", trained.history, ["epoch", *HISTORY_KEYS])
         tracked.log_training(trained, data)

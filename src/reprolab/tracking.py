@@ -14,9 +14,11 @@ LSTM and GRU (tested).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
+import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -31,15 +33,25 @@ from reprolab.config import Config, RunConfig, TrackingConfig, UserError, flatte
 # (7 retries with exponential backoff, 120 s timeout) took 246 s to give up here.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+# MLflow 3 would otherwise contact its telemetry service; these machines reach no outside host.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import mlflow  # noqa: E402  (after the environment defaults above)
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+from requests.exceptions import RequestException  # noqa: E402
+
+# What a store that went away raises (MLflow wraps most HTTP errors; artifact uploads may not).
+STORE_ERRORS = (MlflowException, RequestException)
 
 DB_FILE = "mlflow.db"
+# Runs that could not be ended because the store was unreachable, closed at the next connection.
+UNCLOSED_RUNS = ".reprolab/unclosed_runs.jsonl"
 ARTIFACTS_DIR = "mlruns"
 MODEL_SERIALIZATION = "pickle"
+# How often a training run sends its buffered per-epoch metrics.
+FLUSH_SECONDS = 5.0
 # MLflow stores at most 36 characters of a dataset digest; the full SHA-256 goes in a tag.
 MLFLOW_DIGEST_LENGTH = 36
 
@@ -101,6 +113,7 @@ def connect(config: TrackingConfig) -> tuple[MlflowClient, str]:
         _set_fluent_uri(uri)
         client = MlflowClient(tracking_uri=uri)
         experiment = client.get_experiment_by_name(config.experiment_name)
+        close_unclosed_runs(client, uri)
         if experiment is not None:
             return client, experiment.experiment_id
         # Artifacts of the default store live beside it, at the repository root, also when the
@@ -114,7 +127,7 @@ def connect(config: TrackingConfig) -> tuple[MlflowClient, str]:
         except MlflowException:  # created meanwhile by a parallel run
             experiment_id = client.get_experiment_by_name(config.experiment_name).experiment_id
         return client, experiment_id
-    except MlflowException as error:
+    except STORE_ERRORS as error:
         raise TrackingError(
             f"tracking: cannot use MLflow store {_redact(uri)}: {str(error).splitlines()[0][:300]} "
             f"(start the server, or set MLFLOW_TRACKING_URI / tracking.uri; tracking.enabled=false "
@@ -156,17 +169,32 @@ class TrackedRun:
 
     def __init__(self, client: Optional[MlflowClient], run_id: Optional[str], log_model: bool = True):
         self.client, self.run_id, self.log_model = client, run_id, log_model
+        self._sent_epochs, self._pending, self._last_send = 0, [], time.monotonic()
+
+    def log_epoch(self, record: dict[str, float]) -> None:
+        """Use as training's `on_epoch`: epochs are sent every FLUSH_SECONDS, so the UI shows a
+        run's progress and a store that went away is noticed within seconds, not at the end."""
+        if self.client is None:
+            return
+        self._pending.append(record)
+        if time.monotonic() - self._last_send >= FLUSH_SECONDS:
+            self._send_epochs(self._pending)
+
+    def _send_epochs(self, records: list[dict[str, float]], extra: Sequence[Metric] = ()) -> None:
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"epoch/{key}", float(value), now, int(record["epoch"]))
+                   for record in records for key, value in record.items() if key != "epoch"]
+        self.client.log_batch(self.run_id, metrics=metrics + list(extra))  # MLflow splits large batches
+        self._sent_epochs += len(records)
+        self._pending, self._last_send = [], time.monotonic()
 
     def log_training(self, trained, data) -> None:
-        """Per-epoch history (step = epoch, one batch), fit summary, and the model."""
+        """The per-epoch history not sent yet (step = epoch), the fit summary, and the model."""
         if self.client is None:
             return
         now = int(time.time() * 1000)
-        metrics = [Metric(f"epoch/{key}", float(value), now, int(record["epoch"]))
-                   for record in trained.history for key, value in record.items() if key != "epoch"]
-        fit = trained.fit_summary()
-        metrics += [Metric(key, float(value), now, 0) for key, value in fit.items()]
-        self.client.log_batch(self.run_id, metrics=metrics)
+        fit = [Metric(key, float(value), now, 0) for key, value in trained.fit_summary().items()]
+        self._send_epochs(trained.history[self._sent_epochs:], fit)
         if self.log_model:
             self._log_model(trained.model, data)
 
@@ -204,21 +232,88 @@ def _active(run_id: str) -> Iterator[None]:
     mlflow.start_run(run_id=run_id)
     try:
         yield
+        mlflow.end_run("FINISHED")
     except KeyboardInterrupt:
-        _end_quietly("KILLED")
+        _end_quietly(run_id, "KILLED")
         raise
+    except STORE_ERRORS as error:
+        _end_quietly(run_id, "FAILED")
+        raise _lost_store(error) from error
     except BaseException:
-        _end_quietly("FAILED")
+        _end_quietly(run_id, "FAILED")
         raise
-    mlflow.end_run("FINISHED")
 
 
-def _end_quietly(status: str) -> None:
-    """End the active run with `status`; if the store is gone, keep the original error."""
+def _lost_store(error: BaseException) -> TrackingError:
+    """One line for a store that stopped answering in the middle of a run."""
+    uri = _redact(mlflow.get_tracking_uri())
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return TrackingError(f"tracking: lost the MLflow store {uri} during the run ({detail[:160]}); local outputs "
+                         f"are kept; when the store is back, rerun (`dvc repro`) to record the run")
+
+
+def _end_quietly(run_id: str, status: str) -> None:
+    """End the active run with `status`. If the store is gone (a server that went away), keep
+    the original error, and remember the run so the next connection to that store closes it."""
+    uri = mlflow.get_tracking_uri()
     try:
         mlflow.end_run(status)
     except Exception as error:  # the original exception matters more
-        print(f"reprolab: warning: could not mark the MLflow run {status}: {str(error).splitlines()[0]}")
+        _remember_unclosed(uri, run_id, status)
+        print(f"reprolab: warning: could not mark MLflow run {run_id} {status} ({str(error).splitlines()[0][:200]}); "
+              f"the next reprolab command that reaches {_redact(uri)} will mark it", file=sys.stderr)
+
+
+def _unclosed_file() -> Path:
+    return repo_root() / UNCLOSED_RUNS
+
+
+def _remember_unclosed(uri: str, run_id: str, status: str) -> None:
+    from filelock import FileLock
+
+    path = _unclosed_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"), path.open("a") as handle:
+        handle.write(json.dumps({"uri": uri, "run_id": run_id, "status": status}) + "\n")
+
+
+def close_unclosed_runs(client: MlflowClient, uri: str) -> list[str]:
+    """Mark the runs this repository could not close on `uri` (it was unreachable then) with the
+    status they should have had; return their ids. Other stores' entries are kept."""
+    from filelock import FileLock
+
+    path = _unclosed_file()
+    if not path.is_file():
+        return []
+    closed, kept = [], []
+    with FileLock(f"{path}.lock"):
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            if entry["uri"] != uri:
+                kept.append(line)
+                continue
+            try:
+                if client.get_run(entry["run_id"]).info.status == "RUNNING":
+                    client.set_terminated(entry["run_id"], entry["status"])
+                closed.append(entry["run_id"])
+            except MlflowException:
+                kept.append(line)
+        if kept:
+            path.write_text("\n".join(kept) + "\n")
+        else:
+            path.unlink()
+    for run_id in closed:
+        print(f"reprolab: marked MLflow run {run_id} as ended (it was interrupted while the store was unreachable)",
+              file=sys.stderr)
+    return closed
+
+
+def _create_run(client: MlflowClient, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+    try:
+        return client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    except STORE_ERRORS as error:
+        raise TrackingError(f"tracking: could not start the MLflow run: {str(error).splitlines()[0][:300]}") \
+            from error
 
 
 @contextmanager
@@ -236,16 +331,11 @@ def training_run(config: Config, run: RunConfig, data, kind: str = "train", run_
     tags = {"reprolab.kind": kind, "reprolab.preset": run.preset, "reprolab.seed": str(run.seed),
             "reprolab.dataset_digest": data.digest, "mlflow.note.content":
             config.experiments[run.preset].description, **provenance_tags(), **(tags or {})}
-    try:
-        created = client.create_run(experiment_id, run_name=run_name or f"{run.preset}-seed{run.seed}", tags=tags)
-        run_id = created.info.run_id
+    run_id = _create_run(client, experiment_id, run_name or f"{run.preset}-seed{run.seed}", tags)
+    with _active(run_id):
         client.log_batch(run_id, params=[Param(k, str(v)) for k, v in flatten(to_dict(run)).items()])
         client.log_text(run_id, yaml.safe_dump(to_dict(config), sort_keys=False), "config/params.yaml")
         client.log_text(run_id, yaml.safe_dump(to_dict(run), sort_keys=False), "config/run.yaml")
-    except MlflowException as error:
-        raise TrackingError(f"tracking: could not start the MLflow run: {str(error).splitlines()[0][:300]}") \
-            from error
-    with _active(run_id):
         _log_dataset(data, config)
         yield TrackedRun(client, run_id, config.tracking.log_model if log_model is None else log_model)
 
@@ -288,7 +378,7 @@ def log_summary_run(config: Config, run_name: str, kind: str, files: Sequence[Pa
         return None
     client, experiment_id = connect(config.tracking)
     tags = {"reprolab.kind": kind, **provenance_tags(), **tags, "mlflow.note.content": note}
-    run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+    run_id = _create_run(client, experiment_id, run_name, tags)
     with _active(run_id):
         if metrics:
             now = int(time.time() * 1000)
