@@ -1,0 +1,240 @@
+"""A team's setup for real: an MLflow server on PostgreSQL (scripts/mlflow-server.sh), the
+pipeline and the audit logging to it, two queued experiments at once, the server dying
+mid-run, and the UI checked in headless Chromium.
+
+Needs PostgreSQL's server binaries and Debian's chromium (`.ci/run` installs them); without
+them these tests skip, which CI (REPROLAB_NO_SKIP=1) turns into failures.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import PRESETS, REPO_ROOT, clean_env, commit, copy_repository, runs, set_in_yaml, sh
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
+SCRIPT = REPO_ROOT / "scripts/mlflow-server.sh"
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    """The script's PostgreSQL + MLflow server in a state directory of its own."""
+
+    def __init__(self, state: Path):
+        self.state, self.pg_port, self.port = state, free_port(), free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def script(self, command: str) -> subprocess.CompletedProcess:
+        env = clean_env(STATE_DIR=str(self.state), PG_PORT=str(self.pg_port), MLFLOW_PORT=str(self.port))
+        done = subprocess.run([str(SCRIPT), command], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"mlflow-server.sh {command}: {done.stdout}{done.stderr}"
+        return done
+
+    def crash(self) -> None:
+        """SIGKILL the whole server process group, as a crash or an OOM kill would."""
+        os.killpg(int((self.state / "mlflow.pid").read_text()), signal.SIGKILL)
+
+    def sql(self, query: str) -> list[list[str]]:
+        done = subprocess.run(["psql", "-X", "-tA", "-F", "\t", "-h", "127.0.0.1", "-p", str(self.pg_port),
+                               "-U", "mlflow", "-d", "mlflow", "-c", query], env={**os.environ, "PGPASSWORD": "mlflow"},
+                              capture_output=True, text=True, check=True)
+        return [line.split("\t") for line in done.stdout.splitlines() if line]
+
+
+@pytest.fixture(scope="module")
+def server():
+    if not glob.glob("/usr/lib/postgresql/*/bin/initdb") or not shutil.which("psql"):
+        pytest.skip("PostgreSQL's server binaries are not installed (apt-get install postgresql)")
+    # Not under pytest's private tmp: the postgres OS user must be able to enter the directory.
+    state = Path(tempfile.mkdtemp(prefix="reprolab-server-"))
+    state.chmod(0o755)
+    server = Server(state)
+    server.script("start")
+    try:
+        yield server
+    finally:
+        server.script("destroy")
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, server) -> Path:
+    """A 4-epoch copy of the project after `dvc repro` against the server (audit over 2 seeds)."""
+    repo = copy_repository(tmp_path_factory.mktemp("server"))
+    set_in_yaml(repo / "conf/train/default.yaml", r"^max_epochs: \d+", "max_epochs: 4")
+    set_in_yaml(repo / "conf/train/default.yaml", r"^  patience: \d+", "  patience: 2")
+    set_in_yaml(repo / "conf/config.yaml", r"^  seeds: \[.*\]", "  seeds: [0, 1]")
+    set_in_yaml(repo / "conf/config.yaml", r"^  - tracking: sqlite", "  - tracking: server")
+    set_in_yaml(repo / "conf/tracking/server.yaml", r"^uri: .*", f"uri: {server.uri}")
+    sh(repo, "reprolab", "compose")
+    commit(repo, "short epochs, tracking=server")
+    sh(repo, "dvc", "repro")
+    return repo
+
+
+def test_pipeline_and_audit_land_on_the_server_and_in_postgresql(repo, server):
+    import mlflow.pytorch
+    import numpy as np
+    import torch
+
+    from reprolab.config import load_params
+    from reprolab.data import load
+
+    assert not (repo / "mlflow.db").exists()  # nothing went to a local store
+    train_runs = runs(repo, uri=server.uri)
+    assert sorted(run.data.tags["reprolab.preset"] for run in train_runs) == sorted(PRESETS)
+    digest = json.loads((repo / "results/data.json").read_text())["digest"]
+    os.chdir(repo)
+    try:
+        val = load(load_params(repo / "params.yaml").data).splits["val"]
+    finally:
+        os.chdir(REPO_ROOT)
+    for run in train_runs:
+        preset = run.data.tags["reprolab.preset"]
+        assert run.info.status == "FINISHED" and run.info.artifact_uri.startswith("mlflow-artifacts:")
+        metrics = json.loads((repo / f"results/{preset}/metrics.json").read_text())
+        assert run.data.metrics["val_accuracy"] == pytest.approx(metrics["val_accuracy"], abs=1e-9)
+        (dataset_input, *_) = run.inputs.dataset_inputs
+        assert dataset_input.dataset.digest == digest[:36]
+        # The model, served back by the server, reproduces the logged accuracy.
+        previous = os.environ.get("MLFLOW_TRACKING_URI")
+        os.environ["MLFLOW_TRACKING_URI"] = server.uri
+        try:
+            model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+        finally:
+            os.environ.pop("MLFLOW_TRACKING_URI") if previous is None else os.environ.update(
+                MLFLOW_TRACKING_URI=previous)
+        with torch.no_grad():
+            predicted = model.eval()(torch.from_numpy(val.X)).argmax(dim=1).numpy()
+        assert float(np.mean(predicted == val.y)) == pytest.approx(metrics["val_accuracy"], abs=1e-7)
+        # The same run, straight from PostgreSQL's tables.
+        run_id = run.info.run_id
+        assert server.sql(f"SELECT status FROM runs WHERE run_uuid = '{run_id}'") == [["FINISHED"]]
+        (value,), = server.sql(f"SELECT value FROM latest_metrics WHERE run_uuid = '{run_id}' AND key = 'val_accuracy'")
+        assert float(value) == pytest.approx(metrics["val_accuracy"], abs=1e-9)
+        (epochs,), = server.sql(f"SELECT count(*) FROM metrics WHERE run_uuid = '{run_id}' AND key = 'epoch/val_accuracy'")
+        assert int(epochs) == int(run.data.metrics["epochs_run"])
+        assert server.sql(f"SELECT value FROM params WHERE run_uuid = '{run_id}' AND key = 'preset'") == [[preset]]
+        assert server.sql(f"SELECT d.digest FROM inputs i JOIN datasets d ON d.dataset_uuid = i.source_id "
+                          f"WHERE i.destination_type = 'RUN' AND i.destination_id = '{run_id}'") == [[digest[:36]]] * 3
+        assert len(server.sql(f"SELECT model_id FROM logged_models WHERE source_run_id = '{run_id}'")) == 1
+    # The audit's 20 runs and its summary run, with the report served as artifacts.
+    summary = json.loads((repo / "reports/audit/summary.json").read_text())
+    audit_runs = [r for r in runs(repo, "audit", uri=server.uri) if r.data.tags["reprolab.audit_id"] == summary["audit_id"]]
+    assert len(audit_runs) == 20 and {r.info.status for r in audit_runs} == {"FINISHED"}
+    (summary_run,) = runs(repo, "audit-summary", uri=server.uri)
+    from mlflow.tracking import MlflowClient
+
+    artifacts = {a.path for a in MlflowClient(server.uri).list_artifacts(summary_run.info.run_id, "audit-summary")}
+    assert "audit-summary/ablation.png" in artifacts and "audit-summary/audit.md" in artifacts
+    assert server.sql("SELECT DISTINCT status FROM runs") == [["FINISHED"]]
+
+
+def test_the_ui_lists_the_runs_with_their_validation_accuracy(repo, server, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "scripts/check_mlflow_ui.py"), "--uri", server.uri,
+                           "--screenshots", str(tmp_path)], env=clean_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for preset in ("baseline", "regularized"):
+        value = json.loads((repo / f"results/{preset}/metrics.json").read_text())["val_accuracy"]
+        assert f"{preset}-seed0 {value!r}" in done.stdout
+    from matplotlib import image
+
+    for name in ("runs.png", "compare.png"):
+        pixels = image.imread(tmp_path / name)
+        assert pixels.shape[1] == 1600 and pixels.shape[0] >= 1000
+        assert pixels.std() > 0.05  # a page, not a blank image
+
+
+def test_two_queued_experiments_log_concurrently(repo, server):
+    before = {run.info.run_id for run in runs(repo, uri=server.uri)}
+    for size in (8, 12):
+        sh(repo, "dvc", "exp", "run", "--queue", "-S", f"experiments.lstm.model.hidden_size={size}")
+    sh(repo, "dvc", "queue", "start", "-j", "2")
+    deadline = time.time() + 300
+    while time.time() < deadline and re.search(r"\b(Queued|Running)\b", sh(repo, "dvc", "queue", "status").stdout):
+        time.sleep(2)
+    status = sh(repo, "dvc", "queue", "status").stdout
+    assert "Failed" not in status and status.count("Success") == 2, status
+    new = [run for run in runs(repo, uri=server.uri) if run.info.run_id not in before]
+    lstm = [run for run in new if run.data.tags["reprolab.preset"] == "lstm"]
+    assert {run.data.params["model.hidden_size"] for run in lstm} == {"8", "12"}
+    assert all(run.info.status == "FINISHED" and "val_accuracy" in run.data.metrics for run in new)
+
+
+def digest_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_server_dying_mid_run_fails_fast_keeps_outputs_and_recovers(repo, server):
+    kept = [repo / "data/prepared/synthetic.npz", *(repo / f"models/{p}.pt" for p in PRESETS if p != "baseline"),
+            *(repo / f"results/{p}/metrics.json" for p in PRESETS)]
+    hashes = {path: digest_of(path) for path in kept}
+    preset_file = repo / "conf/preset/baseline.yaml"
+    original = preset_file.read_text()
+    set_in_yaml(preset_file, r"^  lr: 0.01", "  lr: 0.01\n  max_epochs: 100000")  # runs until the crash
+    sh(repo, "reprolab", "compose")
+    known = {run.info.run_id for run in runs(repo, uri=server.uri)}
+    process = subprocess.Popen(["dvc", "repro", "train@baseline"], cwd=repo, env=clean_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client, deadline, live = MlflowClient(server.uri), time.time() + 120, None
+        while live is None and time.time() < deadline and process.poll() is None:
+            time.sleep(1)
+            new = [run for run in runs(repo, uri=server.uri) if run.info.run_id not in known]
+            if new and client.get_metric_history(new[0].info.run_id, "epoch/val_accuracy"):
+                live = new[0]  # training, and its epochs reach the server
+        assert live is not None, "the run never streamed epochs to the server"
+        server.crash()
+        crashed = time.perf_counter()
+        output, _ = process.communicate(timeout=120)
+        failed_after = time.perf_counter() - crashed
+    finally:
+        process.kill()
+        preset_file.write_text(original)
+    assert process.returncode != 0
+    assert failed_after < 20, f"took {failed_after:.1f} s to notice the server was gone"
+    errors = [line for line in output.splitlines() if line.startswith("reprolab: error:")]
+    assert len(errors) == 1 and "lost the MLflow store" in errors[0] and "rerun" in errors[0], output
+    assert {path: digest_of(path) for path in kept} == hashes  # local outputs untouched
+    unclosed = (repo / ".reprolab/unclosed_runs.jsonl").read_text()
+    assert live.info.run_id in unclosed
+
+    # The server comes back: the next command closes the interrupted run, the rerun records.
+    server.script("start")
+    sh(repo, "reprolab", "compose")
+    sh(repo, "dvc", "repro")
+    client = MlflowClient(server.uri)
+    assert client.get_run(live.info.run_id).info.status == "FAILED"
+    assert not (repo / ".reprolab/unclosed_runs.jsonl").exists()
+    assert server.sql("SELECT count(*) FROM runs WHERE status = 'RUNNING'") == [["0"]]
+    newest = max((r for r in runs(repo, uri=server.uri) if r.data.tags["reprolab.preset"] == "baseline"),
+                 key=lambda r: r.info.start_time)
+    assert newest.info.status == "FINISHED" and "val_accuracy" in newest.data.metrics
+    assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
+    assert yaml.safe_load((repo / "params.yaml").read_text())["experiments"]["baseline"]["train"]["max_epochs"] == 4
