@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,19 @@ def runs(repo: Path, kind: str = "train", uri: str | None = None) -> list:
     client = client_for(repo, uri)
     experiment = client.get_experiment_by_name("reprolab")
     return client.search_runs([experiment.experiment_id], f"tags.`reprolab.kind` = '{kind}'")
+
+
+def queue_two_experiments(repo: Path) -> str:
+    """Queue two `dvc exp run -S` experiments (lstm hidden size 8 and 12), run them with two
+    workers at once, wait until none is queued or running; return `dvc queue status`."""
+    for size in (8, 12):
+        sh(repo, "dvc", "exp", "run", "--queue", "-S", f"experiments.lstm.model.hidden_size={size}")
+    sh(repo, "dvc", "queue", "start", "-j", "2")
+    deadline = time.time() + 300
+    # `queue start` returns at once.
+    while time.time() < deadline and re.search(r"\b(Queued|Running)\b", sh(repo, "dvc", "queue", "status").stdout):
+        time.sleep(2)
+    return sh(repo, "dvc", "queue", "status").stdout
 
 
 # -- CI: a skipped test is a failed test --------------------------------------------------------

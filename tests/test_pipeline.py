@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import PRESETS, REPO_ROOT, clean_env, client_for, commit, copy_repository, runs, set_in_yaml, sh
+from conftest import (PRESETS, REPO_ROOT, clean_env, client_for, commit, copy_repository, queue_two_experiments,
+                      runs, set_in_yaml, sh)
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -253,15 +254,8 @@ def test_dvc_exp_run_with_hydra_overrides_and_queue(repo):
         (repo / name).write_text(text)
     sh(repo, "dvc", "checkout", "--force")
     before = {run.info.run_id for run in runs(repo)}
-    for size in (8, 12):
-        sh(repo, "dvc", "exp", "run", "--queue", "-S", f"experiments.lstm.model.hidden_size={size}")
-    sh(repo, "dvc", "queue", "start", "-j", "2")
-    deadline = time.time() + 300
-    # `queue start` returns at once; wait until no task is queued or running.
-    while time.time() < deadline and re.search(r"\b(Queued|Running)\b", sh(repo, "dvc", "queue", "status").stdout):
-        time.sleep(2)
+    status = queue_two_experiments(repo)
     queued = [run for run in runs(repo) if run.info.run_id not in before]
-    status = sh(repo, "dvc", "queue", "status").stdout
     lstm = [run for run in queued if run.data.tags["reprolab.preset"] == "lstm"]
     assert {run.data.params["model.hidden_size"] for run in lstm} == {"8", "12"}, status
     assert len({run.data.tags["reprolab.dvc_experiment"] for run in lstm}) == 2

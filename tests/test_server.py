@@ -12,7 +12,6 @@ import glob
 import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -25,7 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import PRESETS, REPO_ROOT, clean_env, commit, copy_repository, runs, set_in_yaml, sh
+from conftest import (PRESETS, REPO_ROOT, clean_env, commit, copy_repository, queue_two_experiments, runs,
+                      set_in_yaml, sh)
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 SCRIPT = REPO_ROOT / "scripts/mlflow-server.sh"
@@ -171,13 +171,7 @@ def test_the_ui_lists_the_runs_with_their_validation_accuracy(repo, server, tmp_
 
 def test_two_queued_experiments_log_concurrently(repo, server):
     before = {run.info.run_id for run in runs(repo, uri=server.uri)}
-    for size in (8, 12):
-        sh(repo, "dvc", "exp", "run", "--queue", "-S", f"experiments.lstm.model.hidden_size={size}")
-    sh(repo, "dvc", "queue", "start", "-j", "2")
-    deadline = time.time() + 300
-    while time.time() < deadline and re.search(r"\b(Queued|Running)\b", sh(repo, "dvc", "queue", "status").stdout):
-        time.sleep(2)
-    status = sh(repo, "dvc", "queue", "status").stdout
+    status = queue_two_experiments(repo)
     assert "Failed" not in status and status.count("Success") == 2, status
     new = [run for run in runs(repo, uri=server.uri) if run.info.run_id not in before]
     lstm = [run for run in new if run.data.tags["reprolab.preset"] == "lstm"]
