@@ -319,6 +319,7 @@ def run_audit(config: Config, before: AuditSide, after: AuditSide, seeds: Sequen
         side = sides[job.preset]
         run = job.config.run_config(job.preset, job.seed)
         with tracking.training_run(job.config, run, side.data, kind="audit", log_model=log_models,
+                                   started_s_ago=result.fit["wall_time_s"],
                                    run_name=f"audit {job.preset} seed{job.seed}",
                                    tags={"reprolab.audit_id": audit_id, "reprolab.audit.variant": job.preset,
                                          "reprolab.audit.before": before.preset,

@@ -308,9 +308,10 @@ def close_unclosed_runs(client: MlflowClient, uri: str) -> list[str]:
     return closed
 
 
-def _create_run(client: MlflowClient, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+def _create_run(client: MlflowClient, experiment_id: str, run_name: str, tags: dict[str, str],
+                start_time: Optional[int] = None) -> str:
     try:
-        return client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+        return client.create_run(experiment_id, run_name=run_name, tags=tags, start_time=start_time).info.run_id
     except STORE_ERRORS as error:
         raise TrackingError(f"tracking: could not start the MLflow run: {str(error).splitlines()[0][:300]}") \
             from error
@@ -318,11 +319,13 @@ def _create_run(client: MlflowClient, experiment_id: str, run_name: str, tags: d
 
 @contextmanager
 def training_run(config: Config, run: RunConfig, data, kind: str = "train", run_name: Optional[str] = None,
-                 tags: Optional[dict[str, str]] = None, log_model: Optional[bool] = None) -> Iterator[TrackedRun]:
+                 tags: Optional[dict[str, str]] = None, log_model: Optional[bool] = None,
+                 started_s_ago: float = 0.0) -> Iterator[TrackedRun]:
     """Open a run for one training invocation, with params, config, dataset and tags logged.
 
     `kind` is the `reprolab.kind` tag ("train" for pipeline runs, "audit" for the ablation's);
-    `tags` are added to the standard ones; `log_model` overrides `tracking.log_model`.
+    `tags` are added to the standard ones; `log_model` overrides `tracking.log_model`;
+    `started_s_ago` backdates the start of a run recorded after its training (the audit's).
     """
     if not config.tracking.enabled:
         yield TrackedRun(None, None)
@@ -331,7 +334,8 @@ def training_run(config: Config, run: RunConfig, data, kind: str = "train", run_
     tags = {"reprolab.kind": kind, "reprolab.preset": run.preset, "reprolab.seed": str(run.seed),
             "reprolab.dataset_digest": data.digest, "mlflow.note.content":
             config.experiments[run.preset].description, **provenance_tags(), **(tags or {})}
-    run_id = _create_run(client, experiment_id, run_name or f"{run.preset}-seed{run.seed}", tags)
+    run_id = _create_run(client, experiment_id, run_name or f"{run.preset}-seed{run.seed}", tags,
+                         int((time.time() - started_s_ago) * 1000))
     with _active(run_id):
         client.log_batch(run_id, params=[Param(k, str(v)) for k, v in flatten(to_dict(run)).items()])
         client.log_text(run_id, yaml.safe_dump(to_dict(config), sort_keys=False), "config/params.yaml")
