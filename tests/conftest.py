@@ -9,7 +9,9 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -83,6 +85,24 @@ def client_for(repo: Path, uri: str | None = None):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri or f"sqlite:///{repo / 'mlflow.db'}")
+
+
+@contextmanager
+def mlflow_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (load_model, ...) at `uri`, and restore it and the environment
+    afterwards: `mlflow.set_tracking_uri` is process-wide and would leak into later tests."""
+    import mlflow
+
+    previous, env = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 def runs(repo: Path, kind: str = "train", uri: str | None = None) -> list:

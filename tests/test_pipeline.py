@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import (PRESETS, REPO_ROOT, clean_env, client_for, commit, copy_repository, queue_two_experiments,
-                      runs, set_in_yaml, sh)
+from conftest import (PRESETS, REPO_ROOT, clean_env, client_for, commit, copy_repository, mlflow_uri,
+                      queue_two_experiments, runs, set_in_yaml, sh)
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -79,7 +79,7 @@ def test_repro_records_one_complete_run_per_preset(repo):
         assert {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")} == {"evaluation/confusion.png"}
 
 
-def test_logged_model_reloads_and_reproduces_the_logged_val_accuracy(repo, monkeypatch):
+def test_logged_model_reloads_and_reproduces_the_logged_val_accuracy(repo):
     import mlflow.pytorch
     import torch
 
@@ -92,12 +92,10 @@ def test_logged_model_reloads_and_reproduces_the_logged_val_accuracy(repo, monke
         val = load(config.data).splits["val"]
     finally:
         os.chdir(REPO_ROOT)
-    uri = f"sqlite:///{repo / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # restored after the test
-    mlflow.set_tracking_uri(uri)
     for run in runs(repo):
         assert run.outputs.model_outputs, "no model linked to the run"
-        model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+        with mlflow_uri(f"sqlite:///{repo / 'mlflow.db'}"):
+            model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
         with torch.no_grad():
             predicted = model.eval()(torch.from_numpy(val.X)).argmax(dim=1).numpy()
         assert float(np.mean(predicted == val.y)) == pytest.approx(run.data.metrics["val_accuracy"], abs=1e-7)

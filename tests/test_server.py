@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import (PRESETS, REPO_ROOT, clean_env, commit, copy_repository, queue_two_experiments, runs,
-                      set_in_yaml, sh)
+from conftest import (PRESETS, REPO_ROOT, clean_env, commit, copy_repository, mlflow_uri, queue_two_experiments,
+                      runs, set_in_yaml, sh)
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 SCRIPT = REPO_ROOT / "scripts/mlflow-server.sh"
@@ -118,13 +118,8 @@ def test_pipeline_and_audit_land_on_the_server_and_in_postgresql(repo, server):
         (dataset_input, *_) = run.inputs.dataset_inputs
         assert dataset_input.dataset.digest == digest[:36]
         # The model, served back by the server, reproduces the logged accuracy.
-        previous = os.environ.get("MLFLOW_TRACKING_URI")
-        os.environ["MLFLOW_TRACKING_URI"] = server.uri
-        try:
+        with mlflow_uri(server.uri):
             model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
-        finally:
-            os.environ.pop("MLFLOW_TRACKING_URI") if previous is None else os.environ.update(
-                MLFLOW_TRACKING_URI=previous)
         with torch.no_grad():
             predicted = model.eval()(torch.from_numpy(val.X)).argmax(dim=1).numpy()
         assert float(np.mean(predicted == val.y)) == pytest.approx(metrics["val_accuracy"], abs=1e-7)
