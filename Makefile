@@ -1,5 +1,6 @@
 # Two entry points for a newcomer (see README.md):
 #   make pipeline  set up .venv, run the DVC pipeline (dvc repro), print the before/after report
+#                  and the audit's verdict
 #   make test      set up .venv, then run the test suite
 # Also: make compare (all presets over seeds 0-4), make ui (MLflow UI on 127.0.0.1:5000),
 #       make audit (the audit as in the pipeline), make history (the history audit),
@@ -26,6 +27,8 @@ $(VENV)/.installed: pyproject.toml
 pipeline: setup
 	$(RUN) dvc repro
 	@cat reports/comparison.md
+	@echo "Audit (reports/audit/audit.md):"
+	@grep '^\*\*Verdict' reports/audit/audit.md
 
 compare: setup
 	$(BIN)/reprolab compare --seeds 0-4

@@ -117,6 +117,13 @@ def walk(repo: Path, preset: str, target: TargetConfig, metrics_file: str, rev: 
     return History(preset, target, commits, first)
 
 
+def _moved(commit: Revision, previous: Optional[Revision]) -> bool:
+    """Whether a commit changed any parameter or the audited metrics."""
+    keys = ("val_accuracy", "train_accuracy")
+    before = {k: (previous.metrics or {}).get(k) for k in keys} if previous else {}
+    return bool(commit.changes or commit.other_changes) or before != {k: (commit.metrics or {}).get(k) for k in keys}
+
+
 def _metric_cell(revision: Revision, previous: Optional[Revision], key: str) -> str:
     if not revision.metrics or key not in revision.metrics:
         return "-"
@@ -145,15 +152,23 @@ def history_markdown(history: History, metrics_file: str) -> str:
              "| commit | message | parameter changes | val acc | train acc | target held |",
              "|---|---|---|---|---|---|"]
     previous: Optional[Revision] = None
+    hidden = 0
     for index, commit in enumerate(history.commits):
+        if index and commit is not history.first_held and not commit.experiments and not _moved(commit, previous):
+            hidden += 1
+            previous = commit
+            continue
         rows = [(commit, previous, f"`{commit.rev[:7]}`")]
         rows += [(exp, commit, f"↳ `{exp.rev[:7]}`") for exp in commit.experiments]
         for revision, base, name in rows:
             held = {True: "**yes**", False: "no", None: "-"}[revision.target_held]
-            lines.append(f"| {name} | {revision.title} | {_changes_cell(revision, index == 0 and base is None)} | "
+            title = revision.title if len(revision.title) <= 72 else revision.title[:71] + "…"
+            lines.append(f"| {name} | {title} | {_changes_cell(revision, index == 0 and base is None)} | "
                          f"{_metric_cell(revision, base, 'val_accuracy')} | "
                          f"{_metric_cell(revision, base, 'train_accuracy')} | {held} |")
         previous = commit
+    if hidden:
+        lines.append(f"\n{hidden} commits that changed neither the parameters nor these metrics are not shown.")
     lines.append("")
     if history.first_held:
         first = history.first_held
