@@ -9,9 +9,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -24,8 +24,13 @@ BIN = Path(sys.executable).parent
 
 
 def quick_overrides(tmp_path: Path, epochs: int = 2) -> list[str]:
-    """Overrides for the small built-in dataset and a couple of epochs per preset."""
-    overrides = ["data=synthetic_small", f"data.prepared_path={tmp_path / 'small.npz'}"]
+    """Overrides for the small built-in dataset, a couple of epochs per preset, and an MLflow
+    store of the test's own."""
+    overrides = [
+        "data=synthetic_small",
+        f"data.prepared_path={tmp_path / 'small.npz'}",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    ]
     overrides += [f"experiments.{name}.train.max_epochs={epochs}" for name in PRESETS]
     return overrides
 
@@ -37,6 +42,7 @@ def quick_config(tmp_path: Path) -> Config:
 
 # -- temporary copies of the repository ------------------------------------------------------
 
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment without the caller's MLflow/DVC settings, the venv first on PATH."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "DVC_"))}
@@ -44,8 +50,9 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def sh(repo: Path, *args: str, check: bool = True, extra_env: dict | None = None,
-       **kwargs) -> subprocess.CompletedProcess:
+def sh(
+    repo: Path, *args: str, check: bool = True, extra_env: dict | None = None, **kwargs
+) -> subprocess.CompletedProcess:
     """Run a command in `repo` with a clean environment; fail with its output unless check=False."""
     env = clean_env(**(extra_env or {}))
     done = subprocess.run(list(args), cwd=repo, env=env, capture_output=True, text=True, **kwargs)
@@ -56,8 +63,13 @@ def sh(repo: Path, *args: str, check: bool = True, extra_env: dict | None = None
 
 def copy_repository(target: Path) -> Path:
     """The working tree as git sees it (tracked and untracked, not ignored), as a fresh repo."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO_ROOT,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for name in filter(None, files):
         source = REPO_ROOT / name
         if source.is_file():
@@ -125,6 +137,7 @@ def queue_two_experiments(repo: Path) -> str:
 
 
 # -- CI: a skipped test is a failed test --------------------------------------------------------
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 
-from reprolab.audit import Change, ablation_variants, apply_changes, derive_changes, mean_interval, summarize
-from reprolab.config import ExperimentConfig, TargetConfig, load_config
-from reprolab.runs import RunResult
-
 from conftest import CONF_DIR
+from reprolab.audit import Change, ablation_variants, apply_changes, derive_changes, mean_interval, summarize
+from reprolab.config import load_config
+from reprolab.results import RunResult
 
 
 @pytest.fixture(scope="module")
@@ -29,16 +29,18 @@ def test_baseline_to_regularized_is_exactly_the_four_changes(presets):
     }
 
 
-def test_grouping_keeps_related_keys_together():
-    before = ExperimentConfig()
-    after = ExperimentConfig()
+def test_grouping_keeps_related_keys_together(presets):
+    before = copy.deepcopy(presets[0])
+    after = copy.deepcopy(presets[0])
     after.train.early_stopping.enabled = True
     after.train.early_stopping.patience = 5
     after.train.weight_decay = 0.01
     after.description = "ignored"
     changes = {change.name: sorted(change.values) for change in derive_changes(before, after)}
-    assert changes == {"early stopping": ["train.early_stopping.enabled", "train.early_stopping.patience"],
-                       "train.weight_decay": ["train.weight_decay"]}
+    assert changes == {
+        "early stopping": ["train.early_stopping.enabled", "train.early_stopping.patience"],
+        "train.weight_decay": ["train.weight_decay"],
+    }
 
 
 def test_identical_presets_have_no_changes(presets):
@@ -70,30 +72,48 @@ def test_mean_interval_matches_the_t_distribution():
 
 # -- analysis on made-up results: the arithmetic and the verdict's logic ---------------------
 
+
 def _result(label: str, seed: int, val: float, train: float) -> RunResult:
-    return RunResult(preset=label, seed=seed, metrics={"val_accuracy": val, "train_accuracy": train,
-                                                       "test_accuracy": val}, fit={}, history=[],
-                     dataset_digest="d")
+    return RunResult(
+        preset=label,
+        seed=seed,
+        metrics={"val_accuracy": val, "train_accuracy": train, "test_accuracy": val},
+        fit={},
+        history=[],
+        dataset_digest="d",
+    )
 
 
 def _results(table: dict[str, tuple[float, float]], seeds=(0, 1, 2)) -> list[RunResult]:
     """Each label's (val, train) with a small seed-dependent wobble."""
-    return [_result(label, seed, val + 0.002 * seed, train - 0.002 * seed)
-            for label, (val, train) in table.items() for seed in seeds]
+    return [
+        _result(label, seed, val + 0.002 * seed, train - 0.002 * seed)
+        for label, (val, train) in table.items()
+        for seed in seeds
+    ]
 
 
+TARGET = load_config([], CONF_DIR).data.target  # validation >= 0.85, training < 0.92
 TWO_CHANGES = [Change("dropout", {"model.dropout": (0.0, 0.3)}), Change("learning rate", {"train.lr": (0.01, 0.001)})]
 
 
 def _summary(table):
-    return summarize(_results(table), TWO_CHANGES, "baseline", "regularized", TargetConfig(), 0.95,
-                     {"before": "d", "after": "d"})
+    return summarize(
+        _results(table), TWO_CHANGES, "baseline", "regularized", TARGET, 0.95, {"before": "d", "after": "d"}
+    )
 
 
 def test_needed_and_sufficient_follow_the_target_checks():
-    summary = _summary({"before": (0.70, 1.00), "after": (0.88, 0.90),
-                        "before + dropout": (0.87, 0.91), "after - dropout": (0.75, 0.99),
-                        "before + learning rate": (0.72, 0.99), "after - learning rate": (0.87, 0.90)})
+    summary = _summary(
+        {
+            "before": (0.70, 1.00),
+            "after": (0.88, 0.90),
+            "before + dropout": (0.87, 0.91),
+            "after - dropout": (0.75, 0.99),
+            "before + learning rate": (0.72, 0.99),
+            "after - learning rate": (0.87, 0.90),
+        }
+    )
     effects = {effect.change.name: effect for effect in summary.effects}
     assert (effects["dropout"].needed, effects["dropout"].sufficient) == (True, True)
     assert (effects["learning rate"].needed, effects["learning rate"].sufficient) == (False, False)
@@ -106,16 +126,23 @@ def test_needed_and_sufficient_follow_the_target_checks():
         "regularized meets the target on 3/3 seeds (validation 0.882 [0.877, 0.887] vs 0.702 [0.697, 0.707] for "
         "baseline); dropout closed most of the gap (+0.130 [+0.130, +0.130] validation accuracy; without it 0/3 "
         "seeds meet the target); learning rate is not needed (the target holds without it), and dropout alone "
-        "is enough.")
+        "is enough."
+    )
 
 
 def test_a_target_that_holds_only_on_some_seeds_does_not_hold():
-    results = _results({"before": (0.70, 1.00), "after": (0.88, 0.90), "before + dropout": (0.70, 1.0),
-                        "after - dropout": (0.88, 0.90), "before + learning rate": (0.7, 1.0),
-                        "after - learning rate": (0.88, 0.90)})
+    results = _results(
+        {
+            "before": (0.70, 1.00),
+            "after": (0.88, 0.90),
+            "before + dropout": (0.70, 1.0),
+            "after - dropout": (0.88, 0.90),
+            "before + learning rate": (0.7, 1.0),
+            "after - learning rate": (0.88, 0.90),
+        }
+    )
     results[3] = _result("after", 0, 0.80, 0.90)  # one seed of after misses the floor
-    summary = summarize(results, TWO_CHANGES, "baseline", "regularized", TargetConfig(), 0.95,
-                        {"before": "d", "after": "d"})
+    summary = summarize(results, TWO_CHANGES, "baseline", "regularized", TARGET, 0.95, {"before": "d", "after": "d"})
     after = summary.variants["after"]
     assert after.seeds_met == 2 and not after.holds
     assert all(effect.needed is None for effect in summary.effects)

@@ -17,8 +17,14 @@ CHANGES = ("hidden size", "dropout", "learning rate", "early stopping")
 
 
 def audit(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run([str(BIN / "reprolab"), "--config-dir", str(CONF_DIR), "audit", *args], cwd=cwd,
-                          env=clean_env(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [str(BIN / "reprolab"), "--config-dir", str(CONF_DIR), "audit", *args],
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if check:
         assert done.returncode == 0, done.stdout + done.stderr
     return done
@@ -26,9 +32,13 @@ def audit(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
 
 def small(tmp_path: Path) -> list[str]:
     """Small data, 3 epochs for both sides, a store of the test's own."""
-    return ["data=synthetic_small", f"data.prepared_path={tmp_path / 'small.npz'}",
-            "experiments.baseline.train.max_epochs=3", "experiments.regularized.train.max_epochs=3",
-            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    return [
+        "data=synthetic_small",
+        f"data.prepared_path={tmp_path / 'small.npz'}",
+        "experiments.baseline.train.max_epochs=3",
+        "experiments.regularized.train.max_epochs=3",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    ]
 
 
 def client(tmp_path: Path):
@@ -55,7 +65,8 @@ def test_report_lists_every_change_with_effects_and_a_verdict(audited):
             interval = summary["changes"][name][context]["val_accuracy"]
             assert interval["low"] <= interval["mean"] <= interval["high"]
     assert set(summary["configurations"]) == {"before", "after"} | {f"before + {c}" for c in CHANGES} | {
-        f"after - {c}" for c in CHANGES}
+        f"after - {c}" for c in CHANGES
+    }
     assert summary["verdict"] in report
 
 
@@ -87,8 +98,10 @@ def test_every_run_is_a_finished_mlflow_run_linked_from_the_summary_run(audited)
         assert run.inputs.dataset_inputs  # the dataset, with its digest
     (summary_run,) = [run for run in runs if run.data.tags["reprolab.kind"] == "audit-summary"]
     artifacts = {a.path for a in mlflow.list_artifacts(summary_run.info.run_id, "audit-summary")}
-    assert artifacts == {f"audit-summary/{name}" for name in (
-        "audit.md", "summary.json", "runs.csv", "learning_curves.png", "ablation.png", "confusion.png")}
+    assert artifacts == {
+        f"audit-summary/{name}"
+        for name in ("audit.md", "summary.json", "runs.csv", "learning_curves.png", "ablation.png", "confusion.png")
+    }
     assert summary_run.data.tags["mlflow.note.content"].startswith(summary["verdict"])
 
 
@@ -106,18 +119,40 @@ def test_a_dataset_digest_mismatch_is_refused_unless_allowed(tmp_path):
     # The before side comes from a params file with the default (full) dataset; the after side
     # from the composed config with the small one.
     before = tmp_path / "before-params.yaml"
-    subprocess.run([str(BIN / "reprolab"), "--config-dir", str(CONF_DIR), "compose", "-o", str(before),
-                    f"data.prepared_path={tmp_path / 'full.npz'}", "experiments.baseline.train.max_epochs=3"],
-                   check=True, capture_output=True)
-    refused = audit(tmp_path, "--before-params", str(before), "--seeds", "0-1", "--output-dir", "out",
-                    *small(tmp_path), check=False)
+    subprocess.run(
+        [
+            str(BIN / "reprolab"),
+            "--config-dir",
+            str(CONF_DIR),
+            "compose",
+            "-o",
+            str(before),
+            f"data.prepared_path={tmp_path / 'full.npz'}",
+            "experiments.baseline.train.max_epochs=3",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    refused = audit(
+        tmp_path, "--before-params", str(before), "--seeds", "0-1", "--output-dir", "out", *small(tmp_path), check=False
+    )
     assert refused.returncode == 2
     error = refused.stderr.strip()
     assert "\n" not in error and "different datasets" in error and "--allow-dataset-mismatch" in error
     assert not (tmp_path / "out").exists() and not (tmp_path / "mlflow.db").exists()  # nothing recorded
 
-    allowed = audit(tmp_path, "--before-params", str(before), "--seeds", "0-1", "--output-dir", "out",
-                    "--allow-dataset-mismatch", "--no-models", *small(tmp_path))
+    allowed = audit(
+        tmp_path,
+        "--before-params",
+        str(before),
+        "--seeds",
+        "0-1",
+        "--output-dir",
+        "out",
+        "--allow-dataset-mismatch",
+        "--no-models",
+        *small(tmp_path),
+    )
     assert "**Different datasets**" in (tmp_path / "out/audit.md").read_text(), allowed.stdout
     digests = json.loads((tmp_path / "out/summary.json").read_text())["dataset_digests"]
     assert digests["before"] != digests["after"]

@@ -14,8 +14,13 @@ def run_pytest(tmp_path, no_skip: bool) -> subprocess.CompletedProcess:
     test.write_text("import pytest\n\ndef test_needs_a_service():\n    pytest.skip('no such service')\n")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "tests"), "REPROLAB_NO_SKIP": "1" if no_skip else "0"}
     # Load this project's conftest (and its hook) as a plugin for a test file outside tests/.
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider",
-                           str(test)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider", str(test)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_a_skip_fails_under_reprolab_no_skip(tmp_path):

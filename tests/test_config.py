@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import CONF_DIR, PRESETS
 from reprolab.cli import main
 from reprolab.config import ConfigError, compose_raw, load_config, validate
-
-from conftest import CONF_DIR, PRESETS
 
 
 def test_every_preset_composes_with_its_intended_differences():
@@ -31,25 +30,30 @@ def test_overrides_reach_the_selected_preset():
     assert (run.preset, run.seed, run.train.lr) == ("baseline", 3, 0.005)
 
 
-@pytest.mark.parametrize("override, key", [
-    ("experiments.regularized.model.dropout=1.0", "experiments.regularized.model.dropout"),
-    ("experiments.regularized.model.dropout=-0.1", "experiments.regularized.model.dropout"),
-    ("experiments.lstm.model.output_dropout=1.5", "experiments.lstm.model.output_dropout"),
-    ("experiments.baseline.train.lr=0", "experiments.baseline.train.lr"),
-    ("experiments.baseline.train.lr=-0.01", "experiments.baseline.train.lr"),
-    ("experiments.gru.model.hidden_size=0", "experiments.gru.model.hidden_size"),
-    ("experiments.gru.model.cell=transformer", "experiments.gru.model.cell"),
-    ("experiments.baseline.train.lr=fast", "experiments.baseline.train.lr"),
-    ("experiments.baseline.model.hidden_size=1.5", "experiments.baseline.model.hidden_size"),
-    ("experiments.regularized.model.hiden_size=8", "experiments.regularized.model.hiden_size"),
-    ("+experiments.regularized.model.extra=1", "experiments.regularized.model.extra"),
-    ("experiments.regularized.train.early_stopping.monitor=val_f1",
-     "experiments.regularized.train.early_stopping.monitor"),
-    ("seed=abc", "seed"),
-    ("experiment=transformer", "experiment"),
-    ("data=nonexistent", "config"),
-    ("data.generator.label_noise=0.7", "data.generator.label_noise"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("experiments.regularized.model.dropout=1.0", "experiments.regularized.model.dropout"),
+        ("experiments.regularized.model.dropout=-0.1", "experiments.regularized.model.dropout"),
+        ("experiments.lstm.model.output_dropout=1.5", "experiments.lstm.model.output_dropout"),
+        ("experiments.baseline.train.lr=0", "experiments.baseline.train.lr"),
+        ("experiments.baseline.train.lr=-0.01", "experiments.baseline.train.lr"),
+        ("experiments.gru.model.hidden_size=0", "experiments.gru.model.hidden_size"),
+        ("experiments.gru.model.cell=transformer", "experiments.gru.model.cell"),
+        ("experiments.baseline.train.lr=fast", "experiments.baseline.train.lr"),
+        ("experiments.baseline.model.hidden_size=1.5", "experiments.baseline.model.hidden_size"),
+        ("experiments.regularized.model.hiden_size=8", "experiments.regularized.model.hiden_size"),
+        ("+experiments.regularized.model.extra=1", "experiments.regularized.model.extra"),
+        (
+            "experiments.regularized.train.early_stopping.monitor=val_f1",
+            "experiments.regularized.train.early_stopping.monitor",
+        ),
+        ("seed=abc", "seed"),
+        ("experiment=transformer", "experiment"),
+        ("data=nonexistent", "config"),
+        ("data.generator.label_noise=0.7", "data.generator.label_noise"),
+    ],
+)
 def test_bad_values_are_rejected_naming_the_key(override, key):
     with pytest.raises(ConfigError) as caught:
         load_config([override], CONF_DIR)
@@ -66,7 +70,7 @@ def test_validate_rejects_unknown_top_level_key():
 
 
 def test_missing_conf_dir_is_a_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match="no config.yaml"):
+    with pytest.raises(ConfigError, match=r"no config\.yaml"):
         load_config([], tmp_path)
 
 

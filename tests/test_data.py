@@ -7,11 +7,11 @@ import dataclasses
 import numpy as np
 import pytest
 
+from conftest import CONF_DIR
 from reprolab import data as datasets
 from reprolab.config import DataConfig, load_config
 from reprolab.data import DataError
-
-from conftest import CONF_DIR
+from reprolab.files import npz_writer
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def test_pinned_digest_matches_what_this_machine_generates():
     for name in ("synthetic", "synthetic_small"):
         config = load_config([f"data={name}"], CONF_DIR).data
         assert config.expected_digest, f"data/{name}.yaml pins no digest"
-        assert datasets.content_digest(datasets.build_arrays(config)) == config.expected_digest
+        assert datasets.build(config).digest == config.expected_digest
 
 
 def test_synthetic_task_has_the_documented_properties():
@@ -39,8 +39,11 @@ def test_synthetic_task_has_the_documented_properties():
 
 
 def test_bayes_accuracy_is_one_minus_the_flip_rate(small_data_config):
-    noisy = dataclasses.replace(small_data_config, expected_digest=None,
-                                generator=dataclasses.replace(small_data_config.generator, label_noise=0.25))
+    noisy = dataclasses.replace(
+        small_data_config,
+        expected_digest=None,
+        generator=dataclasses.replace(small_data_config.generator, label_noise=0.25),
+    )
     dataset = datasets.prepare(noisy)
     for split in dataset.splits.values():
         assert split.bayes_accuracy == pytest.approx(1 - split.flipped.mean())
@@ -57,19 +60,17 @@ def test_prepare_writes_byte_identical_files(small_data_config, tmp_path):
 
 def test_a_changed_file_is_refused(small_data_config):
     dataset = datasets.prepare(small_data_config)
-    arrays = {f"{kind}_{s}": getattr(split, kind) for s, split in dataset.splits.items() for kind in ("X", "y")}
-    arrays |= {f"flipped_{s}": split.flipped for s, split in dataset.splits.items()}
+    arrays = datasets.prepare_arrays(dataset)
     arrays["y_val"] = arrays["y_val"].copy()
     arrays["y_val"][0] ^= 1
-    datasets.write_npz(arrays, dataset.path)
-    with pytest.raises(DataError, match="data.expected_digest"):
+    npz_writer(arrays)(dataset.path)
+    with pytest.raises(DataError, match=r"data\.expected_digest"):
         datasets.load(small_data_config)
 
 
 def test_a_different_generator_is_refused_before_writing(small_data_config):
-    other = dataclasses.replace(small_data_config,
-                                generator=dataclasses.replace(small_data_config.generator, seed=99))
-    with pytest.raises(DataError, match="data.expected_digest"):
+    other = dataclasses.replace(small_data_config, generator=dataclasses.replace(small_data_config.generator, seed=99))
+    with pytest.raises(DataError, match=r"data\.expected_digest"):
         datasets.prepare(other)
     assert not (datasets.Path(other.prepared_path)).exists()
 
@@ -79,14 +80,18 @@ def test_corrupted_and_missing_files_are_clear_errors(small_data_config):
         datasets.load(small_data_config)
     dataset = datasets.prepare(small_data_config)
     dataset.path.write_bytes(dataset.path.read_bytes()[:200])
-    with pytest.raises(DataError, match="corrupted"):
+    with pytest.raises(DataError, match="damaged"):
         datasets.load(small_data_config)
 
 
-def _user_config(tmp_path, **arrays) -> DataConfig:
+def user_config(tmp_path, *overrides: str, **arrays) -> DataConfig:
+    """The data config of a user's file holding `arrays` (written unless none are given)."""
     path = tmp_path / "user.npz"
-    np.savez(path, **arrays)
-    return DataConfig(name="user", source="npz", user_file=str(path), prepared_path=str(tmp_path / "p.npz"))
+    if arrays:
+        np.savez(path, **arrays)
+    return load_config(
+        ["data=npz", f"data.user_file={path}", f"data.prepared_path={tmp_path / 'p.npz'}", *overrides], CONF_DIR
+    ).data
 
 
 def _good(n=50):
@@ -96,7 +101,7 @@ def _good(n=50):
 
 def test_user_file_is_split_and_prepared(tmp_path):
     X, y = _good()
-    dataset = datasets.prepare(_user_config(tmp_path, X=X, y=y))
+    dataset = datasets.prepare(user_config(tmp_path, X=X, y=y))
     sizes = {s: len(split.y) for s, split in dataset.splits.items()}
     assert sizes == {"train": 30, "val": 10, "test": 10}
     assert dataset.splits["train"].bayes_accuracy is None
@@ -104,24 +109,24 @@ def test_user_file_is_split_and_prepared(tmp_path):
 
 def test_user_file_with_its_own_splits(tmp_path):
     X, y = _good()
-    config = _user_config(tmp_path, X_train=X[:30], y_train=y[:30], X_val=X[30:40], y_val=y[30:40],
-                          X_test=X[40:], y_test=y[40:])
+    config = user_config(
+        tmp_path, X_train=X[:30], y_train=y[:30], X_val=X[30:40], y_val=y[30:40], X_test=X[40:], y_test=y[40:]
+    )
     assert len(datasets.prepare(config).splits["val"].y) == 10
 
 
 def _bad_cases():
     X, y = _good()
-    nan = X.copy(); nan[0, 0, 0] = np.nan
-    inf = X.copy(); inf[1, 2, 0] = np.inf
-    negative = y.copy(); negative[3] = -1
+    nan, inf, negative = X.copy(), X.copy(), y.copy()
+    nan[0, 0, 0], inf[1, 2, 0], negative[3] = np.nan, np.inf, -1
     return [
-        ({"X": X[:, :, 0], "y": y}, r"shape \[N, T, F\]"),
-        ({"X": X.astype(np.int32), "y": y}, "float array"),
-        ({"X": X, "y": y.astype(np.float32)}, "integer array"),
+        ({"X": X[:, :, 0], "y": y}, r"needs \[N, steps, features\]; for one feature per step use X\[:, :, None\]"),
+        ({"X": X.astype(str), "y": y}, "must hold numbers"),
+        ({"X": X, "y": y.astype(np.float32)}, r"integers 0..K-1, got dtype float32 \(they look like whole"),
         ({"X": X, "y": y[:, None]}, r"shape \[N\]"),
         ({"X": X, "y": y[:-1]}, "50 sequences but y has 49"),
-        ({"X": nan, "y": y}, "NaN or inf"),
-        ({"X": inf, "y": y}, "NaN or inf"),
+        ({"X": nan, "y": y}, "NaN in some features only"),
+        ({"X": inf, "y": y}, "contains inf values"),
         ({"X": X, "y": negative}, "labels must be 0..K-1"),
         ({"X": X, "y": np.zeros_like(y)}, "single class"),
         ({"features": X}, "must hold arrays X and y"),
@@ -132,14 +137,15 @@ def _bad_cases():
 @pytest.mark.parametrize("arrays, message", _bad_cases())
 def test_user_file_validation(tmp_path, arrays, message):
     with pytest.raises(DataError, match=message):
-        datasets.prepare(_user_config(tmp_path, **arrays))
+        datasets.prepare(user_config(tmp_path, **arrays))
     assert not (tmp_path / "p.npz").exists()
 
 
 def test_user_file_missing_or_not_npz(tmp_path):
-    config = DataConfig(name="user", source="npz", user_file=str(tmp_path / "none.npz"))
+    config = user_config(tmp_path)
     with pytest.raises(DataError, match="not found"):
         datasets.prepare(config)
-    (tmp_path / "none.npz").write_text("not a zip")
-    with pytest.raises(DataError, match="not a readable .npz"):
+    (tmp_path / "user.npz").write_text("not a zip")
+    with pytest.raises(DataError, match=r"not a NumPy \.npz archive") as caught:
         datasets.prepare(config)
+    assert "pickle" not in str(caught.value)  # never point users at the unsafe way

@@ -12,16 +12,25 @@ from pathlib import Path
 
 import pytest
 
-from reprolab.config import TargetConfig
+from conftest import REPO_ROOT, sh
+from reprolab.config import load_config
 from reprolab.history import history_markdown, walk
 
-from conftest import REPO_ROOT, sh
-
 METRICS = "results/regularized/metrics.json"
+TARGET = load_config([], REPO_ROOT / "conf").data.target  # validation >= 0.85, training < 0.92
 # The fix applied one change per commit; the preset starts out as the baseline.
 STEPS = [
-    ("baseline settings", {"model.hidden_size": 128, "model.dropout": 0.0, "model.output_dropout": 0.0,
-                           "train.lr": 0.01, "train.early_stopping.enabled": False}, (0.75, 1.00)),
+    (
+        "baseline settings",
+        {
+            "model.hidden_size": 128,
+            "model.dropout": 0.0,
+            "model.output_dropout": 0.0,
+            "train.lr": 0.01,
+            "train.early_stopping.enabled": False,
+        },
+        (0.75, 1.00),
+    ),
     ("hidden size 32", {"model.hidden_size": 32}, (0.80, 0.97)),
     ("dropout 0.3", {"model.dropout": 0.3, "model.output_dropout": 0.3}, (0.84, 0.93)),
     ("learning rate 0.001", {"train.lr": 0.001}, (0.87, 0.91)),  # the target first holds here
@@ -67,7 +76,7 @@ def history_repo(tmp_path_factory) -> tuple[Path, list[str]]:
 
 def test_history_names_the_first_commit_where_the_target_held(history_repo):
     repo, shas = history_repo
-    history = walk(repo, "regularized", TargetConfig(), METRICS)
+    history = walk(repo, "regularized", TARGET, METRICS)
     assert [commit.rev for commit in history.commits] == shas
     assert history.first_held.rev == shas[3] and history.first_held.title == "learning rate 0.001"
     assert [commit.target_held for commit in history.commits] == [False, False, False, True, True]
@@ -75,11 +84,15 @@ def test_history_names_the_first_commit_where_the_target_held(history_repo):
 
 def test_each_commit_shows_exactly_the_parameter_it_changed(history_repo):
     repo, _ = history_repo
-    history = walk(repo, "regularized", TargetConfig(), METRICS)
+    history = walk(repo, "regularized", TARGET, METRICS)
     changed = [{key for key, _, _ in commit.changes} for commit in history.commits]
-    assert changed == [set(), {"regularized.model.hidden_size"},
-                       {"regularized.model.dropout", "regularized.model.output_dropout"},
-                       {"regularized.train.lr"}, {"regularized.train.early_stopping.enabled"}]
+    assert changed == [
+        set(),
+        {"regularized.model.hidden_size"},
+        {"regularized.model.dropout", "regularized.model.output_dropout"},
+        {"regularized.train.lr"},
+        {"regularized.train.early_stopping.enabled"},
+    ]
     assert history.commits[3].changes == [("regularized.train.lr", 0.01, 0.001)]
     # The DVC experiment is listed under the commit it is based on, with its own change.
     (experiment,) = history.commits[-1].experiments
@@ -93,5 +106,5 @@ def test_cli_prints_the_history_as_markdown(history_repo):
     assert f"First commit where the target held: `{shas[3][:7]}` (learning rate 0.001)" in out
     assert "| 0.870 (+0.030) | 0.910 (-0.020) | **yes** |" in out
     assert (repo / "history.md").read_text() in out
-    markdown = history_markdown(walk(repo, "regularized", TargetConfig(), METRICS), METRICS)
+    markdown = history_markdown(walk(repo, "regularized", TARGET, METRICS), METRICS)
     assert markdown.count("\n| `") == len(shas)

@@ -1,7 +1,7 @@
 """The real DVC pipeline in a temporary copy of the repository, checked through MlflowClient.
 
 The copy trains every preset for a few epochs (conf/train/default.yaml edited, params.yaml
-recomposed) so the whole module takes about two minutes on 2 cores.
+recomposed) so the whole module takes a few minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -20,13 +20,22 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import (PRESETS, REPO_ROOT, clean_env, client_for, commit, copy_repository, mlflow_uri,
-                      queue_two_experiments, runs, set_in_yaml, sh)
+from conftest import (
+    PRESETS,
+    REPO_ROOT,
+    clean_env,
+    client_for,
+    commit,
+    copy_repository,
+    mlflow_uri,
+    queue_two_experiments,
+    runs,
+    set_in_yaml,
+    sh,
+)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 BIN = Path(sys.executable).parent
-
-
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +70,13 @@ def test_repro_records_one_complete_run_per_preset(repo):
         assert params["model.hidden_size"] == str(expected["model"]["hidden_size"])
         assert params["train.lr"] == str(expected["train"]["lr"])
         assert params["data.expected_digest"] == digest
-        # Final metrics from evaluate, equal to the DVC metrics file; history per epoch.
+        # Final metrics: those training wrote, and rounded to 6 places in the DVC metrics file.
+        fit = json.loads((repo / f"results/{preset}/train.json").read_text())
         metrics = json.loads((repo / f"results/{preset}/metrics.json").read_text())
         for key in ("train_accuracy", "val_accuracy", "test_accuracy", "test_loss"):
-            assert run.data.metrics[key] == pytest.approx(metrics[key], abs=1e-9)
+            assert run.data.metrics[key] == fit["metrics"][key]
+        for key in ("train_accuracy", "val_accuracy", "test_accuracy"):
+            assert metrics[key] == round(fit["metrics"][key], 6)
         history = client.get_metric_history(run.info.run_id, "epoch/val_accuracy")
         assert [point.step for point in history] == list(range(1, int(run.data.metrics["epochs_run"]) + 1))
         # Dataset inputs: the three splits, with the DVC digest.
@@ -73,10 +85,11 @@ def test_repro_records_one_complete_run_per_preset(repo):
         for dataset_input in inputs.values():
             assert dataset_input.dataset.digest == digest[:36]
             assert {t.key: t.value for t in dataset_input.tags}["sha256"] == digest
-        # Artifacts: config, model, confusion matrix.
+        # Artifacts: config, the whole result, and (from the report) the confusion matrix.
         names = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"config", "evaluation"} <= names
+        assert {"config", "evaluation", "result.json"} <= names
         assert {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")} == {"evaluation/confusion.png"}
+        assert tags["reprolab.target_met"] == str(metrics["target_met"]).lower()
 
 
 def test_logged_model_reloads_and_reproduces_the_logged_val_accuracy(repo):
@@ -95,7 +108,7 @@ def test_logged_model_reloads_and_reproduces_the_logged_val_accuracy(repo):
     for run in runs(repo):
         assert run.outputs.model_outputs, "no model linked to the run"
         with mlflow_uri(f"sqlite:///{repo / 'mlflow.db'}"):
-            model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+            model = mlflow.pytorch.load_model(f"models:/{run.outputs.model_outputs[0].model_id}")
         with torch.no_grad():
             predicted = model.eval()(torch.from_numpy(val.X)).argmax(dim=1).numpy()
         assert float(np.mean(predicted == val.y)) == pytest.approx(run.data.metrics["val_accuracy"], abs=1e-7)
@@ -106,7 +119,12 @@ def test_report_run_links_the_training_runs(repo):
     train_ids = {run.data.tags["reprolab.preset"]: run.info.run_id for run in runs(repo)}
     assert {preset: report.data.tags[f"reprolab.run.{preset}"] for preset in PRESETS} == train_ids
     names = {a.path for a in client_for(repo).list_artifacts(report.info.run_id, "report")}
-    assert names == {"report/comparison.md", "report/learning_curves.png", "report/summary.json"}
+    assert names == {
+        "report/comparison.md",
+        "report/learning_curves.png",
+        "report/confusion.png",
+        "report/summary.json",
+    }
     assert (repo / "reports/learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -116,13 +134,12 @@ def test_audit_stage_reports_and_records_its_runs(repo):
     assert list(summary["changes"]) == ["hidden size", "dropout", "learning rate", "early stopping"]
     digest = json.loads((repo / "results/data.json").read_text())["digest"]
     assert summary["dataset_digests"] == {"before": digest, "after": digest}
+    (summary_run,) = runs(repo, "audit-summary")
+    assert summary_run.data.tags["reprolab.audit_id"] == summary["audit_id"]
     audit_runs = [run for run in runs(repo, "audit") if run.data.tags["reprolab.audit_id"] == summary["audit_id"]]
     assert len(audit_runs) == 10 * 2 and {run.info.status for run in audit_runs} == {"FINISHED"}
     assert {run.data.tags["reprolab.dvc_stage"] for run in audit_runs} == {"audit"}
-    (summary_run,) = runs(repo, "audit-summary")
-    assert summary_run.data.tags["reprolab.audit_id"] == summary["audit_id"]
-    metrics = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
-    assert "reports/audit/summary.json" in next(iter(metrics.values()))["data"]
+    assert {run.data.tags["mlflow.parentRunId"] for run in audit_runs} == {summary_run.info.run_id}
 
 
 def test_second_repro_is_a_noop_and_status_is_clean(repo):
@@ -131,6 +148,28 @@ def test_second_repro_is_a_noop_and_status_is_clean(repo):
     assert "Running stage" not in done.stdout
     assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
     assert len(runs(repo)) == before
+
+
+def test_editing_a_module_reruns_exactly_the_stages_that_run_it(repo):
+    from reprolab.sources import closure
+
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    runs_module: dict[str, set[str]] = {}
+    for name, stage in stages.items():
+        module = re.match(r"python -m (\S+)", stage["cmd"]).group(1)
+        expanded = [f"{name}@{item}" for item in stage["matrix"]["preset"]] if "matrix" in stage else [name]
+        for path in closure(module):
+            runs_module.setdefault(str(path.relative_to(REPO_ROOT)), set()).update(expanded)
+    modules = sorted(str(path.relative_to(repo)) for path in (repo / "src/reprolab").rglob("*.py"))
+    for module in modules:
+        original = (repo / module).read_text()
+        (repo / module).write_text(original + "\n# an edit\n")
+        try:
+            status = json.loads(sh(repo, "dvc", "status", "--json").stdout)
+        finally:
+            (repo / module).write_text(original)
+        assert set(status) == runs_module.get(module, set()), module
+    assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
 
 
 def test_forced_repro_gives_identical_metrics(repo):
@@ -149,17 +188,17 @@ def test_push_and_pull_through_the_default_remote(repo, tmp_path):
     sh(repo, "dvc", "remote", "modify", "--local", "local", "url", str(tmp_path / "storage"))
     sh(repo, "dvc", "push")
     shutil.rmtree(repo / ".dvc/cache")
-    (repo / "models/gru.pt").unlink()
+    (repo / "models/gru.npz").unlink()
     (repo / "data/prepared/synthetic.npz").unlink()
     sh(repo, "dvc", "pull")
-    assert (repo / "models/gru.pt").is_file() and (repo / "data/prepared/synthetic.npz").is_file()
+    assert (repo / "models/gru.npz").is_file() and (repo / "data/prepared/synthetic.npz").is_file()
     assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
 
 
 def test_dvc_metrics_and_params_commands_work(repo):
     metrics = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
     files = next(iter(metrics.values()))["data"]
-    assert "results/regularized/metrics.json" in files and "reports/summary.json" in files
+    assert {f"results/{preset}/metrics.json" for preset in PRESETS} == set(files)
     sh(repo, "dvc", "plots", "show", "-o", str(repo / ".plots"))
     assert (repo / ".plots/index.html").is_file()
 
@@ -199,18 +238,18 @@ def test_changing_one_preset_reruns_only_its_stages(repo):
 
 
 def test_a_failing_run_is_marked_failed_and_leaves_no_half_outputs(repo):
-    (repo / "models/gru.pt").unlink()
-    (repo / "models/gru.pt").mkdir()  # saving the model will fail after training
+    (repo / "models/gru.npz").unlink()
+    (repo / "models/gru.npz").mkdir()  # saving the model will fail after training
     (repo / "results/gru/train.json").unlink()
     try:
-        done = sh(repo, "reprolab", "stage", "train", "gru", check=False)
+        done = sh(repo, "python", "-m", "reprolab.stages.train", "gru", check=False)
     finally:
-        (repo / "models/gru.pt").rmdir()
+        (repo / "models/gru.npz").rmdir()
     assert done.returncode != 0
     newest = max(runs(repo), key=lambda run: run.info.start_time)
     assert newest.data.tags["reprolab.preset"] == "gru" and newest.info.status == "FAILED"
     assert not (repo / "results/gru/train.json").exists()
-    assert not list((repo / "models").glob(".gru.pt.*"))
+    assert not list((repo / "models").glob(".gru.npz.*")) and not list((repo / "results/gru").glob(".*.tmp"))
     sh(repo, "dvc", "repro")  # and the pipeline recovers
 
 
@@ -220,8 +259,14 @@ def test_ctrl_c_marks_the_run_killed(repo):
     set_in_yaml(preset_file, r"^  lr: 0.01", "  lr: 0.01\n  max_epochs: 5000")  # long enough to interrupt
     sh(repo, "reprolab", "compose")
     before = {run.info.run_id for run in runs(repo)}
-    process = subprocess.Popen(["reprolab", "stage", "train", "baseline"], cwd=repo, env=clean_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reprolab.stages.train", "baseline"],
+        cwd=repo,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline, new = time.time() + 60, []
         while not new and time.time() < deadline and process.poll() is None:
@@ -237,7 +282,7 @@ def test_ctrl_c_marks_the_run_killed(repo):
         sh(repo, "reprolab", "compose")
     assert process.returncode == 130, stderr
     assert client_for(repo).get_run(new[0].info.run_id).info.status == "KILLED"
-    assert not list((repo / "models").glob(".baseline.pt.*"))
+    assert not list((repo / "models").glob(".baseline.npz.*"))
     assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
 
 
@@ -245,8 +290,9 @@ def test_dvc_exp_run_with_hydra_overrides_and_queue(repo):
     saved = {name: (repo / name).read_text() for name in ("params.yaml", "dvc.lock")}
     sh(repo, "dvc", "exp", "run", "-S", "experiments.gru.model.hidden_size=16")
     assert yaml.safe_load((repo / "params.yaml").read_text())["experiments"]["gru"]["model"]["hidden_size"] == 16
-    gru = max((run for run in runs(repo) if run.data.tags["reprolab.preset"] == "gru"),
-              key=lambda run: run.info.start_time)
+    gru = max(
+        (run for run in runs(repo) if run.data.tags["reprolab.preset"] == "gru"), key=lambda run: run.info.start_time
+    )
     assert gru.data.params["model.hidden_size"] == "16" and gru.data.tags.get("reprolab.dvc_experiment")
     for name, text in saved.items():  # back to the workspace before the experiment
         (repo / name).write_text(text)

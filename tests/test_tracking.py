@@ -13,18 +13,22 @@ from reprolab import tracking
 from reprolab.config import TrackingConfig, flatten
 
 
+def config(uri=None) -> TrackingConfig:
+    return TrackingConfig(enabled=True, uri=uri, experiment_name="reprolab", log_model=True)
+
+
 def test_uri_precedence(monkeypatch, tmp_path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    assert tracking.tracking_uri(TrackingConfig()) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
-    assert tracking.tracking_uri(TrackingConfig(uri="http://127.0.0.1:5000")) == "http://127.0.0.1:5000"
+    assert tracking.tracking_uri(config()) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert tracking.tracking_uri(config("http://127.0.0.1:5000")) == "http://127.0.0.1:5000"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:6000")
-    assert tracking.tracking_uri(TrackingConfig(uri="http://127.0.0.1:5000")) == "http://127.0.0.1:6000"
+    assert tracking.tracking_uri(config("http://127.0.0.1:5000")) == "http://127.0.0.1:6000"
 
 
 def test_flatten_and_redact():
     assert flatten({"a": {"b": 1, "c": {"d": None}}, "e": "x"}) == {"a.b": 1, "a.c.d": None, "e": "x"}
-    assert tracking._redact("postgresql://user:secret@db:5432/mlflow") == "postgresql://***@db:5432/mlflow"
+    assert tracking.redact("postgresql://user:secret@db:5432/mlflow") == "postgresql://***@db:5432/mlflow"
 
 
 def test_an_unreachable_server_fails_fast_with_one_line():
@@ -33,18 +37,22 @@ def test_an_unreachable_server_fails_fast_with_one_line():
         port = probe.getsockname()[1]
     started = time.perf_counter()
     with pytest.raises(tracking.TrackingError) as caught:
-        tracking.connect(TrackingConfig(uri=f"http://127.0.0.1:{port}"))
+        tracking.connect(config(f"http://127.0.0.1:{port}"))
     assert time.perf_counter() - started < 15
     assert f"127.0.0.1:{port}" in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_parallel_first_use_of_a_new_store_does_not_race(tmp_path):
     """Two processes creating the same new SQLite store: MLflow alone fails one of them."""
-    code = ("import sys; from reprolab import tracking; from reprolab.config import TrackingConfig, flatten; "
-            "print(tracking.connect(TrackingConfig(uri=sys.argv[1]))[1])")
+    code = (
+        "import sys; from reprolab import tracking; from reprolab.config import TrackingConfig, flatten; "
+        "print(tracking.connect(TrackingConfig(True, sys.argv[1], 'reprolab', True)).experiment_id)"
+    )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    processes = [subprocess.Popen([sys.executable, "-c", code, uri], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code, uri], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
     outputs = [process.communicate(timeout=120) for process in processes]
     assert [process.returncode for process in processes] == [0, 0, 0], outputs
     assert len({out.strip() for out, _ in outputs}) == 1  # one experiment, same id everywhere

@@ -6,14 +6,14 @@ import json
 
 import pytest
 
+from conftest import CONF_DIR, PRESETS, quick_overrides
 from reprolab import data as datasets
 from reprolab.cli import main
 from reprolab.config import load_config
-from reprolab.report import comparison_table, meets_target
-from reprolab.runs import run_many, run_one
-from reprolab.training import HISTORY_KEYS, evaluate_split
-
-from conftest import CONF_DIR, PRESETS, quick_overrides
+from reprolab.metrics import meets_target
+from reprolab.report import comparison_table
+from reprolab.sweep import Job, run_jobs
+from reprolab.training import HISTORY_KEYS, evaluate, run_one
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -37,17 +37,24 @@ def test_same_config_and_seed_give_identical_metrics(quick_config):
     assert first.metrics != other_seed.metrics
 
 
+def jobs(config, presets, seeds):
+    data = datasets.prepare(config.data)
+    return [Job(config, preset, seed, data) for preset in presets for seed in seeds]
+
+
 def test_parallel_runs_equal_serial_runs(quick_config):
-    datasets.prepare(quick_config.data)
-    serial = run_many(quick_config, ["baseline", "gru"], [0, 1], workers=1)
-    parallel = run_many(quick_config, ["baseline", "gru"], [0, 1], workers=2)
+    serial = run_jobs(jobs(quick_config, ["baseline", "gru"], [0, 1]), workers=1)
+    parallel = run_jobs(jobs(quick_config, ["baseline", "gru"], [0, 1]), workers=2)
     assert [r.metrics for r in serial] == [r.metrics for r in parallel]
 
 
 def test_early_stopping_stops_and_restores_the_best_weights(tmp_path):
-    overrides = quick_overrides(tmp_path) + [
-        "experiments.regularized.train.max_epochs=200", "experiments.regularized.train.lr=0.05",
-        "experiments.regularized.train.early_stopping.patience=3"]
+    overrides = [
+        *quick_overrides(tmp_path),
+        "experiments.regularized.train.max_epochs=200",
+        "experiments.regularized.train.lr=0.05",
+        "experiments.regularized.train.early_stopping.patience=3",
+    ]
     config = load_config(overrides, CONF_DIR)
     dataset = datasets.prepare(config.data)
     trained, result = run_one(config, "regularized", seed=0, data=dataset)
@@ -56,7 +63,7 @@ def test_early_stopping_stops_and_restores_the_best_weights(tmp_path):
     best = result.history[result.fit["best_epoch"] - 1]
     assert best["val_loss"] == min(h["val_loss"] for h in result.history)
     # The returned model is the best epoch's, not the last one's.
-    assert evaluate_split(trained.model, dataset.splits["val"])["loss"] == pytest.approx(best["val_loss"], abs=1e-6)
+    assert evaluate(trained.model, dataset).metrics["val_loss"] == pytest.approx(best["val_loss"], abs=1e-6)
 
 
 def test_without_early_stopping_all_epochs_run(quick_config):
@@ -65,8 +72,17 @@ def test_without_early_stopping_all_epochs_run(quick_config):
 
 
 def test_cli_train_prints_the_run(tmp_path, capsys):
-    code = main(["--config-dir", str(CONF_DIR), "train", "--no-progress", "experiment=gru", "seed=4",
-                 *quick_overrides(tmp_path)])
+    code = main(
+        [
+            "--config-dir",
+            str(CONF_DIR),
+            "train",
+            "--no-progress",
+            "experiment=gru",
+            "seed=4",
+            *quick_overrides(tmp_path),
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == 0
     assert (out["preset"], out["seed"], out["epochs_run"]) == ("gru", 4, 2)
@@ -74,10 +90,9 @@ def test_cli_train_prints_the_run(tmp_path, capsys):
 
 
 def test_comparison_table_counts_target_hits(quick_config):
-    datasets.prepare(quick_config.data)
-    results = run_many(quick_config, ["baseline"], [0, 1], workers=1)
-    table = comparison_table(results, quick_config.target)
-    hits = sum(meets_target(r.metrics, quick_config.target) for r in results)
+    results = run_jobs(jobs(quick_config, ["baseline"], [0, 1]), workers=1)
+    table = comparison_table(results, quick_config.data.target)
+    hits = sum(meets_target(r.metrics, quick_config.data.target) for r in results)
     assert f"| {hits}/2 |" in table and "| baseline | 0,1 |" in table
 
 
@@ -92,4 +107,4 @@ def test_fixed_dataset_reproduces_overfitting_and_the_fix(tmp_path):
     baseline = run_one(config, "baseline", seed=0, data=dataset, progress=False)[1].metrics
     fixed = run_one(config, "regularized", seed=0, data=dataset, progress=False)[1].metrics
     assert baseline["train_accuracy"] >= 0.97 and 0.65 <= baseline["val_accuracy"] <= 0.76
-    assert meets_target(fixed, config.target)
+    assert meets_target(fixed, config.data.target)

@@ -1,8 +1,8 @@
 """The audit's analysis: which changes separate two presets, the ablation variants, and what
 each change does to the metrics across seeds, with confidence intervals and a verdict.
 
-Pure functions on configs and `RunResult`s; `pipeline.run_audit` runs and records the
-variants, `audit_report` renders the result.
+Pure functions on configs and `RunResult`s; `audit_run` runs and records the variants,
+`audit_report` renders the result.
 """
 
 from __future__ import annotations
@@ -10,13 +10,15 @@ from __future__ import annotations
 import copy
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
-from reprolab.config import ExperimentConfig, TargetConfig, flatten, to_dict
-from reprolab.runs import RunResult
+from reprolab.config import ExperimentConfig, TargetConfig, differences, to_dict
+from reprolab.metrics import meets_target, train_val_gap
+from reprolab.results import RunResult
 
 # Keys that make one change together: the first matching prefix names the group.
 CHANGE_GROUPS = (
@@ -37,8 +39,8 @@ class Change:
     values: dict[str, tuple[Any, Any]]
 
 
-def _flat(preset: ExperimentConfig) -> dict[str, Any]:
-    return {key: value for key, value in flatten(to_dict(preset)).items() if key not in IGNORED_KEYS}
+def _plain(preset: ExperimentConfig) -> dict[str, Any]:
+    return {key: value for key, value in to_dict(preset).items() if key not in IGNORED_KEYS}
 
 
 def _group(key: str) -> str:
@@ -51,12 +53,10 @@ def derive_changes(before: ExperimentConfig, after: ExperimentConfig) -> list[Ch
     Inside a group, only keys that differ are listed, but applying the change sets the whole
     group's differing keys together (e.g. early stopping's enabled flag with its patience).
     """
-    old, new = _flat(before), _flat(after)
     changes: dict[str, Change] = {}
-    for key in new:
-        if old.get(key) != new[key]:
-            name = _group(key)
-            changes.setdefault(name, Change(name, {})).values[key] = (old.get(key), new[key])
+    for key, old, new in differences(_plain(before), _plain(after)):
+        name = _group(key)
+        changes.setdefault(name, Change(name, {})).values[key] = (old, new)
     return list(changes.values())
 
 
@@ -67,7 +67,9 @@ def apply_changes(preset: ExperimentConfig, changes: Sequence[Change], side: str
     for change in changes:
         for key, values in change.values.items():
             OmegaConf.update(node, key, values[index])
-    return OmegaConf.to_object(node)
+    changed = OmegaConf.to_object(node)
+    assert isinstance(changed, ExperimentConfig)
+    return changed
 
 
 BEFORE, AFTER = "before", "after"
@@ -108,8 +110,7 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[fl
 # -- analysis of the ablation's runs ---------------------------------------------------------
 
 # The metrics an audit reports, with the direction that is better.
-METRICS = {"val_accuracy": "higher", "test_accuracy": "higher", "train_accuracy": "lower",
-           "train_val_gap": "lower"}
+METRICS = {"val_accuracy": "higher", "test_accuracy": "higher", "train_accuracy": "lower", "train_val_gap": "lower"}
 
 
 @dataclass
@@ -150,10 +151,10 @@ class ChangeEffect:
     """What one change does, paired by seed: alone on top of before, and within after."""
 
     change: Change
-    alone: dict[str, Interval]       # (before + change) - before
-    in_after: dict[str, Interval]    # after - (after - change)
-    needed: Optional[bool]           # removing it breaks the target (None if after itself fails)
-    sufficient: bool                 # before + change alone meets the target
+    alone: dict[str, Interval]  # (before + change) - before
+    in_after: dict[str, Interval]  # after - (after - change)
+    needed: Optional[bool]  # removing it breaks the target (None if after itself fails)
+    sufficient: bool  # before + change alone meets the target
 
 
 @dataclass
@@ -172,9 +173,7 @@ class AuditSummary:
 
 
 def _metric(result: RunResult, key: str) -> float:
-    if key == "train_val_gap":
-        return result.metrics["train_accuracy"] - result.metrics["val_accuracy"]
-    return result.metrics[key]
+    return train_val_gap(result.metrics) if key == "train_val_gap" else result.metrics[key]
 
 
 def _interval(values: Sequence[float], confidence: float) -> Interval:
@@ -184,37 +183,52 @@ def _interval(values: Sequence[float], confidence: float) -> Interval:
 def check_variant(label: str, runs: Sequence[RunResult], target: TargetConfig, confidence: float) -> VariantCheck:
     """Mean and interval of every metric, seeds meeting the target, intervals against it."""
     stats = {key: _interval([_metric(run, key) for run in runs], confidence) for key in METRICS}
-    met = sum(_metric(r, "val_accuracy") >= target.min_val_accuracy
-              and _metric(r, "train_accuracy") < target.max_train_accuracy for r in runs)
-    clears = bool(stats["val_accuracy"].low >= target.min_val_accuracy
-                  and stats["train_accuracy"].high < target.max_train_accuracy)
+    met = sum(meets_target(r.metrics, target) for r in runs)
+    # The interval's worst ends must meet the target too: the lowest validation accuracy and
+    # the highest training accuracy the interval allows.
+    clears = meets_target(
+        {"val_accuracy": stats["val_accuracy"].low, "train_accuracy": stats["train_accuracy"].high}, target
+    )
     return VariantCheck(label, [r.seed for r in runs], stats, met, clears)
 
 
-def paired_effect(with_change: Sequence[RunResult], without: Sequence[RunResult],
-                  confidence: float) -> dict[str, Interval]:
+def paired_effect(
+    with_change: Sequence[RunResult], without: Sequence[RunResult], confidence: float
+) -> dict[str, Interval]:
     """Per metric, the mean of (with - without) over seeds that both sides ran, with an interval."""
     by_seed = {r.seed: r for r in without}
     pairs = [(r, by_seed[r.seed]) for r in with_change if r.seed in by_seed]
     return {key: _interval([_metric(a, key) - _metric(b, key) for a, b in pairs], confidence) for key in METRICS}
 
 
-def summarize(results: Sequence[RunResult], changes: Sequence[Change], before: str, after: str,
-              target: TargetConfig, confidence: float, dataset_digests: dict[str, str]) -> AuditSummary:
+def summarize(
+    results: Sequence[RunResult],
+    changes: Sequence[Change],
+    before: str,
+    after: str,
+    target: TargetConfig,
+    confidence: float,
+    dataset_digests: dict[str, str],
+) -> AuditSummary:
     """Check every variant against the target and measure each change's effect."""
     by_label: dict[str, list[RunResult]] = {}
     for result in results:
         by_label.setdefault(result.preset, []).append(result)
     variants = {label: check_variant(label, runs, target, confidence) for label, runs in by_label.items()}
     after_holds = variants[AFTER].holds
-    effects = [ChangeEffect(
-        change=change,
-        alone=paired_effect(by_label[added_label(change)], by_label[BEFORE], confidence),
-        in_after=paired_effect(by_label[AFTER], by_label[removed_label(change)], confidence),
-        needed=(not variants[removed_label(change)].holds) if after_holds else None,
-        sufficient=variants[added_label(change)].holds) for change in changes]
-    summary = AuditSummary(before, after, sorted({r.seed for r in results}), confidence, target,
-                           dataset_digests, variants, effects, "")
+    effects = [
+        ChangeEffect(
+            change=change,
+            alone=paired_effect(by_label[added_label(change)], by_label[BEFORE], confidence),
+            in_after=paired_effect(by_label[AFTER], by_label[removed_label(change)], confidence),
+            needed=(not variants[removed_label(change)].holds) if after_holds else None,
+            sufficient=variants[added_label(change)].holds,
+        )
+        for change in changes
+    ]
+    summary = AuditSummary(
+        before, after, sorted({r.seed for r in results}), confidence, target, dataset_digests, variants, effects, ""
+    )
     summary.verdict = verdict(summary)
     return summary
 
@@ -231,8 +245,10 @@ def verdict(summary: AuditSummary) -> str:
     n = len(summary.seeds)
     val = after.stats["val_accuracy"]
     if not after.holds:
-        return (f"{summary.after} does not meet the target robustly ({after.seeds_met}/{n} seeds, validation "
-                f"accuracy {val.text()}), so no change can be credited with closing the gap.")
+        return (
+            f"{summary.after} does not meet the target robustly ({after.seeds_met}/{n} seeds, validation "
+            f"accuracy {val.text()}), so no change can be credited with closing the gap."
+        )
 
     def without(effect: ChangeEffect) -> int:
         return summary.variants[removed_label(effect.change)].seeds_met
@@ -241,19 +257,30 @@ def verdict(summary: AuditSummary) -> str:
     needed = [e for e in ranked if e.needed]
     unneeded = [e for e in ranked if not e.needed]
     sufficient = [e for e in ranked if e.sufficient]
-    parts = [f"{summary.after} meets the target on {n}/{n} seeds (validation {val.text()} vs "
-             f"{before.stats['val_accuracy'].text()} for {summary.before})"]
+    parts = [
+        f"{summary.after} meets the target on {n}/{n} seeds (validation {val.text()} vs "
+        f"{before.stats['val_accuracy'].text()} for {summary.before})"
+    ]
     if needed:
         main = needed[0]
-        parts.append(f"{main.change.name} closed most of the gap ({main.in_after['val_accuracy'].text(signed=True)} "
-                     f"validation accuracy; without it {without(main)}/{n} seeds meet the target)")
+        parts.append(
+            f"{main.change.name} closed most of the gap ({main.in_after['val_accuracy'].text(signed=True)} "
+            f"validation accuracy; without it {without(main)}/{n} seeds meet the target)"
+        )
         if len(needed) > 1:
             seeds = sorted({without(e) for e in needed[1:]})
-            parts.append(f"{_names(needed[1:])} {'is' if len(needed) == 2 else 'are'} also needed (without "
-                         f"{'it' if len(needed) == 2 else 'each'}, {' or '.join(map(str, seeds))}/{n} seeds)")
+            parts.append(
+                f"{_names(needed[1:])} {'is' if len(needed) == 2 else 'are'} also needed (without "
+                f"{'it' if len(needed) == 2 else 'each'}, {' or '.join(map(str, seeds))}/{n} seeds)"
+            )
     if unneeded:
-        parts.append(f"{_names(unneeded)} {'is' if len(unneeded) == 1 else 'are'} not needed "
-                     f"(the target holds without {'it' if len(unneeded) == 1 else 'each'})")
-    parts.append(f"{_names(sufficient)} alone {'is' if len(sufficient) == 1 else 'are each'} enough"
-                 if sufficient else "no change is enough on its own")
+        parts.append(
+            f"{_names(unneeded)} {'is' if len(unneeded) == 1 else 'are'} not needed "
+            f"(the target holds without {'it' if len(unneeded) == 1 else 'each'})"
+        )
+    parts.append(
+        f"{_names(sufficient)} alone {'is' if len(sufficient) == 1 else 'are each'} enough"
+        if sufficient
+        else "no change is enough on its own"
+    )
     return "; ".join(parts[:-1]) + ", and " + parts[-1] + "."

@@ -1,216 +1,274 @@
-"""Typed configuration: compose `conf/` with Hydra, then validate against a small schema.
+"""Typed configuration: compose `conf/` with Hydra, then check it against the schema.
 
-The schema is a set of dataclasses. OmegaConf rejects unknown keys and wrong types when the
-composed config is merged onto it; `Config.check` then rejects out-of-range values. Every
-error is a `ConfigError` whose message starts with the full key, so the CLI can print it as
-one line.
+`conf/` holds every value; the dataclasses here hold types, choices (enums) and ranges, and no
+defaults, so the two cannot disagree: a key that `conf/` does not set is an error. OmegaConf
+rejects unknown keys, wrong types and unknown choices when the composed config is merged onto
+the schema; `check_ranges` rejects values outside a field's declared range and any non-finite
+number; `check` methods hold the rules that span several keys. Every error is a `ConfigError`
+whose message starts with the full key.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, is_dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Optional, cast
 
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException
 
-CELLS = ("rnn", "lstm", "gru")
-MONITORS = ("val_loss", "val_accuracy")
-DATA_SOURCES = ("synthetic", "npz")
+from reprolab.entrypoint import UserError, one_line
+
 CONFIG_NAME = "config"
-
-
-class UserError(Exception):
-    """An error the user can fix; the CLI prints its message as one line and exits with 2."""
+# Sections that say where and how runs are computed and recorded, not what they compute: no
+# stage depends on them, and params.yaml may differ from conf/ in them (`reprolab compose
+# tracking=server`) without being stale.
+NOT_RESULTS = ("tracking", "compute")
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding accepts 0 .. 2**32 - 1
 
 
 class ConfigError(UserError, ValueError):
     """A configuration that cannot be used; the message names the offending key."""
 
 
-def _require(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {message}")
+class Cell(str, Enum):
+    rnn = "rnn"
+    lstm = "lstm"
+    gru = "gru"
 
 
-def _require_one_of(value: str, choices: Sequence[str], key: str, what: str) -> None:
-    _require(value in choices, key, f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+class Monitor(str, Enum):
+    val_loss = "val_loss"
+    val_accuracy = "val_accuracy"
+
+
+class DataSource(str, Enum):
+    synthetic = "synthetic"
+    npz = "npz"
+
+
+class Layout(str, Enum):
+    """How a user's X is laid out: auto = [N, steps, features] unless that is surely wrong."""
+
+    auto = "auto"
+    ntf = "ntf"  # [N, steps, features]
+    nft = "nft"  # [N, features, steps], e.g. [N, channels, T]
+
+
+class Padding(str, Enum):
+    """Where a user's `lengths` array says the padding of shorter sequences sits."""
+
+    end = "end"
+    front = "front"
+
+
+class Device(str, Enum):
+    auto = "auto"  # cuda when available, else cpu
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@dataclass(frozen=True)
+class Range:
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def text(self) -> str:
+        low = "-inf" if self.low is None else f"{self.low:g}"
+        high = "inf" if self.high is None else f"{self.high:g}"
+        return f"{'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+
+
+def ranged(
+    low: Optional[float] = None, high: Optional[float] = None, *, low_open: bool = False, high_open: bool = False
+) -> dict[str, Range]:
+    """Field metadata: the field's values (each element of a list) must lie in this range."""
+    return {"range": Range(low, high, low_open, high_open)}
+
+
+SEED = ranged(0, SEED_MAX)
 
 
 @dataclass
 class GeneratorConfig:
-    """Parameters of the built-in synthetic sequence task (see `reprolab.data`)."""
+    """The built-in synthetic sequence task (see `reprolab.data`)."""
 
-    seq_len: int = 20
-    n_features: int = 10
-    margin: float = 0.5
-    label_noise: float = 0.1
-    n_train: int = 150
-    n_val: int = 2000
-    n_test: int = 2000
-    seed: int = 0
+    seq_len: int = field(metadata=ranged(2, 10_000))
+    n_features: int = field(metadata=ranged(1, 10_000))
+    margin: float = field(metadata=ranged(0, 10))
+    label_noise: float = field(metadata=ranged(0, 0.5, high_open=True))
+    n_train: int = field(metadata=ranged(1, 1_000_000))
+    n_val: int = field(metadata=ranged(1, 1_000_000))
+    n_test: int = field(metadata=ranged(1, 1_000_000))
+    seed: int = field(metadata=SEED)
 
     def check(self, where: str) -> None:
-        _require(self.seq_len >= 2, f"{where}.seq_len", f"must be >= 2, got {self.seq_len}")
-        _require(self.n_features >= 1, f"{where}.n_features", f"must be >= 1, got {self.n_features}")
-        _require(self.margin >= 0, f"{where}.margin", f"must be >= 0, got {self.margin}")
-        _require(0 <= self.label_noise < 0.5, f"{where}.label_noise",
-                 f"must be in [0, 0.5), got {self.label_noise}")
-        for name in ("n_train", "n_val", "n_test"):
-            value = getattr(self, name)
-            _require(value >= 1, f"{where}.{name}", f"must be >= 1, got {value}")
+        values = (self.n_train + self.n_val + self.n_test) * self.seq_len * self.n_features
+        require(
+            values <= 200_000_000,
+            f"{where}.n_train",
+            f"the splits would hold {values:,} numbers ({values * 4 / 1e9:.1f} GB); keep them under 200,000,000",
+        )
+
+
+@dataclass
+class TargetConfig:
+    """What "fixed" means for a dataset. Either bound may be null (off).
+
+    Met when validation accuracy >= `min_val_accuracy` and training accuracy < `max_train_accuracy`
+    (<= when `max_train_inclusive`)."""
+
+    min_val_accuracy: Optional[float] = field(metadata=ranged(0, 1))
+    max_train_accuracy: Optional[float] = field(metadata=ranged(0, 1))
+    max_train_inclusive: bool = field()
 
 
 @dataclass
 class DataConfig:
-    """Where the dataset comes from and where its verified copy lives."""
+    """Where the dataset comes from, where its verified copy lives, and its target."""
 
-    name: str = "synthetic"
-    source: str = "synthetic"
-    generator: Optional[GeneratorConfig] = None
-    user_file: Optional[str] = None
-    val_fraction: float = 0.2
-    test_fraction: float = 0.2
-    split_seed: int = 0
-    prepared_path: str = "data/prepared/synthetic.npz"
-    expected_digest: Optional[str] = None
+    name: str = field()
+    source: DataSource = field()
+    generator: Optional[GeneratorConfig] = field()
+    user_file: Optional[str] = field()
+    layout: Layout = field()
+    padding: Padding = field()
+    val_fraction: float = field(metadata=ranged(0, 1, low_open=True, high_open=True))
+    test_fraction: float = field(metadata=ranged(0, 1, low_open=True, high_open=True))
+    split_seed: int = field(metadata=SEED)
+    prepared_path: str = field()
+    expected_digest: Optional[str] = field()
+    target: TargetConfig = field()
 
     def check(self, where: str) -> None:
-        _require_one_of(self.source, DATA_SOURCES, f"{where}.source", "source")
-        if self.source == "synthetic":
-            _require(self.generator is not None, f"{where}.generator", "required when source=synthetic")
-            self.generator.check(f"{where}.generator")
+        require(
+            bool(self.name.strip()) and "/" not in self.name,
+            f"{where}.name",
+            f"must be a non-empty name without '/', got {self.name!r}",
+        )
+        if self.source is DataSource.synthetic:
+            require(self.generator is not None, f"{where}.generator", "required when source=synthetic")
         else:
-            _require(bool(self.user_file), f"{where}.user_file",
-                     "required when source=npz: the path of your .npz file")
-        for name in ("val_fraction", "test_fraction"):
-            value = getattr(self, name)
-            _require(0 < value < 1, f"{where}.{name}", f"must be in (0, 1), got {value}")
-        _require(self.val_fraction + self.test_fraction < 1, f"{where}.val_fraction",
-                 "val_fraction + test_fraction must leave some training data")
+            require(bool(self.user_file), f"{where}.user_file", "required when source=npz: the path of your .npz file")
+        require(
+            self.val_fraction + self.test_fraction < 1,
+            f"{where}.val_fraction",
+            "val_fraction + test_fraction must leave some training data",
+        )
+        require(
+            self.expected_digest is None or len(self.expected_digest) == 64,
+            f"{where}.expected_digest",
+            "must be a 64-character SHA-256 (as printed by `reprolab prepare`) or null",
+        )
 
 
 @dataclass
 class ModelConfig:
     """A recurrent sequence classifier (see `reprolab.models.SequenceClassifier`)."""
 
-    cell: str = "rnn"
-    hidden_size: int = 32
-    num_layers: int = 2
-    dropout: float = 0.0
-    output_dropout: float = 0.0
+    cell: Cell = field()
+    hidden_size: int = field(metadata=ranged(1, 4096))
+    num_layers: int = field(metadata=ranged(1, 16))
+    dropout: float = field(metadata=ranged(0, 1, high_open=True))  # between recurrent layers
+    output_dropout: float = field(metadata=ranged(0, 1, high_open=True))  # on the last step's output
 
     def check(self, where: str) -> None:
-        _require_one_of(self.cell, CELLS, f"{where}.cell", "cell")
-        _require(self.hidden_size >= 1, f"{where}.hidden_size", f"must be >= 1, got {self.hidden_size}")
-        _require(self.num_layers >= 1, f"{where}.num_layers", f"must be >= 1, got {self.num_layers}")
-        for name in ("dropout", "output_dropout"):
-            value = getattr(self, name)
-            _require(0 <= value < 1, f"{where}.{name}", f"must be in [0, 1), got {value}")
-        _require(self.dropout == 0 or self.num_layers >= 2, f"{where}.dropout",
-                 "dropout inside the recurrent stack acts between layers: it needs num_layers >= 2")
+        require(
+            self.dropout == 0 or self.num_layers >= 2,
+            f"{where}.dropout",
+            "dropout inside the recurrent stack acts between layers: it needs num_layers >= 2",
+        )
 
 
 @dataclass
 class EarlyStoppingConfig:
     """Stop when the monitored validation metric has not improved for `patience` epochs."""
 
-    enabled: bool = False
-    monitor: str = "val_loss"
-    patience: int = 20
-    min_delta: float = 0.0
-
-    def check(self, where: str) -> None:
-        _require_one_of(self.monitor, MONITORS, f"{where}.monitor", "metric")
-        _require(self.patience >= 1, f"{where}.patience", f"must be >= 1, got {self.patience}")
-        _require(self.min_delta >= 0, f"{where}.min_delta", f"must be >= 0, got {self.min_delta}")
+    enabled: bool = field()
+    monitor: Monitor = field()
+    patience: int = field(metadata=ranged(1, 100_000))
+    min_delta: float = field(metadata=ranged(0, 1_000_000))
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation: Adam, batch size (null = full batch), epochs, early stopping, clipping."""
+    """Adam, batch size (null = full batch), epochs, clipping, early stopping, device."""
 
-    lr: float = 0.001
-    weight_decay: float = 0.0
-    batch_size: Optional[int] = None
-    max_epochs: int = 100
-    grad_clip_norm: Optional[float] = None
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-
-    def check(self, where: str) -> None:
-        _require(self.lr > 0, f"{where}.lr", f"must be > 0, got {self.lr}")
-        _require(self.weight_decay >= 0, f"{where}.weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _require(self.batch_size is None or self.batch_size >= 1, f"{where}.batch_size",
-                 f"must be >= 1 or null (full batch), got {self.batch_size}")
-        _require(self.max_epochs >= 1, f"{where}.max_epochs", f"must be >= 1, got {self.max_epochs}")
-        _require(self.grad_clip_norm is None or self.grad_clip_norm > 0, f"{where}.grad_clip_norm",
-                 f"must be > 0 or null, got {self.grad_clip_norm}")
-        self.early_stopping.check(f"{where}.early_stopping")
+    lr: float = field(metadata=ranged(0, 1, low_open=True))
+    weight_decay: float = field(metadata=ranged(0, 1))
+    batch_size: Optional[int] = field(metadata=ranged(1, 10_000_000))
+    max_epochs: int = field(metadata=ranged(1, 100_000))
+    grad_clip_norm: Optional[float] = field(metadata=ranged(0, 1_000_000, low_open=True))
+    early_stopping: EarlyStoppingConfig = field()
+    device: Device = field()
 
 
 @dataclass
 class ExperimentConfig:
     """A named preset: one model and one way of training it."""
 
-    description: str = ""
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    def check(self, where: str) -> None:
-        self.model.check(f"{where}.model")
-        self.train.check(f"{where}.train")
-
-
-@dataclass
-class TargetConfig:
-    """What "fixed" means: validation accuracy at least this, training accuracy below that."""
-
-    min_val_accuracy: float = 0.85
-    max_train_accuracy: float = 0.92
+    description: str = field()
+    model: ModelConfig = field()
+    train: TrainConfig = field()
 
 
 @dataclass
 class TrackingConfig:
-    """Where runs are recorded. `uri: null` means MLflow's SQLite store at the repository root;
+    """Where runs are recorded: `uri: null` is MLflow's SQLite store at the repository root;
     the MLFLOW_TRACKING_URI environment variable overrides both."""
 
-    enabled: bool = True
-    uri: Optional[str] = None
-    experiment_name: str = "reprolab"
-    log_model: bool = True
+    enabled: bool = field()
+    uri: Optional[str] = field()
+    experiment_name: str = field()
+    log_model: bool = field()
 
     def check(self) -> None:
+        require(bool(self.experiment_name.strip()), "tracking.experiment_name", "must not be empty")
         # params.yaml is committed and logged as an artifact: no secrets in it.
-        _require(not (self.uri and "@" in self.uri.split("://", 1)[-1].split("/", 1)[0]), "tracking.uri",
-                 "holds credentials; put them in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD "
-                 "(or MLFLOW_TRACKING_TOKEN) instead, never in the configuration")
+        host = (self.uri or "").split("://", 1)[-1].split("/", 1)[0]
+        require(
+            "@" not in host,
+            "tracking.uri",
+            "holds credentials; put them in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD "
+            "(or MLFLOW_TRACKING_TOKEN) instead, never in the configuration",
+        )
 
 
 @dataclass
 class AuditConfig:
     """The ablation audit: which of the changes from `before` to `after` closed the gap."""
 
-    before: str = "baseline"
-    after: str = "regularized"
-    seeds: List[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
-    confidence: float = 0.95
-    # Processes for the ablation's runs; null = one per core. Results do not depend on it.
-    workers: Optional[int] = None
-    log_models: bool = True
+    before: str = field()
+    after: str = field()
+    seeds: list[int] = field(metadata=SEED)
+    confidence: float = field(metadata=ranged(0.5, 1, high_open=True))
+    log_models: bool = field()  # log each ablation run's model to MLflow too
 
-    def check(self, presets: Dict[str, "ExperimentConfig"]) -> None:
+    def check(self, presets: Sequence[str]) -> None:
         for side in ("before", "after"):
-            _require_one_of(getattr(self, side), list(presets), f"audit.{side}", "preset")
-        _require(self.before != self.after, "audit.after", f"must differ from audit.before ({self.before!r})")
-        _require(len(self.seeds) >= 2, "audit.seeds", f"needs at least 2 seeds for an interval, got {self.seeds}")
-        _require(len(set(self.seeds)) == len(self.seeds), "audit.seeds", f"has repeated seeds: {self.seeds}")
-        _require(0 < self.confidence < 1, "audit.confidence", f"must be in (0, 1), got {self.confidence}")
-        _require(self.workers is None or self.workers >= 1, "audit.workers",
-                 f"must be >= 1 or null (one per core), got {self.workers}")
+            require_choice(getattr(self, side), presets, f"audit.{side}", "preset")
+        require(self.before != self.after, "audit.after", f"must differ from audit.before ({self.before!r})")
+        check_seeds(self.seeds, "audit.seeds")
+
+
+@dataclass
+class ComputeConfig:
+    """Where sweeps (audit, compare) run; never changes a result."""
+
+    scheduler: Optional[str] = field()  # a Dask scheduler address; DASK_SCHEDULER_ADDRESS wins
+    workers: Optional[int] = field(metadata=ranged(1, 1024))  # local processes; null = one per core
+    reuse: bool = field()  # reuse a FINISHED MLflow run with the same run key instead of training
 
 
 @dataclass
@@ -228,67 +286,124 @@ class RunConfig:
 class Config:
     """The whole resolved configuration, as composed from `conf/` and written to params.yaml."""
 
-    seed: int = 0
-    experiment: str = "regularized"
-    data: DataConfig = field(default_factory=DataConfig)
-    experiments: Dict[str, ExperimentConfig] = field(default_factory=dict)
-    target: TargetConfig = field(default_factory=TargetConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    audit: AuditConfig = field(default_factory=AuditConfig)
+    seed: int = field(metadata=SEED)
+    experiment: str = field()
+    data: DataConfig = field()
+    experiments: dict[str, ExperimentConfig] = field()
+    tracking: TrackingConfig = field()
+    audit: AuditConfig = field()
+    compute: ComputeConfig = field()
 
     def check(self) -> None:
-        _require(bool(self.experiments), "experiments", "no experiment presets are defined")
+        require(bool(self.experiments), "experiments", "no experiment presets are defined")
+        check_ranges(self)
         self.data.check("data")
+        if self.data.generator is not None:
+            self.data.generator.check("data.generator")
         for name, preset in self.experiments.items():
-            preset.check(f"experiments.{name}")
+            preset.model.check(f"experiments.{name}.model")
         self.preset(self.experiment)
-        self.audit.check(self.experiments)
+        self.audit.check(list(self.experiments))
         self.tracking.check()
 
     def preset(self, name: str) -> ExperimentConfig:
         """The named experiment preset, or a ConfigError listing the known ones."""
-        if name not in self.experiments:
-            raise ConfigError(f"experiment: unknown preset {name!r}; choose one of "
-                              f"{', '.join(self.experiments)}")
+        require_choice(name, list(self.experiments), "experiment", "preset")
         return self.experiments[name]
 
     def run_config(self, preset: Optional[str] = None, seed: Optional[int] = None) -> RunConfig:
         """The single-run view of `preset` (default: `experiment`) with `seed` (default: `seed`)."""
         name = preset or self.experiment
         chosen = self.preset(name)
-        return RunConfig(preset=name, seed=self.seed if seed is None else seed,
-                         data=self.data, model=chosen.model, train=chosen.train)
+        return RunConfig(
+            preset=name,
+            seed=self.seed if seed is None else seed,
+            data=self.data,
+            model=chosen.model,
+            train=chosen.train,
+        )
+
+
+# -- rules -----------------------------------------------------------------------------------
+
+
+def require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def require_choice(value: str, choices: Sequence[str], key: str, what: str) -> None:
+    require(value in choices, key, f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+
+
+def check_seeds(seeds: Sequence[int], key: str) -> None:
+    """At least two distinct seeds (an interval needs them), each in the seed range."""
+    require(len(seeds) >= 2, key, f"needs at least 2 seeds for an interval, got {list(seeds)}")
+    require(len(set(seeds)) == len(seeds), key, f"has repeated seeds: {list(seeds)}")
+    for seed in seeds:
+        require(0 <= seed <= SEED_MAX, key, f"seeds must be in [0, {SEED_MAX}], got {seed}")
+
+
+def check_ranges(node: Any, key: str = "") -> None:
+    """Every number finite, every ranged field within its range, recursively."""
+    if is_dataclass(node):
+        for item in fields(node):
+            value = getattr(node, item.name)
+            sub = f"{key}.{item.name}" if key else item.name
+            bounds = item.metadata.get("range")
+            for number in value if isinstance(value, list) else [value]:
+                if isinstance(number, float) and not math.isfinite(number):
+                    raise ConfigError(f"{sub}: must be a finite number, got {number}")
+                if (
+                    bounds
+                    and isinstance(number, (int, float))
+                    and not isinstance(number, bool)
+                    and not bounds.contains(number)
+                ):
+                    raise ConfigError(f"{sub}: must be in {bounds.text()}, got {number}")
+            check_ranges(value, sub)
+    elif isinstance(node, dict):
+        for name, value in node.items():
+            check_ranges(value, f"{key}.{name}")
+
+
+# -- composition -----------------------------------------------------------------------------
 
 
 def find_conf_dir(conf_dir: Optional[Path | str] = None) -> Path:
     """The Hydra config directory: `conf_dir`, else `./conf`."""
     path = Path(conf_dir) if conf_dir is not None else Path.cwd() / "conf"
     if not (path / f"{CONFIG_NAME}.yaml").is_file():
-        raise ConfigError(f"config: no {CONFIG_NAME}.yaml in {path}; run from the repository root "
-                          f"or pass --config-dir")
+        raise ConfigError(f"config: no {CONFIG_NAME}.yaml in {path}; run from the repository root or pass --config-dir")
     return path.resolve()
 
 
 def compose_raw(overrides: Sequence[str] = (), conf_dir: Optional[Path | str] = None) -> dict[str, Any]:
     """Compose `conf/config.yaml` with Hydra override strings into a plain, resolved dict."""
+    from hydra import compose, initialize_config_dir  # only composing needs Hydra
+    from hydra.errors import HydraException
+
     path = find_conf_dir(conf_dir)
     try:
         with initialize_config_dir(config_dir=str(path), version_base=None):
             composed = compose(config_name=CONFIG_NAME, overrides=list(overrides))
-        return OmegaConf.to_container(composed, resolve=True)
+        raw = OmegaConf.to_container(composed, resolve=True)
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(_composition_message(error)) from error
+    assert isinstance(raw, dict)
+    return cast(dict[str, Any], raw)
 
 
 def validate(raw: dict[str, Any] | DictConfig) -> Config:
     """Check a composed config against the schema and ranges; return the typed `Config`."""
     try:
         merged = OmegaConf.merge(OmegaConf.structured(Config), raw)
-        config: Config = OmegaConf.to_object(merged)
+        config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", None)
-        message = _first_line(getattr(error, "msg", None) or error)
+        message = _schema_message(error)
         raise ConfigError(f"{key}: {message}" if key else f"config: {message}") from error
+    assert isinstance(config, Config)
     config.check()
     return config
 
@@ -305,10 +420,12 @@ def read_params(path: Path | str = "params.yaml") -> dict[str, Any]:
         raise ConfigError(f"params: {path} not found; write it with `reprolab compose`")
     try:
         raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(f"params: {path} is not valid YAML: {_first_line(error)}") from error
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            f"params: {path} is not valid YAML ({one_line(error)}); rewrite it with `reprolab compose`"
+        ) from error
     if not isinstance(raw, dict):
-        raise ConfigError(f"params: {path} does not hold a mapping")
+        raise ConfigError(f"params: {path} does not hold a mapping; rewrite it with `reprolab compose`")
     return raw
 
 
@@ -317,32 +434,46 @@ def load_params(path: Path | str = "params.yaml") -> Config:
     return validate(read_params(path))
 
 
-def to_dict(config: Config | RunConfig) -> dict[str, Any]:
-    """A plain, nested dict of a typed config (for YAML files and tracking)."""
-    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+def to_dict(config: Any) -> dict[str, Any]:
+    """A plain, nested dict of a typed config (choices as their names), for YAML and tracking."""
+    plain = OmegaConf.to_container(OmegaConf.structured(config), resolve=True, enum_to_str=True)
+    assert isinstance(plain, dict)
+    return cast(dict[str, Any], plain)
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """A nested dict as one level with dotted keys: {"a": {"b": 1}} -> {"a.b": 1}."""
     flat: dict[str, Any] = {}
     for key, value in values.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:
             flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
 
 
+def differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, old value, new value) for every dotted key whose value differs, in `new`'s order
+    then keys only in `old`; a missing key has the value None."""
+    before, after = flatten(old), flatten(new)
+    keys = list(after) + [key for key in before if key not in after]
+    return [(key, before.get(key), after.get(key)) for key in keys if before.get(key) != after.get(key)]
+
+
+def _schema_message(error: OmegaConfBaseException) -> str:
+    text = one_line(getattr(error, "msg", None) or error)
+    if type(error).__name__ == "MissingMandatoryValue":
+        return "missing: conf/ must set it (see the other files in its folder for examples)"
+    if type(error).__name__ == "ConfigKeyError":
+        return f"{text} (`reprolab compose -o -` prints every key)"
+    return text
+
+
 def _composition_message(error: Exception) -> str:
     """One line from Hydra's multi-line composition errors, keeping the useful part."""
     cause = error.__cause__
-    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and getattr(cause, "full_key", None):
+    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         return f"{cause.full_key}: no such key (`reprolab compose -o -` prints every key)"
     lines = [line.strip().rstrip(".:") for line in str(error).splitlines() if line.strip()]
     lines = [line for line in lines if not line.startswith(("Config search path", "provider="))]
     return "config: " + ("; ".join(lines) if lines else type(error).__name__)
-
-
-def _first_line(error: object) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

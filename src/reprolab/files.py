@@ -1,27 +1,87 @@
-"""Writing files so that a failure never leaves a half-written one behind."""
+"""Files the project writes and reads back: never half-written, and read with clear errors.
+
+A stage's outputs belong together (a model and the summary that names its MLflow run), so a
+stage writes them through `Outputs`: each file goes to a temporary name beside its target as
+soon as it is ready, and only when all are written are they renamed into place. A failure
+before that (a full disk, an unwritable folder, an error in a later step) leaves every old
+output as it was.
+"""
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import shutil
 import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from reprolab.entrypoint import UserError, one_line
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write` on a temporary file beside `path`, then rename it into place."""
+class FileFormatError(UserError, ValueError):
+    """A file the project wrote earlier that is missing or cannot be read back."""
+
+
+def _temporary(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it a normal file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it a normal file's mode
+    return Path(tmp)
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Call `write` on a temporary file beside `path`, then rename it into place."""
+    with Outputs() as outputs:
+        outputs.add(path, write)
+
+
+class Outputs:
+    """Files written to temporary names, renamed into place together when the block succeeds."""
+
+    def __init__(self) -> None:
+        self._staged: list[tuple[Path, Path]] = []
+
+    def add(self, path: Path, write: Callable[[Path], object]) -> Path:
+        tmp = _temporary(Path(path))
+        self._staged.append((tmp, Path(path)))
+        write(tmp)
+        return Path(path)
+
+    def text(self, path: Path, text: str) -> Path:
+        return self.add(path, lambda tmp: tmp.write_text(text))
+
+    def json(self, path: Path, payload: Any) -> Path:
+        return self.text(path, json.dumps(payload, indent=2) + "\n")
+
+    def csv(self, path: Path, rows: list[dict], fields: list[str]) -> Path:
+        return self.add(path, lambda tmp: write_csv(tmp, rows, fields))
+
+    def copy(self, path: Path, source: Path) -> Path:
+        return self.add(path, lambda tmp: shutil.copyfile(source, tmp))
+
+    def __enter__(self) -> Outputs:
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        try:
+            if kind is None:
+                for _, path in self._staged:  # what would stop a rename, found before the first one
+                    if path.is_dir():
+                        raise IsADirectoryError(21, "Is a directory", str(path))
+                for tmp, path in self._staged:
+                    os.replace(tmp, path)
+        finally:
+            for tmp, _ in self._staged:
+                tmp.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -46,6 +106,53 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def npz_writer(arrays: dict[str, np.ndarray]) -> Callable[[Path], object]:
+    """A writer (for `Outputs.add`) of an `.npz` whose bytes depend only on the arrays.
+
+    `np.savez` stamps each member with the current time, so the same data would give a new
+    file (and a new DVC hash) on every run; fixed timestamps keep the file byte-identical.
+    """
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+            for key in sorted(arrays):
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                with archive.open(info, "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.require(arrays[key], requirements="C"), allow_pickle=False)
+
+    return write
+
+
+def write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
+    with Path(path).open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_json(path: Path, fix: str) -> Any:
+    """A JSON file this project wrote; `fix` says how to make it again."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileFormatError(f"{path} not found; {fix}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise FileFormatError(f"{path} is not valid JSON ({one_line(error)}); {fix}") from error
+
+
+def read_csv(path: Path, fix: str) -> list[dict[str, str]]:
+    """The rows of a CSV file this project wrote; `fix` says how to make it again."""
+    try:
+        with Path(path).open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError:
+        raise FileFormatError(f"{path} not found; {fix}") from None
+    except (csv.Error, UnicodeDecodeError) as error:
+        raise FileFormatError(f"{path} is not valid CSV ({one_line(error)}); {fix}") from error
+    return rows
 
 
 def _umask() -> int:

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from reprolab.config import TargetConfig, UserError, flatten
+from reprolab.config import TargetConfig, differences, flatten
+from reprolab.entrypoint import UserError, one_line
+from reprolab.metrics import describe_target, meets_target
 
 PARAMS_FILE = "params.yaml"
-SHOWN_PREFIXES = ("data.", "target.", "seed")
+SHOWN_PREFIXES = ("data.", "seed")
 
 
 class HistoryError(UserError, RuntimeError):
@@ -36,7 +38,7 @@ class Revision:
     changes: list[tuple[str, Any, Any]] = field(default_factory=list)
     other_changes: int = 0
     target_held: Optional[bool] = None
-    experiments: list["Revision"] = field(default_factory=list)
+    experiments: list[Revision] = field(default_factory=list)
 
 
 @dataclass
@@ -50,7 +52,14 @@ class History:
 
 
 def _run(args: list[str], repo: Path) -> str:
-    done = subprocess.run(args, cwd=repo, capture_output=True, text=True)
+    try:
+        done = subprocess.run(args, cwd=repo, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired as error:
+        raise HistoryError(
+            f"history: `{' '.join(args[-6:])}` took longer than {error.timeout:.0f} s in {repo}"
+        ) from None
+    except OSError as error:
+        raise HistoryError(f"history: cannot run {args[0]} ({one_line(error)})") from error
     if done.returncode != 0:
         last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
         raise HistoryError(f"history: `{' '.join(args[-6:])}` failed in {repo}: {last}")
@@ -76,13 +85,13 @@ def _revision(entry: dict, title: str, metrics_file: str) -> Revision:
 
 
 def _diff(revision: Revision, previous: Optional[Revision], preset: str) -> None:
-    """Set the revision's parameter changes: the preset's own keys, data, target and seed by
-    name; other keys (other presets, the audit settings) only counted."""
-    old = previous.params if previous else {}
+    """Set the revision's parameter changes: the preset's own keys, data and seed by name;
+    other keys (other presets, the audit settings) only counted."""
+    if previous is None:
+        return
     own = f"experiments.{preset}."
-    for key in sorted(set(old) | set(revision.params)):
-        before, after = old.get(key), revision.params.get(key)
-        if before == after or key.endswith(".description") or previous is None:
+    for key, before, after in sorted(differences(previous.params, revision.params)):
+        if key.endswith(".description"):
             continue
         if key.startswith(own) or key.startswith(SHOWN_PREFIXES):
             revision.changes.append((key.replace(own, f"{preset}.", 1), before, after))
@@ -93,7 +102,7 @@ def _diff(revision: Revision, previous: Optional[Revision], preset: str) -> None
 def _held(metrics: Optional[dict], target: TargetConfig) -> Optional[bool]:
     if not metrics or "val_accuracy" not in metrics or "train_accuracy" not in metrics:
         return None
-    return metrics["val_accuracy"] >= target.min_val_accuracy and metrics["train_accuracy"] < target.max_train_accuracy
+    return meets_target(metrics, target)
 
 
 def walk(repo: Path, preset: str, target: TargetConfig, metrics_file: str, rev: str = "HEAD") -> History:
@@ -145,12 +154,15 @@ def _changes_cell(revision: Revision, first: bool) -> str:
 def history_markdown(history: History, metrics_file: str) -> str:
     """The walk as a Markdown table and a closing line naming the first commit that held."""
     target = history.target
-    lines = [f"# Parameter and metric history: `{history.preset}`", "",
-             f"From `dvc exp show --json` over the first-parent history: `{PARAMS_FILE}` and `{metrics_file}` "
-             f"as committed. Target: validation accuracy >= {target.min_val_accuracy:.2f} and training "
-             f"accuracy < {target.max_train_accuracy:.2f}.", "",
-             "| commit | message | parameter changes | val acc | train acc | target held |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"# Parameter and metric history: `{history.preset}`",
+        "",
+        f"From `dvc exp show --json` over the first-parent history: `{PARAMS_FILE}` and `{metrics_file}` "
+        f"as committed. Target: {describe_target(target)}.",
+        "",
+        "| commit | message | parameter changes | val acc | train acc | target held |",
+        "|---|---|---|---|---|---|",
+    ]
     previous: Optional[Revision] = None
     hidden = 0
     for index, commit in enumerate(history.commits):
@@ -163,17 +175,21 @@ def history_markdown(history: History, metrics_file: str) -> str:
         for revision, base, name in rows:
             held = {True: "**yes**", False: "no", None: "-"}[revision.target_held]
             title = revision.title if len(revision.title) <= 72 else revision.title[:71] + "…"
-            lines.append(f"| {name} | {title} | {_changes_cell(revision, index == 0 and base is None)} | "
-                         f"{_metric_cell(revision, base, 'val_accuracy')} | "
-                         f"{_metric_cell(revision, base, 'train_accuracy')} | {held} |")
+            lines.append(
+                f"| {name} | {title} | {_changes_cell(revision, index == 0 and base is None)} | "
+                f"{_metric_cell(revision, base, 'val_accuracy')} | "
+                f"{_metric_cell(revision, base, 'train_accuracy')} | {held} |"
+            )
         previous = commit
     if hidden:
         lines.append(f"\n{hidden} commits that changed neither the parameters nor these metrics are not shown.")
     lines.append("")
-    if history.first_held:
-        first = history.first_held
-        lines.append(f"**First commit where the target held: `{first.rev[:7]}` ({first.title})**, "
-                     f"validation {first.metrics['val_accuracy']:.3f}, training {first.metrics['train_accuracy']:.3f}.")
+    if history.first_held and history.first_held.metrics:
+        first, metrics = history.first_held, history.first_held.metrics
+        lines.append(
+            f"**First commit where the target held: `{first.rev[:7]}` ({first.title})**, "
+            f"validation {metrics['val_accuracy']:.3f}, training {metrics['train_accuracy']:.3f}."
+        )
     else:
         lines.append("**The target did not hold at any commit.**")
     lines.append("")

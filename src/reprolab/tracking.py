@@ -1,33 +1,43 @@
 """MLflow tracking: the one module that talks to MLflow; everything else passes plain values.
 
 One MLflow experiment per project; one run per training invocation, named `<preset>-seed<seed>`,
-that evaluation adds to; one `report` run that links them. The default store is MLflow's
-SQLite database at the repository root; `MLFLOW_TRACKING_URI` or `tracking.uri` point
-elsewhere (a shared server, see README).
+whatever starts it (a pipeline stage, `reprolab train`, a sweep's child run). The default store
+is MLflow's SQLite database at the repository root; `MLFLOW_TRACKING_URI` or `tracking.uri`
+point elsewhere (a shared server, see docs/tracking.md).
 
-Cost: per-epoch metrics go in one `log_batch` call, and the model is saved with the `pickle`
-serialization format and explicit pip requirements. MLflow's defaults (`pt2`, which runs
-`torch.export`, and pip requirement inference in a subprocess) took 11-13 s per model here;
-these settings take about 1 s. `pickle` loads back to the same `SequenceClassifier` for RNN,
-LSTM and GRU (tested).
+What MLflow lacks and this module adds, each said where it is done:
+- a store that fails in seconds with one line (retries off, errors wrapped);
+- runs that end KILLED on Ctrl-C and FAILED on errors;
+- the owner (host, process) of each open run, so a run whose process died (SIGKILL, power
+  loss) is marked KILLED by the next command that reaches the store;
+- a run key per training run, so a sweep reuses a finished run instead of training again.
+
+Cost: per-epoch metrics are sent in batches every FLUSH_SECONDS, and the model is saved with the
+`pickle` serialization format and explicit pip requirements. MLflow's defaults (`pt2`, which
+runs `torch.export`, and pip requirement inference in a subprocess) took 11-13 s per model here;
+these settings take about 1 s.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional
 
 import yaml
 
-from reprolab.config import Config, RunConfig, TrackingConfig, UserError, flatten, to_dict
+from reprolab.config import Config, RunConfig, TrackingConfig, flatten, to_dict
+from reprolab.entrypoint import UserError, one_line
+from reprolab.metrics import train_val_gap
 
 # Fail in seconds, not minutes, when a tracking server is unreachable: MLflow's defaults
 # (7 retries with exponential backoff, 120 s timeout) took 246 s to give up here.
@@ -36,28 +46,27 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 # MLflow 3 would otherwise contact its telemetry service; these machines reach no outside host.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-import mlflow  # noqa: E402  (after the environment defaults above)
-from mlflow.entities import Metric, Param, RunTag  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-from requests.exceptions import RequestException  # noqa: E402
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from requests.exceptions import RequestException
+from sqlalchemy.exc import SQLAlchemyError
 
-# What a store that went away raises (MLflow wraps most HTTP errors; artifact uploads may not).
-STORE_ERRORS = (MlflowException, RequestException)
+# What a store that cannot be reached, read or written raises.
+STORE_ERRORS = (MlflowException, RequestException, SQLAlchemyError, OSError)
 
 DB_FILE = "mlflow.db"
-# Runs that could not be ended because the store was unreachable, closed at the next connection.
-UNCLOSED_RUNS = ".reprolab/unclosed_runs.jsonl"
 ARTIFACTS_DIR = "mlruns"
 MODEL_SERIALIZATION = "pickle"
-# How often a training run sends its buffered per-epoch metrics.
-FLUSH_SECONDS = 5.0
-# MLflow stores at most 36 characters of a dataset digest; the full SHA-256 goes in a tag.
-MLFLOW_DIGEST_LENGTH = 36
+FLUSH_SECONDS = 5.0  # how often a training run sends its buffered per-epoch metrics
+MLFLOW_DIGEST_LENGTH = 36  # MLflow keeps 36 characters of a dataset digest; the full SHA-256 is a tag
+RESULT_FILE = "result.json"  # every training run's RunResult, what a sweep reuses
+SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 
 
 class TrackingError(UserError, RuntimeError):
-    """The tracking store cannot be reached or written."""
+    """The tracking store cannot be reached, read or written."""
 
 
 def repo_root() -> Path:
@@ -75,12 +84,51 @@ def tracking_uri(config: TrackingConfig) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or config.uri or _default_uri()
 
 
+def redact(uri: str) -> str:
+    """A URI without credentials, for messages."""
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return uri
+
+
+def _store_message(uri: str, error: BaseException) -> str:
+    cause = one_line(getattr(error, "orig", None) or error)[:300]
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///") :]
+        if "readonly" in cause or "read-only" in cause or isinstance(error, PermissionError):
+            return (
+                f"tracking: the MLflow store {path} cannot be written ({cause}); make the file and its folder "
+                f"writable, or set tracking=none to run without MLflow"
+            )
+        return (
+            f"tracking: the MLflow store {path} cannot be read ({cause}); if it is damaged, move it aside "
+            f"(a new one is made on the next run) or restore it from a backup"
+        )
+    return (
+        f"tracking: cannot use MLflow store {redact(uri)}: {cause} (start the server, or set "
+        f"MLFLOW_TRACKING_URI / tracking.uri; tracking=none runs without MLflow)"
+    )
+
+
+# -- the store -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Store:
+    """A connected client and the project's experiment."""
+
+    client: MlflowClient
+    experiment_id: str
+    uri: str
+
+
 def _ensure_sqlite_store(uri: str) -> None:
     """Create a SQLite store once, under a file lock: MLflow's own first-time table creation
     races when two processes start on a new file ("table experiments already exists")."""
     from filelock import FileLock
 
-    path = Path(uri[len("sqlite:///"):])
+    path = Path(uri[len("sqlite:///") :])
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,8 +152,12 @@ def _set_fluent_uri(uri: str) -> None:
         os.environ["MLFLOW_TRACKING_URI"] = before
 
 
-def connect(config: TrackingConfig) -> tuple[MlflowClient, str]:
-    """A client for the configured store and the project's experiment id (created if new)."""
+_swept: set[str] = set()
+
+
+def connect(config: TrackingConfig) -> Store:
+    """A client for the configured store and the project's experiment (created if new); runs
+    of this host whose owning process is gone are marked KILLED first (once per process)."""
     uri = tracking_uri(config)
     try:
         if uri.startswith("sqlite:///"):
@@ -113,33 +165,89 @@ def connect(config: TrackingConfig) -> tuple[MlflowClient, str]:
         _set_fluent_uri(uri)
         client = MlflowClient(tracking_uri=uri)
         experiment = client.get_experiment_by_name(config.experiment_name)
-        close_unclosed_runs(client, uri)
         if experiment is not None:
-            return client, experiment.experiment_id
-        # Artifacts of the default store live beside it, at the repository root, also when the
-        # experiment is first created from a queued run's temporary copy (MLflow would use cwd).
-        artifacts = (repo_root() / ARTIFACTS_DIR).as_uri() if uri == _default_uri() else None
-        try:
-            experiment_id = client.create_experiment(config.experiment_name, artifact_location=artifacts, tags={
-                # Open the experiment on its training runs in the UI (not the GenAI views).
-                "mlflow.experimentKind": "custom_model_development",
-                "mlflow.note.content": "reprolab before/after runs: one run per preset and seed."})
-        except MlflowException:  # created meanwhile by a parallel run
-            experiment_id = client.get_experiment_by_name(config.experiment_name).experiment_id
-        return client, experiment_id
+            experiment_id = experiment.experiment_id
+        else:
+            # Artifacts of the default store live beside it, at the repository root, also when the
+            # experiment is first created from a queued run's temporary copy (MLflow would use cwd).
+            artifacts = (repo_root() / ARTIFACTS_DIR).as_uri() if uri == _default_uri() else None
+            try:
+                experiment_id = client.create_experiment(
+                    config.experiment_name,
+                    artifact_location=artifacts,
+                    tags={
+                        # Open the experiment on its training runs in the UI (not the GenAI views).
+                        "mlflow.experimentKind": "custom_model_development",
+                        "mlflow.note.content": "reprolab: one run per training; a sweep nests its runs under one run.",
+                    },
+                )
+            except MlflowException:  # created meanwhile by a parallel run
+                created = client.get_experiment_by_name(config.experiment_name)
+                if created is None:
+                    raise
+                experiment_id = created.experiment_id
+        store = Store(client, experiment_id, uri)
+        if uri not in _swept:
+            close_orphaned_runs(store)
+            _swept.add(uri)
+        return store
     except STORE_ERRORS as error:
-        raise TrackingError(
-            f"tracking: cannot use MLflow store {_redact(uri)}: {str(error).splitlines()[0][:300]} "
-            f"(start the server, or set MLFLOW_TRACKING_URI / tracking.uri; tracking.enabled=false "
-            f"runs without MLflow)") from error
+        raise TrackingError(_store_message(uri, error)) from error
 
 
-def _redact(uri: str) -> str:
-    """A URI without credentials, for messages."""
-    if "@" in uri and "://" in uri:
-        scheme, rest = uri.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return uri
+# -- owners of open runs ---------------------------------------------------------------------------
+
+
+def _process_started(pid: int) -> Optional[float]:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def owner_tags() -> dict[str, str]:
+    """Who holds a run open: this host and process (with its start time, against pid reuse)."""
+    pid = os.getpid()
+    return {
+        "reprolab.owner.host": socket.gethostname(),
+        "reprolab.owner.pid": str(pid),
+        "reprolab.owner.started": f"{_process_started(pid) or 0:.2f}",
+    }
+
+
+def close_orphaned_runs(store: Store) -> list[str]:
+    """Mark KILLED the RUNNING runs of this host whose owning process is gone; return their ids.
+
+    MLflow has no notion of a run's owner: a run whose process was killed outright stays
+    RUNNING for ever. Runs owned by other hosts are left alone (their processes cannot be seen
+    from here)."""
+    host = socket.gethostname()
+    closed = []
+    for run in store.client.search_runs(
+        [store.experiment_id],
+        f"attributes.status = 'RUNNING' and tags.`reprolab.owner.host` = '{host}'",
+        max_results=1000,
+    ):
+        tags = run.data.tags
+        pid, started = int(tags.get("reprolab.owner.pid", "0")), float(tags.get("reprolab.owner.started", "0"))
+        alive = _process_started(pid)
+        if alive is not None and abs(alive - started) < 1.0:
+            continue
+        store.client.set_tag(
+            run.info.run_id, "reprolab.end_reason", f"its process {pid} on {host} ended without closing it"
+        )
+        store.client.set_terminated(run.info.run_id, "KILLED")
+        closed.append(run.info.run_id)
+        print(
+            f"reprolab: marked MLflow run {run.info.run_id} ({run.info.run_name}) KILLED: its process {pid} is gone",
+            file=sys.stderr,
+        )
+    return closed
+
+
+# -- runs ------------------------------------------------------------------------------------------
 
 
 def _git(*args: str) -> Optional[str]:
@@ -157,51 +265,146 @@ def provenance_tags() -> dict[str, str]:
     if commit:
         tags["mlflow.source.git.commit"] = commit
         tags["reprolab.git_dirty"] = str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower()
-    for env, tag in (("DVC_STAGE", "reprolab.dvc_stage"), ("DVC_EXP_NAME", "reprolab.dvc_experiment"),
-                     ("DVC_EXP_BASELINE_REV", "reprolab.dvc_baseline_rev")):
+    for env, tag in (
+        ("DVC_STAGE", "reprolab.dvc_stage"),
+        ("DVC_EXP_NAME", "reprolab.dvc_experiment"),
+        ("DVC_EXP_BASELINE_REV", "reprolab.dvc_baseline_rev"),
+    ):
         if os.environ.get(env):
             tags[tag] = os.environ[env]
     return tags
 
 
-class TrackedRun:
-    """An open MLflow run; methods take plain values and log them in as few calls as possible."""
+def _lost_store(error: BaseException) -> TrackingError:
+    """One line for a store that stopped answering in the middle of a run."""
+    uri = redact(mlflow.get_tracking_uri())
+    return TrackingError(
+        f"tracking: lost the MLflow store {uri} during the run ({one_line(error)[:160]}); local "
+        f"outputs are kept; when the store is back, rerun (`dvc repro`) to record the run"
+    )
 
-    def __init__(self, client: Optional[MlflowClient], run_id: Optional[str], log_model: bool = True):
-        self.client, self.run_id, self.log_model = client, run_id, log_model
-        self._sent_epochs, self._pending, self._last_send = 0, [], time.monotonic()
+
+@contextmanager
+def _open(
+    store: Store, name: str, tags: dict[str, str], start_time: Optional[int] = None, fluent: bool = False
+) -> Iterator[str]:
+    """Create a run and end it FINISHED, FAILED (an error) or KILLED (Ctrl-C, SIGTERM).
+
+    `fluent` makes it MLflow's active run, which `log_model` and `log_input` need; the summary
+    run of a sweep stays open through the client only, while its child runs take turns as the
+    active run."""
+    try:
+        run_id = store.client.create_run(
+            store.experiment_id, run_name=name, start_time=start_time, tags={**owner_tags(), **tags}
+        ).info.run_id
+        if fluent:
+            mlflow.start_run(run_id=run_id)
+    except STORE_ERRORS as error:
+        raise TrackingError(f"tracking: could not start an MLflow run: {one_line(error)[:300]}") from error
+    try:
+        yield run_id
+    except KeyboardInterrupt:
+        _end(store, run_id, "KILLED", fluent)
+        raise
+    except STORE_ERRORS as error:
+        _end(store, run_id, "FAILED", fluent)
+        raise _lost_store(error) from error
+    except BaseException:
+        _end(store, run_id, "FAILED", fluent)
+        raise
+    try:
+        _end(store, run_id, "FINISHED", fluent, quiet=False)
+    except STORE_ERRORS as error:
+        raise _lost_store(error) from error
+
+
+def _end(store: Store, run_id: str, status: str, fluent: bool, quiet: bool = True) -> None:
+    """End the run. When ending it after another error, a store that is gone must not hide that
+    error: the run then stays RUNNING until the next command marks it (see close_orphaned_runs)."""
+    try:
+        if fluent:
+            mlflow.end_run(status)
+        else:
+            store.client.set_terminated(run_id, status)
+    except STORE_ERRORS as error:
+        if not quiet:
+            raise
+        print(
+            f"reprolab: warning: could not mark MLflow run {run_id} {status} ({one_line(error)[:200]}); the next "
+            f"reprolab command that reaches {redact(store.uri)} will",
+            file=sys.stderr,
+        )
+
+
+class TrackedRun:
+    """An open training run; methods take plain values and log them in as few calls as possible."""
+
+    def __init__(
+        self,
+        store: Optional[Store],
+        run_id: Optional[str],
+        model_name: str = "model",
+        data_name: str = "",
+        digest: str = "",
+        log_model: bool = True,
+    ):
+        self.store, self.run_id, self.model_name, self.log_model = store, run_id, model_name, log_model
+        self.data_name, self.digest = data_name, digest
+        self._sent_epochs, self._last_send = 0, time.monotonic()
+        self._pending: list[dict[str, float]] = []
 
     def log_epoch(self, record: dict[str, float]) -> None:
         """Use as training's `on_epoch`: epochs are sent every FLUSH_SECONDS, so the UI shows a
         run's progress and a store that went away is noticed within seconds, not at the end."""
-        if self.client is None:
+        if self.store is None:
             return
         self._pending.append(record)
         if time.monotonic() - self._last_send >= FLUSH_SECONDS:
             self._send_epochs(self._pending)
 
     def _send_epochs(self, records: list[dict[str, float]], extra: Sequence[Metric] = ()) -> None:
+        assert self.store is not None and self.run_id is not None
         now = int(time.time() * 1000)
-        metrics = [Metric(f"epoch/{key}", float(value), now, int(record["epoch"]))
-                   for record in records for key, value in record.items() if key != "epoch"]
-        self.client.log_batch(self.run_id, metrics=metrics + list(extra))  # MLflow splits large batches
+        metrics = [
+            Metric(f"epoch/{key}", float(value), now, int(record["epoch"]))
+            for record in records
+            for key, value in record.items()
+            if key != "epoch"
+        ]
+        self.store.client.log_batch(self.run_id, metrics=metrics + list(extra))  # MLflow splits large batches
         self._sent_epochs += len(records)
         self._pending, self._last_send = [], time.monotonic()
 
-    def log_training(self, trained, data) -> None:
-        """The per-epoch history not sent yet (step = epoch), the fit summary, and the model."""
-        if self.client is None:
+    def log_result(self, trained, result, data) -> None:
+        """Everything a finished training gives: the rest of the per-epoch history, the fit summary,
+        the model, the final metrics (linked to the model and to the split they were measured on),
+        and the whole result as `result.json`."""
+        if self.store is None:
             return
+        assert self.run_id is not None
         now = int(time.time() * 1000)
-        fit = [Metric(key, float(value), now, 0) for key, value in trained.fit_summary().items()]
-        self._send_epochs(trained.history[self._sent_epochs:], fit)
-        if self.log_model:
-            self._log_model(trained.model, data)
+        fit = [Metric(key, float(value), now, 0) for key, value in result.fit.items()]
+        self._send_epochs(result.history[self._sent_epochs :], fit)
+        model_id = self._log_model(trained.model, data) if self.log_model and trained is not None else None
+        metrics = []
+        for key, value in result.metrics.items():
+            split = key.split("_", 1)[0]
+            dataset = (
+                {"dataset_name": f"{self.data_name}-{split}", "dataset_digest": self.digest[:MLFLOW_DIGEST_LENGTH]}
+                if split in SPLIT_CONTEXTS
+                else {}
+            )
+            metrics.append(Metric(key, float(value), now, 0, model_id=model_id, **dataset))
+        metrics.append(Metric("train_val_gap", train_val_gap(result.metrics), now, 0, model_id=model_id))
+        self.store.client.log_batch(self.run_id, metrics=metrics)
+        self.store.client.log_text(self.run_id, result.to_json(), RESULT_FILE)
 
-    def _log_model(self, model, data) -> None:
+    def _log_model(self, model, data) -> Optional[str]:
         import mlflow.pytorch
         import torch
         from mlflow.models import infer_signature
+
+        import reprolab
 
         # The pickle format is chosen on purpose (see the module docstring); MLflow warns
         # about it on every call, which would bury the stage's own output.
@@ -209,184 +412,146 @@ class TrackedRun:
         example = data.splits["val"].X[:2]
         with torch.no_grad():
             output = model.eval()(torch.from_numpy(example)).numpy()
-        mlflow.pytorch.log_model(
-            model, name="model", serialization_format=MODEL_SERIALIZATION,
-            signature=infer_signature(example, output), input_example=example,
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
-                              "reprolab"])
+        info = mlflow.pytorch.log_model(
+            model,
+            name=self.model_name,
+            serialization_format=MODEL_SERIALIZATION,
+            signature=infer_signature(example, output),
+            input_example=example,
+            # The pickled model refers to reprolab.models: ship the package (models.py needs
+            # torch only) so the model loads in an environment without this repository.
+            code_paths=[str(Path(reprolab.__file__).parent)],
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"],
+        )
+        return info.model_id
 
-    def log_evaluation(self, metrics: dict, artifacts: Sequence[Path] = ()) -> None:
-        """Final metrics (booleans as 0/1) and files such as the confusion matrix image."""
-        if self.client is None:
+    def log_artifacts(self, files: Sequence[Path], folder: str) -> None:
+        if self.store is None:
             return
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-                              tags=[RunTag("reprolab.target_met", str(bool(metrics.get("target_met"))).lower())])
-        for path in artifacts:
-            self.client.log_artifact(self.run_id, str(path), "evaluation")
+        assert self.run_id is not None
+        for path in files:
+            self.store.client.log_artifact(self.run_id, str(path), folder)
 
 
-@contextmanager
-def _active(run_id: str) -> Iterator[None]:
-    """Make `run_id` the active run; end it FINISHED, FAILED (error) or KILLED (Ctrl-C)."""
-    mlflow.start_run(run_id=run_id)
-    try:
-        yield
-        mlflow.end_run("FINISHED")
-    except KeyboardInterrupt:
-        _end_quietly(run_id, "KILLED")
-        raise
-    except STORE_ERRORS as error:
-        _end_quietly(run_id, "FAILED")
-        raise _lost_store(error) from error
-    except BaseException:
-        _end_quietly(run_id, "FAILED")
-        raise
+def _log_dataset(data, source: str) -> None:
+    from mlflow.data.numpy_dataset import from_numpy
 
-
-def _lost_store(error: BaseException) -> TrackingError:
-    """One line for a store that stopped answering in the middle of a run."""
-    uri = _redact(mlflow.get_tracking_uri())
-    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return TrackingError(f"tracking: lost the MLflow store {uri} during the run ({detail[:160]}); local outputs "
-                         f"are kept; when the store is back, rerun (`dvc repro`) to record the run")
-
-
-def _end_quietly(run_id: str, status: str) -> None:
-    """End the active run with `status`. If the store is gone (a server that went away), keep
-    the original error, and remember the run so the next connection to that store closes it."""
-    uri = mlflow.get_tracking_uri()
-    try:
-        mlflow.end_run(status)
-    except Exception as error:  # the original exception matters more
-        _remember_unclosed(uri, run_id, status)
-        print(f"reprolab: warning: could not mark MLflow run {run_id} {status} ({str(error).splitlines()[0][:200]}); "
-              f"the next reprolab command that reaches {_redact(uri)} will mark it", file=sys.stderr)
-
-
-def _unclosed_file() -> Path:
-    return repo_root() / UNCLOSED_RUNS
-
-
-def _remember_unclosed(uri: str, run_id: str, status: str) -> None:
-    from filelock import FileLock
-
-    path = _unclosed_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{path}.lock"), path.open("a") as handle:
-        handle.write(json.dumps({"uri": uri, "run_id": run_id, "status": status}) + "\n")
-
-
-def close_unclosed_runs(client: MlflowClient, uri: str) -> list[str]:
-    """Mark the runs this repository could not close on `uri` (it was unreachable then) with the
-    status they should have had; return their ids. Other stores' entries are kept."""
-    from filelock import FileLock
-
-    path = _unclosed_file()
-    if not path.is_file():
-        return []
-    closed, kept = [], []
-    with FileLock(f"{path}.lock"):
-        for line in path.read_text().splitlines():
-            entry = json.loads(line)
-            if entry["uri"] != uri:
-                kept.append(line)
-                continue
-            try:
-                if client.get_run(entry["run_id"]).info.status == "RUNNING":
-                    client.set_terminated(entry["run_id"], entry["status"])
-                closed.append(entry["run_id"])
-            except MlflowException:
-                kept.append(line)
-        if kept:
-            path.write_text("\n".join(kept) + "\n")
-        else:
-            path.unlink()
-    for run_id in closed:
-        print(f"reprolab: marked MLflow run {run_id} as ended (it was interrupted while the store was unreachable)",
-              file=sys.stderr)
-    return closed
-
-
-def _create_run(client: MlflowClient, experiment_id: str, run_name: str, tags: dict[str, str],
-                start_time: Optional[int] = None) -> str:
-    try:
-        return client.create_run(experiment_id, run_name=run_name, tags=tags, start_time=start_time).info.run_id
-    except STORE_ERRORS as error:
-        raise TrackingError(f"tracking: could not start the MLflow run: {str(error).splitlines()[0][:300]}") \
-            from error
-
-
-@contextmanager
-def training_run(config: Config, run: RunConfig, data, kind: str = "train", run_name: Optional[str] = None,
-                 tags: Optional[dict[str, str]] = None, log_model: Optional[bool] = None,
-                 started_s_ago: float = 0.0) -> Iterator[TrackedRun]:
-    """Open a run for one training invocation, with params, config, dataset and tags logged.
-
-    `kind` is the `reprolab.kind` tag ("train" for pipeline runs, "audit" for the ablation's);
-    `tags` are added to the standard ones; `log_model` overrides `tracking.log_model`;
-    `started_s_ago` backdates the start of a run recorded after its training (the audit's).
-    """
-    if not config.tracking.enabled:
-        yield TrackedRun(None, None)
-        return
-    client, experiment_id = connect(config.tracking)
-    tags = {"reprolab.kind": kind, "reprolab.preset": run.preset, "reprolab.seed": str(run.seed),
-            "reprolab.dataset_digest": data.digest, "mlflow.note.content":
-            config.experiments[run.preset].description, **provenance_tags(), **(tags or {})}
-    run_id = _create_run(client, experiment_id, run_name or f"{run.preset}-seed{run.seed}", tags,
-                         int((time.time() - started_s_ago) * 1000))
-    with _active(run_id):
-        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in flatten(to_dict(run)).items()])
-        client.log_text(run_id, yaml.safe_dump(to_dict(config), sort_keys=False), "config/params.yaml")
-        client.log_text(run_id, yaml.safe_dump(to_dict(run), sort_keys=False), "config/run.yaml")
-        _log_dataset(data, config)
-        yield TrackedRun(client, run_id, config.tracking.log_model if log_model is None else log_model)
-
-
-def _log_dataset(data, config: Config) -> None:
-    import mlflow.data
-
-    source = str(data.path) if data.path else config.data.prepared_path
-    for split, context in (("train", "training"), ("val", "validation"), ("test", "test")):
+    for split, context in SPLIT_CONTEXTS.items():
         arrays = data.splits[split]
         with warnings.catch_warnings():
             # A local path matches two identically named source types ("" and "file" schemes).
             warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_numpy(arrays.X, targets=arrays.y, source=source, name=f"{data.name}-{split}",
-                                             digest=data.digest[:MLFLOW_DIGEST_LENGTH])
+            dataset = from_numpy(
+                arrays.X,
+                targets=arrays.y,
+                source=source,
+                name=f"{data.name}-{split}",
+                digest=data.digest[:MLFLOW_DIGEST_LENGTH],
+            )
         mlflow.log_input(dataset, context=context, tags={"sha256": data.digest, "split": split})
 
 
+def run_tags(config: Config, run: RunConfig, data, kind: str) -> dict[str, str]:
+    return {
+        "reprolab.kind": kind,
+        "reprolab.preset": run.preset,
+        "reprolab.seed": str(run.seed),
+        "reprolab.dataset_digest": data.digest,
+        "mlflow.note.content": config.experiments[run.preset].description,
+        **provenance_tags(),
+    }
+
+
 @contextmanager
-def resume_run(config: Config, run_id: str) -> Iterator[TrackedRun]:
-    """Reopen a training run (for evaluation) and end it again as training did."""
+def training_run(
+    config: Config,
+    run: RunConfig,
+    data,
+    kind: str = "train",
+    run_name: Optional[str] = None,
+    tags: Optional[dict[str, str]] = None,
+    log_model: Optional[bool] = None,
+    parent_run_id: Optional[str] = None,
+    started_s_ago: float = 0.0,
+) -> Iterator[TrackedRun]:
+    """Open a run for one training invocation, with params, config, dataset and tags logged.
+
+    `kind` is the `reprolab.kind` tag ("train" for pipeline and single runs, "audit" and
+    "compare" for a sweep's); `tags` are added to the standard ones; `log_model` overrides
+    `tracking.log_model`; `parent_run_id` nests it under a sweep's summary run;
+    `started_s_ago` backdates the start of a run recorded after its training (a sweep's).
+    """
     if not config.tracking.enabled:
         yield TrackedRun(None, None)
         return
-    client, _ = connect(config.tracking)
-    try:
-        client.get_run(run_id)
-    except MlflowException as error:
-        raise TrackingError(f"tracking: MLflow run {run_id} is not in {_redact(tracking_uri(config.tracking))}; "
-                            f"rerun training with `dvc repro --force train@<preset>`") from error
-    with _active(run_id):
-        yield TrackedRun(client, run_id)
+    store = connect(config.tracking)
+    all_tags = {**run_tags(config, run, data, kind), **(tags or {})}
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    start = int((time.time() - started_s_ago) * 1000)
+    with _open(store, run_name or f"{run.preset}-seed{run.seed}", all_tags, start, fluent=True) as run_id:
+        store.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in flatten(to_dict(run)).items()])
+        store.client.log_text(run_id, yaml.safe_dump(to_dict(config), sort_keys=False), "config/params.yaml")
+        store.client.log_text(run_id, yaml.safe_dump(to_dict(run), sort_keys=False), "config/run.yaml")
+        _log_dataset(data, str(data.path) if data.path else str(config.data.user_file or config.data.prepared_path))
+        yield TrackedRun(
+            store,
+            run_id,
+            f"{run.preset.replace(' ', '')}-seed{run.seed}",
+            data.name,
+            data.digest,
+            config.tracking.log_model if log_model is None else log_model,
+        )
 
 
-def log_summary_run(config: Config, run_name: str, kind: str, files: Sequence[Path], tags: dict[str, str],
-                    note: str, metrics: Optional[dict[str, float]] = None) -> Optional[str]:
-    """A run that holds a report: its files as artifacts (under `kind/`), tags linking the runs it
-    summarises, a note shown in the UI, and optional summary metrics."""
+@contextmanager
+def summary_run(config: Config, run_name: str, kind: str, tags: dict[str, str]) -> Iterator[Optional[str]]:
+    """A run that holds a report or a sweep: open while the sweep's runs nest under it."""
     if not config.tracking.enabled:
-        return None
-    client, experiment_id = connect(config.tracking)
-    tags = {"reprolab.kind": kind, **provenance_tags(), **tags, "mlflow.note.content": note}
-    run_id = _create_run(client, experiment_id, run_name, tags)
-    with _active(run_id):
-        if metrics:
-            now = int(time.time() * 1000)
-            client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
-        for path in files:
-            client.log_artifact(run_id, str(path), kind)
-    return run_id
+        yield None
+        return
+    store = connect(config.tracking)
+    with _open(store, run_name, {"reprolab.kind": kind, **provenance_tags(), **tags}) as run_id:
+        yield run_id
+
+
+def finish_summary(
+    config: Config,
+    run_id: Optional[str],
+    files: Sequence[Path],
+    folder: str,
+    note: str,
+    metrics: Optional[dict[str, float]] = None,
+    tags: Optional[dict[str, str]] = None,
+) -> None:
+    """Attach a report to an open summary run: its files, a note shown in the UI, metrics, tags."""
+    if run_id is None:
+        return
+    store = connect(config.tracking)
+    now = int(time.time() * 1000)
+    store.client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+        tags=[RunTag(k, v) for k, v in {"mlflow.note.content": note, **(tags or {})}.items()],
+    )
+    for path in files:
+        store.client.log_artifact(run_id, str(path), folder)
+
+
+def annotate_run(
+    config: Config, run_id: str, tags: dict[str, str], files: Sequence[Path] = (), folder: str = "evaluation"
+) -> None:
+    """Add tags and files to a finished run (what the report learns about a training run)."""
+    if not config.tracking.enabled:
+        return
+    store = connect(config.tracking)
+    try:
+        store.client.get_run(run_id)
+    except MlflowException as error:
+        raise TrackingError(
+            f"tracking: MLflow run {run_id} is not in {redact(store.uri)}; rerun its training "
+            f"(`dvc repro --force train@<preset>`)"
+        ) from error
+    store.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    for path in files:
+        store.client.log_artifact(run_id, str(path), folder)

@@ -1,0 +1,252 @@
+"""Running an audit: train every ablation variant for every seed, record each run in MLflow
+under the audit's summary run, and write the report (all files or none)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional
+
+from reprolab import audit, plots, tracking
+from reprolab import data as datasets
+from reprolab.audit_report import FIGURES, audit_markdown, summed_confusion
+from reprolab.config import Config, ConfigError, TrackingConfig, load_params
+from reprolab.files import atomic_directory, write_csv
+from reprolab.metrics import meets_target
+from reprolab.results import RunResult
+from reprolab.sweep import Job, run_jobs
+
+
+@dataclasses.dataclass
+class AuditSide:
+    """One side of an audit: a preset of a config, and that config's checked dataset."""
+
+    preset: str
+    config: Config
+    data: datasets.Dataset
+    source: str  # where the config came from, for messages
+
+
+def side_from(
+    config: Config, data: datasets.Dataset, preset: str, params_file: Optional[str], scratch: Path, label: str
+) -> AuditSide:
+    """One side of an audit: a preset of the composed config, or of another resolved params file
+    (e.g. `git show v1:params.yaml > old.yaml`), whose dataset is then built and checked."""
+    if params_file is None:
+        config.preset(preset)
+        return AuditSide(preset, config, data, "conf/")
+    side = load_params(params_file)
+    side.preset(preset)
+    if side.data == config.data:
+        return AuditSide(preset, side, data, params_file)
+    side_data = dataclasses.replace(side.data, prepared_path=str(scratch / f"{label}.npz"))
+    side = dataclasses.replace(side, data=side_data)
+    return AuditSide(preset, side, datasets.build(side_data), params_file)
+
+
+def _check_same_data(before: AuditSide, after: AuditSide, allow_mismatch: bool) -> None:
+    if before.data.digest != after.data.digest and not allow_mismatch:
+        raise datasets.DataError(
+            f"audit: the two sides use different datasets: before ({before.source}) has digest "
+            f"{before.data.digest[:12]}…, after ({after.source}) has {after.data.digest[:12]}…; "
+            f"an audit compares changes on one dataset. Use the same data config on both sides, or "
+            f"pass --allow-dataset-mismatch to compare anyway (the report then says so)"
+        )
+
+
+def _jobs(
+    before: AuditSide, after: AuditSide, seeds: Sequence[int], audit_id: str, tracking_config: TrackingConfig
+) -> tuple[list[audit.Change], list[Job]]:
+    """The changes, and one job per (variant, seed) on its side's data."""
+    old, new = before.config.preset(before.preset), after.config.preset(after.preset)
+    changes = audit.derive_changes(old, new)
+    if not changes:
+        raise ConfigError(
+            f"audit: {before.preset} and {after.preset} have the same model and training; there is nothing to audit"
+        )
+    jobs = []
+    for label, variant in audit.ablation_variants(old, new).items():
+        side = before if label.startswith(audit.BEFORE) else after
+        variant = dataclasses.replace(
+            variant, description=f"audit {audit_id}: {label} ({before.preset} -> {after.preset})"
+        )
+        config = dataclasses.replace(
+            side.config, experiments={label: variant}, experiment=label, tracking=tracking_config
+        )
+        jobs += [Job(config, label, seed, side.data) for seed in seeds]
+    return changes, jobs
+
+
+def _run_row(result: RunResult, run_id: Optional[str]) -> dict:
+    return {
+        "configuration": result.preset,
+        "seed": result.seed,
+        **{key: result.metrics[key] for key in ("train_accuracy", "val_accuracy", "test_accuracy")},
+        "best_epoch": result.fit["best_epoch"],
+        "epochs_run": result.fit["epochs_run"],
+        "dataset_digest": result.dataset_digest,
+        "mlflow_run_id": run_id or "",
+    }
+
+
+def _summary_json(summary: audit.AuditSummary, audit_id: str) -> dict:
+    def stats(values: dict[str, audit.Interval]) -> dict:
+        return {key: dataclasses.asdict(interval) for key, interval in values.items()}
+
+    return {
+        "audit_id": audit_id,
+        "before": summary.before,
+        "after": summary.after,
+        "seeds": summary.seeds,
+        "confidence": summary.confidence,
+        "dataset_digests": summary.dataset_digests,
+        "verdict": summary.verdict,
+        "configurations": {
+            label: {
+                "holds": check.holds,
+                "seeds_met": check.seeds_met,
+                "intervals_clear": check.interval_clears,
+                **stats(check.stats),
+            }
+            for label, check in summary.variants.items()
+        },
+        "changes": {
+            effect.change.name: {
+                "needed": effect.needed,
+                "sufficient": effect.sufficient,
+                "keys": {key: list(pair) for key, pair in effect.change.values.items()},
+                "alone": stats(effect.alone),
+                "in_after": stats(effect.in_after),
+            }
+            for effect in summary.effects
+        },
+    }
+
+
+def _summary_metrics(summary: audit.AuditSummary) -> dict[str, float]:
+    """Headline numbers for the MLflow summary run (names within MLflow's allowed characters)."""
+    metrics = {}
+    for effect in summary.effects:
+        for context in ("alone", "in_after"):
+            for key, interval in getattr(effect, context).items():
+                metrics[f"effect/{effect.change.name}/{context}/{key}"] = interval.mean
+    for label, check in summary.variants.items():
+        name = label.replace(" + ", " plus ").replace(" - ", " minus ")
+        metrics[f"config/{name}/val_accuracy"] = check.stats["val_accuracy"].mean
+        metrics[f"config/{name}/holds"] = float(check.holds)
+    return metrics
+
+
+def run_audit(
+    config: Config,
+    before: AuditSide,
+    after: AuditSide,
+    seeds: Sequence[int],
+    output_dir: Path,
+    workers: Optional[int] = None,
+    allow_dataset_mismatch: bool = False,
+    log_models: bool = True,
+) -> tuple[audit.AuditSummary, str]:
+    """Train before, after, before + each change and after - each change for every seed, in
+    parallel; record each run in MLflow as it finishes, nested under the audit's summary run;
+    write the report into `output_dir` (all files or none) and attach it to the summary run.
+    Returns the summary and the Markdown."""
+    if len(set(seeds)) < 2:
+        raise ConfigError(f"audit: needs at least 2 different seeds for an interval, got {list(seeds)}")
+    _check_same_data(before, after, allow_dataset_mismatch)
+    audit_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    changes, jobs = _jobs(before, after, seeds, audit_id, config.tracking)
+    print(
+        f"audit {audit_id}: {before.preset} -> {after.preset}, {len(changes)} changes "
+        f"({', '.join(c.name for c in changes)}), {len(jobs)} runs over seeds {list(seeds)}",
+        flush=True,
+    )
+    run_ids: dict[tuple[str, int], Optional[str]] = {}
+    started = time.perf_counter()
+    same_data = before.data.digest == after.data.digest
+    tags = {
+        "reprolab.audit_id": audit_id,
+        "reprolab.audit.before": before.preset,
+        "reprolab.audit.after": after.preset,
+        "reprolab.audit.runs": str(len(jobs)),
+        **({"reprolab.dataset_digest": before.data.digest} if same_data else {}),
+    }
+    with tracking.summary_run(config, f"audit {before.preset} -> {after.preset}", "audit-summary", tags) as summary_run:
+
+        def record(job: Job, trained, result: RunResult) -> None:
+            run = job.config.run_config(job.preset, job.seed)
+            with tracking.training_run(
+                job.config,
+                run,
+                job.data,
+                kind="audit",
+                log_model=log_models,
+                started_s_ago=result.fit["wall_time_s"],
+                parent_run_id=summary_run,
+                run_name=f"{job.preset} seed{job.seed}",
+                tags={
+                    "reprolab.audit_id": audit_id,
+                    "reprolab.audit.variant": job.preset,
+                    "reprolab.target_met": str(meets_target(result.metrics, config.data.target)).lower(),
+                },
+            ) as tracked:
+                tracked.log_result(trained, result, job.data)
+            run_ids[(job.preset, job.seed)] = tracked.run_id
+            print(
+                f"[{len(run_ids)}/{len(jobs)}] {job.preset}, seed {job.seed}: val "
+                f"{result.metrics['val_accuracy']:.3f}, train {result.metrics['train_accuracy']:.3f} "
+                f"({result.fit['wall_time_s']:.1f} s)",
+                flush=True,
+            )
+
+        results = run_jobs(jobs, workers, on_result=record)
+        print(f"audit {audit_id}: {len(results)} runs in {time.perf_counter() - started:.0f} s", flush=True)
+        summary = audit.summarize(
+            results,
+            changes,
+            before.preset,
+            after.preset,
+            config.data.target,
+            config.audit.confidence,
+            {"before": before.data.digest, "after": after.data.digest},
+        )
+        descriptions = {
+            audit.BEFORE: before.config.preset(before.preset).description,
+            audit.AFTER: after.config.preset(after.preset).description,
+        }
+        markdown = audit_markdown(summary, descriptions, audit_id)
+        by_label = {label: [r for r in results if r.preset == label] for label in (audit.BEFORE, audit.AFTER)}
+        with atomic_directory(output_dir) as tmp:
+            (tmp / "audit.md").write_text(markdown)
+            (tmp / "summary.json").write_text(json.dumps(_summary_json(summary, audit_id), indent=2) + "\n")
+            rows = [_run_row(r, run_ids.get((r.preset, r.seed))) for r in results]
+            write_csv(tmp / "runs.csv", rows, list(rows[0]))
+            plots.seed_bands(
+                {f"{label}: {getattr(summary, label)}": runs for label, runs in by_label.items()},
+                config.data.target,
+                tmp / FIGURES["learning_curves"],
+            )
+            plots.ablation(summary, tmp / FIGURES["ablation"])
+            plots.confusion_matrices(
+                {
+                    f"{label}: {getattr(summary, label)}, test, {len(runs)} seeds summed": summed_confusion(runs)
+                    for label, runs in by_label.items()
+                },
+                tmp / FIGURES["confusion"],
+            )
+            tracking.finish_summary(
+                config,
+                summary_run,
+                sorted(tmp.iterdir()),
+                "audit-summary",
+                f"{summary.verdict}\n\nThe {len(results)} runs of this audit are nested under this run; "
+                f"runs.csv lists their run ids.",
+                _summary_metrics(summary),
+            )
+    if summary_run:
+        print(f"audit {audit_id}: MLflow summary run {summary_run}", flush=True)
+    return summary, markdown

@@ -1,0 +1,87 @@
+"""How every entry point (the `reprolab` command, each DVC stage) starts and ends.
+
+- Bad input is a `UserError`: one line on stderr, exit status 2, no traceback.
+- An operating-system error (disk full, permission denied, a directory where a file should
+  be) is reported the same way, naming the path: it is the user's machine that needs fixing.
+- SIGINT and SIGTERM raise `KeyboardInterrupt` whatever disposition the process inherited (a
+  background job of a non-interactive shell inherits SIGINT as *ignored*, and Python then never
+  raises it), so open MLflow runs end KILLED and temporary files are removed; a second signal
+  exits at once. Exit status 130.
+
+This module imports nothing heavy: entry points install the handlers first, so a signal that
+arrives while torch or MLflow are still being imported is honoured too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one line, exit status 2."""
+
+
+_received: list[int] = []
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    if _received:
+        os._exit(INTERRUPTED)  # the second signal: stop now, without cleanup
+    _received.append(signum)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def install_signal_handlers() -> None:
+    """Turn SIGINT and SIGTERM into KeyboardInterrupt in this process, even if inherited as ignored."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _on_signal)
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message as one line (the first non-empty one)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def os_error_message(error: OSError) -> str:
+    """`OSError` as one line that names the path and what to do about the common causes."""
+    where = f"{error.filename}: " if error.filename else ""
+    reason = error.strerror or one_line(error)
+    hints = {
+        28: "free some disk space and rerun",
+        13: "check the permissions of that path",
+        30: "the file system is read-only",
+        21: "a directory stands where a file is expected",
+        20: "a file stands where a directory is expected",
+    }
+    hint = hints.get(error.errno or 0)
+    return f"{where}{reason}" + (f" ({hint})" if hint else "")
+
+
+def run(main: Callable[[], int]) -> NoReturn:
+    """Call `main` under the rules above and exit with its status (a stage's `__main__`)."""
+    sys.exit(call(main))
+
+
+def call(main: Callable[[], int], program: str = "reprolab") -> int:
+    """Call `main` under the rules above; return its exit status."""
+    install_signal_handlers()
+    try:
+        code = main()
+    except UserError as error:
+        print(f"{program}: error: {one_line(error)}", file=sys.stderr)
+        code = 2
+    except OSError as error:
+        print(f"{program}: error: {os_error_message(error)}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print(f"{program}: interrupted", file=sys.stderr)
+        code = INTERRUPTED
+    sys.stdout.flush()
+    return code

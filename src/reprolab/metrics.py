@@ -1,0 +1,62 @@
+"""The rules on metrics, each written once: the train-validation gap, the target check with the
+bound that failed, and the confusion matrix. Plain Python and NumPy: the stages that judge
+results import neither torch nor MLflow."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from reprolab.config import TargetConfig
+
+# What a metrics file and a report show: the headline numbers only.
+HEADLINE = ("train_accuracy", "val_accuracy", "test_accuracy", "train_val_gap")
+
+
+def train_val_gap(metrics: Mapping[str, float]) -> float:
+    """Training accuracy minus validation accuracy: how much the model overfits."""
+    return metrics["train_accuracy"] - metrics["val_accuracy"]
+
+
+def with_gap(metrics: Mapping[str, float]) -> dict[str, float]:
+    return {**metrics, "train_val_gap": train_val_gap(metrics)}
+
+
+def describe_target(target: TargetConfig) -> str:
+    """The target in words, with its bounds' inclusiveness, e.g. "validation accuracy >= 0.85
+    and training accuracy < 0.92"."""
+    parts = []
+    if target.min_val_accuracy is not None:
+        parts.append(f"validation accuracy >= {target.min_val_accuracy:g}")
+    if target.max_train_accuracy is not None:
+        parts.append(f"training accuracy {'<=' if target.max_train_inclusive else '<'} {target.max_train_accuracy:g}")
+    return " and ".join(parts) if parts else "no target set (data.target has no bound)"
+
+
+def has_target(target: TargetConfig) -> bool:
+    return target.min_val_accuracy is not None or target.max_train_accuracy is not None
+
+
+def missed_bounds(metrics: Mapping[str, float], target: TargetConfig) -> list[str]:
+    """Each bound the metrics miss, in words ("validation accuracy 0.741 < 0.85"); [] when met."""
+    missed = []
+    val, train = metrics["val_accuracy"], metrics["train_accuracy"]
+    if target.min_val_accuracy is not None and val < target.min_val_accuracy:
+        missed.append(f"validation accuracy {val:.3f} < {target.min_val_accuracy:g}")
+    ceiling = target.max_train_accuracy
+    if ceiling is not None and (train > ceiling if target.max_train_inclusive else train >= ceiling):
+        missed.append(f"training accuracy {train:.3f} {'>' if target.max_train_inclusive else '>='} {ceiling:g}")
+    return missed
+
+
+def meets_target(metrics: Mapping[str, float], target: TargetConfig) -> bool:
+    return not missed_bounds(metrics, target)
+
+
+def confusion_matrix(
+    actual: Sequence[int] | np.ndarray, predicted: Sequence[int] | np.ndarray, num_classes: int
+) -> list[list[int]]:
+    """Counts with rows = actual class, columns = predicted class (the orientation everywhere)."""
+    pairs = np.asarray(actual, dtype=np.int64) * num_classes + np.asarray(predicted, dtype=np.int64)
+    return np.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes).tolist()

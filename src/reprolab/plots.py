@@ -1,0 +1,143 @@
+"""Figures as PNG files (matplotlib's file-only Agg backend): learning curves, confusion
+matrices, the audit's seed bands and effects. One colour per preset or configuration, the same
+in every figure; confusion matrices always have the actual class on the rows (y axis) and the
+predicted class on the columns (x axis), as DVC's confusion plots here do."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reprolab.audit import AuditSummary, Interval
+    from reprolab.config import TargetConfig
+    from reprolab.results import RunResult
+
+# matplotlib's tab10, in order: preset i gets COLOURS[i] in every figure.
+COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def _figure(width: float, height: float, panels: int = 1, sharey: bool = False) -> tuple[Any, Any]:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height))
+    axes = figure.subplots(1, panels, sharey=sharey, squeeze=False)[0]
+    return figure, axes
+
+
+def _save(figure: Any, path: Path) -> None:
+    figure.tight_layout()
+    figure.savefig(path, format="png", dpi=100)
+
+
+def learning_curves(histories: dict[str, list[dict[str, float]]], path: Path) -> None:
+    """Validation (solid) and training accuracy in eval mode (dashed) per epoch, one colour per
+    preset, all presets on one panel so before and after can be compared."""
+    figure, (axis,) = _figure(7.5, 4.2)
+    for colour, (preset, history) in zip(COLOURS, histories.items()):
+        epochs = [row["epoch"] for row in history]
+        axis.plot(epochs, [row["val_accuracy"] for row in history], color=colour, label=f"{preset} validation")
+        axis.plot(
+            epochs,
+            [row["train_eval_accuracy"] for row in history],
+            color=colour,
+            linestyle="--",
+            linewidth=1,
+            label=f"{preset} training",
+        )
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("accuracy")
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right", fontsize=7, ncol=2)
+    _save(figure, path)
+
+
+def confusion_matrices(matrices: dict[str, list[list[int]]], path: Path) -> None:
+    """Confusion matrices side by side, one panel per title (rows: actual, columns: predicted)."""
+    figure, axes = _figure(3.6 * len(matrices), 3.4, len(matrices))
+    for axis, (title, matrix) in zip(axes, matrices.items()):
+        axis.imshow(matrix, cmap="Blues")
+        dark = max(max(row) for row in matrix) / 2
+        if len(matrix) <= 12:
+            for i, row in enumerate(matrix):
+                for j, count in enumerate(row):
+                    axis.text(
+                        j,
+                        i,
+                        str(count),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if count > dark else "black",
+                    )
+        axis.set_xlabel("predicted")
+        axis.set_ylabel("actual")
+        axis.set_xticks(range(len(matrix)))
+        axis.set_yticks(range(len(matrix)))
+        axis.set_title(title, fontsize=9)
+    _save(figure, path)
+
+
+def seed_bands(runs: dict[str, Sequence[RunResult]], target: TargetConfig, path: Path) -> None:
+    """Training (eval mode) and validation accuracy per epoch: mean line and min-max band over
+    seeds, one panel per configuration, with the target's bounds as dashed lines."""
+    figure, axes = _figure(5 * len(runs), 3.8, len(runs), sharey=True)
+    for axis, (label, results) in zip(axes, runs.items()):
+        for colour, (key, name) in zip(
+            COLOURS, (("train_eval_accuracy", "training (eval mode)"), ("val_accuracy", "validation"))
+        ):
+            longest = max(len(r.history) for r in results)
+            epochs, means, lows, highs = [], [], [], []
+            for epoch in range(longest):
+                values = [r.history[epoch][key] for r in results if len(r.history) > epoch]
+                epochs.append(epoch + 1)
+                means.append(sum(values) / len(values))
+                lows.append(min(values))
+                highs.append(max(values))
+            axis.plot(epochs, means, color=colour, label=f"{name}, mean")
+            axis.fill_between(epochs, lows, highs, color=colour, alpha=0.2, label=f"{name}, min-max")
+        if target.max_train_accuracy is not None:
+            axis.axhline(target.max_train_accuracy, color=COLOURS[0], linestyle="--", linewidth=0.8)
+        if target.min_val_accuracy is not None:
+            axis.axhline(target.min_val_accuracy, color=COLOURS[1], linestyle="--", linewidth=0.8)
+        axis.set_title(f"{label} ({len(results)} seeds)", fontsize=10)
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(loc="lower right", fontsize=8)
+    _save(figure, path)
+
+
+def ablation(summary: AuditSummary, path: Path) -> None:
+    """Each change's effect on val acc, train acc and the gap, alone and within after, with intervals."""
+    keys = (("val_accuracy", "val acc"), ("train_accuracy", "train acc"), ("train_val_gap", "train-val gap"))
+    names = [effect.change.name for effect in summary.effects]
+    figure, axes = _figure(4.6 * len(keys), 1.4 + 0.7 * len(names), len(keys), sharey=True)
+    height = 0.38
+    for axis, (key, label) in zip(axes, keys):
+        for offset, (context, colour) in enumerate((("alone", COLOURS[0]), ("in after", COLOURS[1]))):
+            stats: list[Interval] = [(e.alone if context == "alone" else e.in_after)[key] for e in summary.effects]
+            positions = [index + (offset - 0.5) * height for index in range(len(names))]
+            axis.barh(
+                positions,
+                [s.mean for s in stats],
+                height=height,
+                color=colour,
+                label=context,
+                xerr=[[s.mean - s.low for s in stats], [s.high - s.mean for s in stats]],
+                capsize=3,
+            )
+        axis.axvline(0, color="black", linewidth=0.8)
+        axis.locator_params(axis="x", nbins=5)
+        axis.set_title(f"effect on {label}", fontsize=10)
+        axis.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(names)), names)
+    axes[0].invert_yaxis()
+    axes[0].legend(loc="best", fontsize=8)
+    figure.suptitle(
+        f"{summary.before} -> {summary.after}: mean effect, {round(summary.confidence * 100)}% "
+        f"interval over {len(summary.seeds)} seeds",
+        fontsize=10,
+    )
+    _save(figure, path)

@@ -1,0 +1,88 @@
+"""The project's own source files that a module can run: its import closure, read from the code.
+
+dvc.yaml lists, for each stage, its module and everything that module imports from this package
+(a test checks the list against `closure`), so editing any code a stage runs re-runs that stage.
+A run key holds the digest of the training code's closure, so changed training code is never
+mistaken for the code that made an earlier run.
+
+Imports are found statically, in every function too (imports where they are used still run);
+imports under `if TYPE_CHECKING:` are left out, since they never run.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from pathlib import Path
+
+PACKAGE = "reprolab"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def module_file(name: str) -> Path:
+    """The file of a module of this package (`reprolab.stages.train` -> .../stages/train.py)."""
+    parts = name.split(".")[1:]
+    path = PACKAGE_DIR.joinpath(*parts)
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def _is_module(name: str) -> bool:
+    parts = name.split(".")[1:]
+    path = PACKAGE_DIR.joinpath(*parts)
+    return path.is_dir() or path.with_suffix(".py").is_file()
+
+
+def _type_checking_only(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return (
+        isinstance(node, ast.If)
+        and isinstance(test, (ast.Name, ast.Attribute))
+        and (getattr(test, "id", None) == "TYPE_CHECKING" or getattr(test, "attr", None) == "TYPE_CHECKING")
+    )
+
+
+def _imports(name: str) -> set[str]:
+    """The package's modules that module `name` imports, with their parent packages."""
+    tree = ast.parse(module_file(name).read_text())
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if _type_checking_only(node):
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.split(".")[0] == PACKAGE)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == PACKAGE:
+            found.add(node.module)
+            found.update(
+                f"{node.module}.{alias.name}" for alias in node.names if _is_module(f"{node.module}.{alias.name}")
+            )
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    with_parents: set[str] = set()
+    for module in found | {name}:
+        parts = module.split(".")
+        with_parents.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return with_parents
+
+
+def closure(name: str) -> list[Path]:
+    """Every source file of this package that importing and running module `name` can execute."""
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        todo.extend(_imports(module) - seen)
+    return sorted(module_file(module) for module in seen)
+
+
+def code_digest(name: str) -> str:
+    """SHA-256 over the closure's files (their paths within the package and their bytes)."""
+    digest = hashlib.sha256()
+    for path in closure(name):
+        digest.update(str(path.relative_to(PACKAGE_DIR)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()

@@ -1,0 +1,34 @@
+"""Stage `audit`: which of the changes from `audit.before` to `audit.after` closed the gap, over
+`audit.seeds`, on the pipeline's dataset. Writes `reports/audit/` (see `reprolab.audit_run`)."""
+
+from __future__ import annotations
+
+from reprolab import entrypoint
+from reprolab.stages import AUDIT_DIR, PARAMS_FILE
+
+
+def main() -> int:
+    from reprolab import data as datasets
+    from reprolab.audit_run import AuditSide, run_audit
+    from reprolab.config import load_params
+
+    config = load_params(PARAMS_FILE)
+    data = datasets.load(config.data)
+    before, after = (
+        AuditSide(preset, config, data, str(PARAMS_FILE)) for preset in (config.audit.before, config.audit.after)
+    )
+    _, markdown = run_audit(
+        config,
+        before,
+        after,
+        config.audit.seeds,
+        AUDIT_DIR,
+        workers=config.compute.workers,
+        log_models=config.audit.log_models,
+    )
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    entrypoint.run(main)

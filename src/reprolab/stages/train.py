@@ -1,0 +1,56 @@
+"""Stage `train@<preset>`: train one preset with `seed`, evaluate it on every split, record the
+run in MLflow, and write the model, its per-epoch history, the test predictions and a summary
+(metrics, fit, MLflow run id). Outputs are written only when the run is recorded in full."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from reprolab import entrypoint
+from reprolab.stages import PARAMS_FILE, fit_file, history_file, model_file, predictions_file
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m reprolab.stages.train", description=__doc__)
+    parser.add_argument("preset")
+    preset = parser.parse_args().preset
+
+    from reprolab import data as datasets
+    from reprolab import tracking
+    from reprolab.config import load_params
+    from reprolab.files import Outputs, npz_writer
+    from reprolab.models import save_arrays
+    from reprolab.training import HISTORY_KEYS, run_one
+
+    config = load_params(PARAMS_FILE)
+    run = config.run_config(preset)
+    data = datasets.load(config.data)
+    with tracking.training_run(config, run, data) as tracked:
+        trained, result = run_one(config, preset, run.seed, data, on_epoch=tracked.log_epoch)
+        tracked.log_result(trained, result, data)
+        summary = {
+            "preset": preset,
+            "seed": run.seed,
+            "mlflow_run_id": tracked.run_id,
+            "dataset_digest": data.digest,
+            "device": trained.device,
+            "metrics": result.metrics,
+            **result.fit,
+        }
+        test = data.splits["test"]
+        with Outputs() as outputs:
+            outputs.add(model_file(preset), npz_writer(save_arrays(trained.model)))
+            outputs.csv(history_file(preset), result.history, ["epoch", *HISTORY_KEYS])
+            outputs.csv(
+                predictions_file(preset),
+                [{"actual": int(a), "predicted": p} for a, p in zip(test.y, result.predictions["test"])],
+                ["actual", "predicted"],
+            )
+            outputs.json(fit_file(preset), summary)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    entrypoint.run(main)
