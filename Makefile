@@ -1,21 +1,20 @@
-# Two entry points for a newcomer (see README.md):
-#   make pipeline  set up .venv, run the DVC pipeline (dvc repro), print the before/after report
-#                  and the audit's verdict
-#   make test      set up .venv, then run the test suite
-# Also: make compare (all presets over seeds 0-4), make ui (MLflow UI on 127.0.0.1:5000),
-#       make audit (the audit as in the pipeline), make history (the history audit),
-#       make benchmark (tracking overhead; the audit serial vs parallel),
-#       make server-start / server-stop (MLflow server on PostgreSQL, see README).
+# The two commands of the README:
+#   make pipeline   set up .venv, run the DVC pipeline (dvc repro), print the report and the audit's verdict
+#   make test       set up .venv, check lint, formatting and types, run every test (what CI runs)
+# Also: make test-fast (unit tests, under 2 minutes), make check (ruff + mypy),
+#       make compare (all presets over seeds 0-4), make audit, make history,
+#       make ui (MLflow UI on 127.0.0.1:5000), make server-start / server-stop (docs/tracking.md),
+#       make benchmark (pipeline overhead, tracking cost, audit scaling).
 VENV ?= .venv
 PYTHON ?= python3
 # The CPU build that lies on this project's machines; override for another platform.
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-# Stage commands in dvc.yaml call `reprolab`, so the venv's bin goes first on PATH.
+# Stage commands in dvc.yaml call `python -m reprolab.stages...`: the venv's bin goes first on PATH.
 RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
 
-.PHONY: setup pipeline compare audit history test ui server-start server-stop server-status benchmark clean
+.PHONY: setup pipeline compare audit history test test-fast check ui server-start server-stop server-status benchmark clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -33,8 +32,16 @@ pipeline: setup
 compare: setup
 	$(BIN)/reprolab compare --seeds 0-4
 
-test: setup
-	$(BIN)/python -m pytest
+check: setup
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/mypy
+
+test: check
+	$(RUN) $(BIN)/python -m pytest
+
+test-fast: setup
+	$(RUN) $(BIN)/python -m pytest -m "not slow and not server"
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port 5000
@@ -46,10 +53,10 @@ audit: setup
 history: setup
 	$(BIN)/reprolab audit --history
 
-# A local MLflow server on PostgreSQL, artifacts served by the server (scripts/mlflow-server.sh;
-# state in .mlflow-server/). Then: export MLFLOW_TRACKING_URI=http://127.0.0.1:5001
+# A local MLflow server on PostgreSQL (scripts/mlflow-server.sh; state in .mlflow-server/).
+# Then: export MLFLOW_TRACKING_URI=http://127.0.0.1:5001
 server-start: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/mlflow-server.sh start
+	$(RUN) scripts/mlflow-server.sh start
 
 server-stop:
 	scripts/mlflow-server.sh stop
@@ -58,8 +65,9 @@ server-status:
 	scripts/mlflow-server.sh status
 
 benchmark: setup
+	$(RUN) $(BIN)/python benchmarks/pipeline_overhead.py
 	$(BIN)/python benchmarks/tracking_overhead.py
 	$(BIN)/python benchmarks/audit_parallel.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
