@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from reprolab import data as datasets
-from reprolab.cli import _seeds
+from reprolab.audit_run import AuditSide, run_audit
+from reprolab.cli import seed_list
 from reprolab.config import load_config
-from reprolab.pipeline import AuditSide, run_audit
 
 
 def timed_audit(overrides: list[str], seeds: list[int], workers: int, tmp: Path):
@@ -37,7 +37,7 @@ def timed_audit(overrides: list[str], seeds: list[int], workers: int, tmp: Path)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=_seeds, default=[0, 1], help="e.g. 0-4 (default 0-1)")
+    parser.add_argument("--seeds", type=seed_list, default=[0, 1], help="e.g. 0-4 (default 0-1)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -53,7 +53,7 @@ def main() -> None:
     print(f"  serial (1 worker):    {serial:7.1f} s")
     print(f"  parallel ({args.workers} workers): {parallel:7.1f} s")
     print(f"  speed-up: {serial / parallel:.2f}x")
-    same = (serial_summary.variants == parallel_summary.variants and serial_summary.verdict == parallel_summary.verdict)
+    same = serial_summary.variants == parallel_summary.variants and serial_summary.verdict == parallel_summary.verdict
     print(f"  identical results: {same}")
     if not same:
         raise SystemExit("the serial and parallel audits disagree")

@@ -33,12 +33,22 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # Headless as root in a sandboxed machine with no outside network: no sandbox, no GPU, and no
 # background connections (refused here, many at a time, and slow to fail).
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # MLflow 3 opens an "Assistant" side panel on first load that covers a third of the page; its
 # state lives in localStorage, so it is preset before the app's scripts run.
-HIDE_ASSISTANT = ("localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
-                  "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');")
+HIDE_ASSISTANT = (
+    "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
+    "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
+)
 TRAIN_RUNS = "tags.`reprolab.kind` = 'train'"
 TIMEOUT_MS = 60_000  # the UI bundle takes a few seconds to paint on two busy cores
 
@@ -54,9 +64,24 @@ def start_ui(store: str, log: Path) -> tuple[str, subprocess.Popen]:
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    process = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", store,
-                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                               stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "ui",
+            "--backend-store-uri",
+            store,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     deadline = time.time() + 120
     while True:
         try:
@@ -65,7 +90,7 @@ def start_ui(store: str, log: Path) -> tuple[str, subprocess.Popen]:
         except OSError:
             if process.poll() is not None or time.time() > deadline:
                 stop_ui(process)
-                raise SystemExit(f"mlflow ui did not start; see {log}")
+                raise SystemExit(f"mlflow ui did not start; see {log}") from None
             time.sleep(0.3)
 
 
@@ -90,9 +115,12 @@ def find_runs(uri: str, experiment_name: str, names: list[str]) -> tuple[str, di
         raise SystemExit(f"no experiment {experiment_name!r} at {uri}")
     found = {}
     for name in names:
-        runs = client.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}' and "
-                                  f"attributes.status = 'FINISHED' and {TRAIN_RUNS}",
-                                  order_by=["attributes.start_time DESC"], max_results=1)
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            f"attributes.run_name = '{name}' and attributes.status = 'FINISHED' and {TRAIN_RUNS}",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
         if not runs or "val_accuracy" not in runs[0].data.metrics:
             raise SystemExit(f"no finished training run {name!r} with val_accuracy at {uri}")
         found[name] = (runs[0].info.run_id, runs[0].data.metrics["val_accuracy"])
@@ -115,8 +143,14 @@ def check(uri: str, experiment_id: str, runs: dict[str, tuple[str, float]], scre
         context.set_default_timeout(TIMEOUT_MS)
         page = context.new_page()
         outside = []
-        page.on("request", lambda request: outside.append(request.url) if not request.url.startswith(
-            ("http://127.0.0.1", "data:", "blob:")) else None)
+        page.on(
+            "request",
+            lambda request: (
+                outside.append(request.url)
+                if not request.url.startswith(("http://127.0.0.1", "data:", "blob:"))
+                else None
+            ),
+        )
 
         # 1. The experiment's training runs (newest first; the audit's runs are filtered out),
         # as a user would search them. Metric columns are hidden by default: show val_accuracy.
@@ -133,17 +167,22 @@ def check(uri: str, experiment_id: str, runs: dict[str, tuple[str, float]], scre
         for name, (run_id, value) in runs.items():
             # The grid splits a row over pinned and scrolling parts; all carry row-id=<run id>.
             row = page.locator(f"[role=row][row-id='{run_id}']")
-            expect(row.filter(has_text=name)).to_have_count(1)
+            # The run's name shows in its name cell and again as its logged model's name.
+            expect(row.filter(has_text=name).first).to_be_visible()
             expect(row.filter(has_text=in_table(value))).to_have_count(1)
         screenshots.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(screenshots / "runs.png"))
-        print(f"runs table: {', '.join(f'{n} {in_table(v)}' for n, (_, v) in runs.items())}; "
-              f"screenshot {screenshots / 'runs.png'}")
+        print(
+            f"runs table: {', '.join(f'{n} {in_table(v)}' for n, (_, v) in runs.items())}; "
+            f"screenshot {screenshots / 'runs.png'}"
+        )
 
         # 2. The comparison of those runs, each value under its run; the screenshot.
         page.set_viewport_size({"width": 1600, "height": 1300})
         ids = [run_id for run_id, _ in runs.values()]
-        page.goto(f"{uri}/#/compare-runs?runs={quote(json.dumps(ids))}&experiments={quote(json.dumps([experiment_id]))}")
+        page.goto(
+            f"{uri}/#/compare-runs?runs={quote(json.dumps(ids))}&experiments={quote(json.dumps([experiment_id]))}"
+        )
         expect(page.get_by_text(f"Comparing {len(runs)} Runs")).to_be_visible()
         # For the screenshot: fold the plots and list only the parameters that differ, so the
         # run details, the differing parameters and the metrics fit in one view.
@@ -165,8 +204,12 @@ def main() -> int:
     where.add_argument("--store", help="a backend store to serve with `mlflow ui`, e.g. sqlite:///mlflow.db")
     parser.add_argument("--experiment", default="reprolab")
     parser.add_argument("--runs", default="baseline-seed0,regularized-seed0", help="comma-separated run names")
-    parser.add_argument("--screenshots", type=Path, required=True,
-                        help="directory for runs.png (the runs table) and compare.png (the comparison)")
+    parser.add_argument(
+        "--screenshots",
+        type=Path,
+        required=True,
+        help="directory for runs.png (the runs table) and compare.png (the comparison)",
+    )
     args = parser.parse_args()
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} not found: apt-get install chromium (or set CHROMIUM)")
