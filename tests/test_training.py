@@ -10,10 +10,11 @@ from conftest import CONF_DIR, PRESETS, quick_overrides
 from reprolab import data as datasets
 from reprolab.cli import main
 from reprolab.config import load_config
+from reprolab.jobs import Job, run_jobs
 from reprolab.metrics import meets_target
 from reprolab.report import comparison_table
-from reprolab.sweep import Job, run_jobs
-from reprolab.training import HISTORY_KEYS, evaluate, run_one
+from reprolab.results import HISTORY_KEYS
+from reprolab.training import evaluate, run_one
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -16,9 +16,10 @@ from reprolab import data as datasets
 from reprolab.audit_report import FIGURES, audit_markdown, summed_confusion
 from reprolab.config import Config, ConfigError, TrackingConfig, load_params
 from reprolab.files import atomic_directory, write_csv
+from reprolab.jobs import Job
 from reprolab.metrics import meets_target
 from reprolab.results import RunResult
-from reprolab.sweep import Job, run_jobs
+from reprolab.sweep import run_sweep
 
 
 @dataclasses.dataclass
@@ -81,7 +82,7 @@ def _jobs(
     return changes, jobs
 
 
-def _run_row(result: RunResult, run_id: Optional[str]) -> dict:
+def _run_row(result: RunResult, run_id: Optional[str], reused: bool) -> dict:
     return {
         "configuration": result.preset,
         "seed": result.seed,
@@ -90,10 +91,11 @@ def _run_row(result: RunResult, run_id: Optional[str]) -> dict:
         "epochs_run": result.fit["epochs_run"],
         "dataset_digest": result.dataset_digest,
         "mlflow_run_id": run_id or "",
+        "reused": reused,
     }
 
 
-def _summary_json(summary: audit.AuditSummary, audit_id: str) -> dict:
+def _summary_json(summary: audit.AuditSummary, audit_id: str, reused: int) -> dict:
     def stats(values: dict[str, audit.Interval]) -> dict:
         return {key: dataclasses.asdict(interval) for key, interval in values.items()}
 
@@ -104,12 +106,16 @@ def _summary_json(summary: audit.AuditSummary, audit_id: str) -> dict:
         "seeds": summary.seeds,
         "confidence": summary.confidence,
         "dataset_digests": summary.dataset_digests,
+        "split_sizes": summary.split_sizes,
+        "runs_reused": reused,
         "verdict": summary.verdict,
+        "warnings": summary.warnings,
         "configurations": {
             label: {
                 "holds": check.holds,
                 "seeds_met": check.seeds_met,
                 "intervals_clear": check.interval_clears,
+                "missed": check.missed,
                 **stats(check.stats),
             }
             for label, check in summary.variants.items()
@@ -150,9 +156,12 @@ def run_audit(
     workers: Optional[int] = None,
     allow_dataset_mismatch: bool = False,
     log_models: bool = True,
+    scheduler: Optional[str] = None,
+    reuse: bool = True,
 ) -> tuple[audit.AuditSummary, str]:
-    """Train before, after, before + each change and after - each change for every seed, in
-    parallel; record each run in MLflow as it finishes, nested under the audit's summary run;
+    """Train before, after, before + each change and after - each change for every seed (on
+    local processes, or the Dask cluster at `scheduler`), reusing finished runs with the same
+    run key; record each new run in MLflow as it finishes, nested under the audit's summary run;
     write the report into `output_dir` (all files or none) and attach it to the summary run.
     Returns the summary and the Markdown."""
     if len(set(seeds)) < 2:
@@ -165,7 +174,6 @@ def run_audit(
         f"({', '.join(c.name for c in changes)}), {len(jobs)} runs over seeds {list(seeds)}",
         flush=True,
     )
-    run_ids: dict[tuple[str, int], Optional[str]] = {}
     started = time.perf_counter()
     same_data = before.data.digest == after.data.digest
     tags = {
@@ -177,34 +185,29 @@ def run_audit(
     }
     with tracking.summary_run(config, f"audit {before.preset} -> {after.preset}", "audit-summary", tags) as summary_run:
 
-        def record(job: Job, trained, result: RunResult) -> None:
-            run = job.config.run_config(job.preset, job.seed)
-            with tracking.training_run(
-                job.config,
-                run,
-                job.data,
-                kind="audit",
-                log_model=log_models,
-                started_s_ago=result.fit["wall_time_s"],
-                parent_run_id=summary_run,
-                run_name=f"{job.preset} seed{job.seed}",
-                tags={
-                    "reprolab.audit_id": audit_id,
-                    "reprolab.audit.variant": job.preset,
-                    "reprolab.target_met": str(meets_target(result.metrics, config.data.target)).lower(),
-                },
-            ) as tracked:
-                tracked.log_result(trained, result, job.data)
-            run_ids[(job.preset, job.seed)] = tracked.run_id
-            print(
-                f"[{len(run_ids)}/{len(jobs)}] {job.preset}, seed {job.seed}: val "
-                f"{result.metrics['val_accuracy']:.3f}, train {result.metrics['train_accuracy']:.3f} "
-                f"({result.fit['wall_time_s']:.1f} s)",
-                flush=True,
-            )
+        def describe(job: Job, result: RunResult) -> tuple[str, dict[str, str]]:
+            return f"{job.preset} seed{job.seed}", {
+                "reprolab.audit_id": audit_id,
+                "reprolab.audit.variant": job.preset,
+                "reprolab.target_met": str(meets_target(result.metrics, config.data.target)).lower(),
+            }
 
-        results = run_jobs(jobs, workers, on_result=record)
-        print(f"audit {audit_id}: {len(results)} runs in {time.perf_counter() - started:.0f} s", flush=True)
+        runs = run_sweep(
+            jobs,
+            kind="audit",
+            parent_run_id=summary_run,
+            describe=describe,
+            log_models=log_models,
+            workers=workers,
+            scheduler=scheduler,
+            reuse=reuse,
+        )
+        results = [run.result for run in runs]
+        reused = sum(run.reused for run in runs)
+        print(
+            f"audit {audit_id}: {len(results)} runs ({reused} reused) in {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
         summary = audit.summarize(
             results,
             changes,
@@ -213,28 +216,29 @@ def run_audit(
             config.data.target,
             config.audit.confidence,
             {"before": before.data.digest, "after": after.data.digest},
+            {label: side.data.labels() for label, side in ((audit.BEFORE, before), (audit.AFTER, after))},
         )
         descriptions = {
             audit.BEFORE: before.config.preset(before.preset).description,
             audit.AFTER: after.config.preset(after.preset).description,
         }
-        markdown = audit_markdown(summary, descriptions, audit_id)
+        markdown = audit_markdown(summary, descriptions, audit_id, reused)
         by_label = {label: [r for r in results if r.preset == label] for label in (audit.BEFORE, audit.AFTER)}
         with atomic_directory(output_dir) as tmp:
             (tmp / "audit.md").write_text(markdown)
-            (tmp / "summary.json").write_text(json.dumps(_summary_json(summary, audit_id), indent=2) + "\n")
-            rows = [_run_row(r, run_ids.get((r.preset, r.seed))) for r in results]
+            (tmp / "summary.json").write_text(json.dumps(_summary_json(summary, audit_id, reused), indent=2) + "\n")
+            rows = [_run_row(run.result, run.run_id, run.reused) for run in runs]
             write_csv(tmp / "runs.csv", rows, list(rows[0]))
             plots.seed_bands(
-                {f"{label}: {getattr(summary, label)}": runs for label, runs in by_label.items()},
+                {f"{label}: {getattr(summary, label)}": group for label, group in by_label.items()},
                 config.data.target,
                 tmp / FIGURES["learning_curves"],
             )
             plots.ablation(summary, tmp / FIGURES["ablation"])
             plots.confusion_matrices(
                 {
-                    f"{label}: {getattr(summary, label)}, test, {len(runs)} seeds summed": summed_confusion(runs)
-                    for label, runs in by_label.items()
+                    f"{label}: {getattr(summary, label)}, test, {len(group)} seeds summed": summed_confusion(group)
+                    for label, group in by_label.items()
                 },
                 tmp / FIGURES["confusion"],
             )
@@ -243,8 +247,8 @@ def run_audit(
                 summary_run,
                 sorted(tmp.iterdir()),
                 "audit-summary",
-                f"{summary.verdict}\n\nThe {len(results)} runs of this audit are nested under this run; "
-                f"runs.csv lists their run ids.",
+                f"{summary.verdict}\n\nThe {len(results) - reused} runs trained for this audit are nested under "
+                f"this run ({reused} more were reused from earlier runs); runs.csv lists every run id.",
                 _summary_metrics(summary),
             )
     if summary_run:

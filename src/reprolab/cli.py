@@ -74,17 +74,17 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from reprolab import data as datasets
-    from reprolab import tracking
-    from reprolab.training import run_one
+    from reprolab.jobs import Job, train_in_background
 
     config = load_config(args.overrides, args.config_dir)
     data = datasets.dataset_for(config.data)
     run = config.run_config()
-    with tracking.training_run(config, run, data) as tracked:
-        trained, result = run_one(
-            config, run.preset, run.seed, data, progress=not args.no_progress, on_epoch=tracked.log_epoch
-        )
-        tracked.log_result(trained, result, data)
+    with train_in_background(Job(config, run.preset, run.seed, data), progress=not args.no_progress) as worker:
+        from reprolab import tracking
+
+        with tracking.training_run(config, run, data, started_s_ago=worker.elapsed()) as tracked:
+            trained, result = worker.result(on_epoch=tracked.log_epoch)
+            tracked.log_result(trained, result, data)
     print(
         json.dumps(
             {
@@ -103,8 +103,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from reprolab import data as datasets
+    from reprolab import tracking
+    from reprolab.jobs import Job, scheduler_address
+    from reprolab.metrics import meets_target
     from reprolab.report import comparison_table, per_seed_table
-    from reprolab.sweep import Job, run_jobs
+    from reprolab.sweep import run_sweep
 
     config = load_config(args.overrides, args.config_dir)
     presets = args.presets.split(",") if args.presets else list(config.experiments)
@@ -117,13 +120,48 @@ def cmd_compare(args: argparse.Namespace) -> int:
         + (", Bayes-optimal accuracy " + ", ".join(f"{s} {v:.3f}" for s, v in bayes.items()) if bayes else ""),
         flush=True,
     )
-    results = run_jobs(
-        [Job(config, preset, seed, data) for preset in presets for seed in args.seeds],
-        args.workers or config.compute.workers,
-    )
-    print(comparison_table(results, config.data.target))
+    jobs = [Job(config, preset, seed, data) for preset in presets for seed in args.seeds]
+    tags = {"reprolab.dataset_digest": data.digest, "reprolab.compare.presets": ",".join(presets)}
+    with tracking.summary_run(config, f"compare {', '.join(presets)}", "compare-summary", tags) as parent:
+
+        def describe(job: Job, result) -> tuple[str, dict[str, str]]:
+            met = meets_target(result.metrics, config.data.target)
+            return f"{job.preset}-seed{job.seed}", {"reprolab.target_met": str(met).lower()}
+
+        runs = run_sweep(
+            jobs,
+            kind="compare",
+            parent_run_id=parent,
+            describe=describe,
+            log_models=config.tracking.log_model,
+            workers=args.workers or config.compute.workers,
+            scheduler=scheduler_address(config.compute, args.scheduler),
+            reuse=config.compute.reuse and not args.retrain,
+        )
+        results = [run.result for run in runs]
+        table = comparison_table(results, config.data.target)
+        seeds_table = per_seed_table(results, config.data.target)
+        reused = sum(run.reused for run in runs)
+        with tempfile.TemporaryDirectory() as scratch:
+            report = Path(scratch) / "comparison.md"
+            report.write_text(f"{table}\n\n{seeds_table}\n")
+            tracking.finish_summary(
+                config,
+                parent,
+                [report],
+                "compare",
+                f"{len(runs) - reused} runs trained and nested under this run, {reused} reused; "
+                f"seeds {','.join(map(str, args.seeds))}",
+                tags={
+                    "reprolab.runs_reused": str(reused),
+                    **{f"reprolab.run.{r.result.preset}-seed{r.result.seed}": r.run_id or "-" for r in runs},
+                },
+            )
+    print(table)
     print()
-    print(per_seed_table(results, config.data.target))
+    print(seeds_table)
+    if reused:
+        print(f"\n{reused} of {len(runs)} runs reused from finished runs with the same run key (--retrain retrains)")
     if args.output:
         from reprolab.files import atomic_write
 
@@ -148,6 +186,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return 0
     from reprolab import data as datasets
     from reprolab.audit_run import run_audit, side_from
+    from reprolab.jobs import scheduler_address
 
     data = datasets.dataset_for(config.data)
     seeds = args.seeds or config.audit.seeds
@@ -166,6 +205,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
             workers=args.workers or config.compute.workers,
             allow_dataset_mismatch=args.allow_dataset_mismatch,
             log_models=config.audit.log_models and not args.no_models,
+            scheduler=scheduler_address(config.compute, args.scheduler),
+            reuse=config.compute.reuse and not args.retrain,
         )
     print(markdown)
     return 0
@@ -185,6 +226,19 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _sweep_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="run the trainings on this Dask scheduler (tcp://host:8786); else DASK_SCHEDULER_ADDRESS, "
+        "compute.scheduler, or local processes",
+    )
+    command.add_argument(
+        "--retrain", action="store_true", help="train every run, even where a finished run with the same key exists"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare_cmd.add_argument("--presets", default=None, help="comma-separated (default: all)")
     compare_cmd.add_argument("--workers", type=positive, default=None, help="processes (default: one per core)")
     compare_cmd.add_argument("--output", default=None, help="also write the runs as JSON here")
+    for sweep_cmd in (compare_cmd,):
+        _sweep_options(sweep_cmd)
     audit_cmd = command(
         "audit", cmd_audit, "Which change closed the gap: an ablation over seeds with intervals (or --history)."
     )
@@ -233,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-dataset-mismatch", action="store_true", help="compare even if the two sides' dataset digests differ"
     )
     audit_cmd.add_argument("--no-models", action="store_true", help="do not log the runs' models to MLflow")
+    _sweep_options(audit_cmd)
     audit_cmd.add_argument(
         "--output-dir",
         default=None,

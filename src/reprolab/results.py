@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+# What each epoch's record holds besides its number (`history.csv`, MLflow's `epoch/*` metrics).
+HISTORY_KEYS = ("train_loss", "train_accuracy", "train_eval_accuracy", "val_loss", "val_accuracy")
+
 
 @dataclass
 class RunResult:

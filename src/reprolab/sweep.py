@@ -1,71 +1,91 @@
-"""Sweeps: many independent runs (configurations x seeds), spread over processes."""
+"""Sweeps (the audit, `reprolab compare`): many training runs, each computed once, recorded as
+child runs of one summary run.
+
+Every training run is tagged with its run key (`reprolab.tracking.run_key`: settings, seed,
+dataset digest, training code and libraries). A FINISHED run with the same key, made by any
+earlier command (a pipeline stage, another audit), is reused: its recorded result stands in for
+a new training, unless `reuse` is off. The other jobs run through `reprolab.jobs` (local
+processes or a Dask cluster) and are recorded here, in the driver, as each finishes: one
+writer, whatever the store.
+"""
 
 from __future__ import annotations
 
-import os
+import dataclasses
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-from reprolab.config import Config
-from reprolab.data import Dataset
+from reprolab import tracking
+from reprolab.jobs import Job, run_jobs
 from reprolab.results import RunResult
 
 if TYPE_CHECKING:
     from reprolab.training import TrainResult
 
+# A child run's name and extra tags, from its job and result.
+Describe = Callable[[Job, RunResult], tuple[str, dict[str, str]]]
+
 
 @dataclass
-class Job:
-    """One run to do: `preset` of `config` with `seed`, on `data`."""
+class SweepRun:
+    """One job's result, the MLflow run that holds it, and whether that run was reused."""
 
-    config: Config
-    preset: str
-    seed: int
-    data: Dataset
-
-
-def _run_job(job: Job) -> tuple[TrainResult, RunResult]:
-    from reprolab.training import run_one
-
-    return run_one(job.config, job.preset, job.seed, job.data, progress=False)
+    result: RunResult
+    run_id: Optional[str]
+    reused: bool
 
 
-OnResult = Callable[[Job, "TrainResult", RunResult], None]
+def run_sweep(
+    jobs: Sequence[Job],
+    *,
+    kind: str,
+    parent_run_id: Optional[str],
+    describe: Describe,
+    log_models: bool,
+    workers: Optional[int] = None,
+    scheduler: Optional[str] = None,
+    reuse: bool = True,
+) -> list[SweepRun]:
+    """Every job's result, in job order: reused from a finished run with the same key, or
+    trained (longest first) and recorded as a `kind` run nested under `parent_run_id`."""
+    if not jobs:
+        return []
+    keys = [tracking.run_key(job.config.run_config(job.preset, job.seed), job.data.digest) for job in jobs]
+    found = tracking.finished_runs(jobs[0].config, keys) if reuse else {}
+    done: dict[int, SweepRun] = {}
+    for index, key in enumerate(keys):
+        if key in found:
+            run_id, result = found[key]
+            job = jobs[index]
+            done[index] = SweepRun(dataclasses.replace(result, preset=job.preset, seed=job.seed), run_id, True)
+    todo = [jobs[index] for index in range(len(jobs)) if index not in done]
+    index_of = {id(job): index for index, job in enumerate(jobs)}
+    if done:
+        print(f"{len(done)} of {len(jobs)} runs reused from finished runs with the same run key", flush=True)
 
+    def record(job: Job, trained: TrainResult, result: RunResult) -> None:
+        name, tags = describe(job, result)
+        run_id = tracking.record_run(
+            job.config,
+            job.config.run_config(job.preset, job.seed),
+            job.data,
+            trained,
+            result,
+            kind=kind,
+            run_name=name,
+            tags=tags,
+            parent_run_id=parent_run_id,
+            log_model=log_models,
+        )
+        done[index_of[id(job)]] = SweepRun(result, run_id, False)
+        trained_so_far = sum(not run.reused for run in done.values())
+        print(
+            f"[{trained_so_far}/{len(todo)}] {job.preset}, seed {job.seed}: val "
+            f"{result.metrics['val_accuracy']:.3f}, train {result.metrics['train_accuracy']:.3f} "
+            f"({result.fit['wall_time_s']:.1f} s)",
+            flush=True,
+        )
 
-def run_jobs(
-    jobs: Sequence[Job], workers: Optional[int] = None, on_result: Optional[OnResult] = None
-) -> list[RunResult]:
-    """Every job, spread over `workers` processes (default: one per core), results in job order.
-
-    Each run is single-threaded and seeded, so results do not depend on the worker count.
-    `on_result` is called in this process as each run finishes (e.g. to record it), so a
-    failure later keeps what finished before; the first error cancels the jobs not started.
-    """
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    results: dict[int, RunResult] = {}
-
-    def finish(index: int, trained: TrainResult, result: RunResult) -> None:
-        if on_result is not None:
-            on_result(jobs[index], trained, result)
-        results[index] = result
-
-    if workers == 1:
-        for index, job in enumerate(jobs):
-            finish(index, *_run_job(job))
-        return [results[index] for index in range(len(jobs))]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(_run_job, job): index for index, job in enumerate(jobs)}
-        pending = set(futures)
-        try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    finish(futures[future], *future.result())
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
-    return [results[index] for index in range(len(jobs))]
+    run_jobs(todo, workers, on_result=record, scheduler=scheduler)
+    return [done[index] for index in range(len(jobs))]

@@ -20,24 +20,29 @@ these settings take about 1 s.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import logging
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, TypeVar, cast
 
 import yaml
 
 from reprolab.config import Config, RunConfig, TrackingConfig, flatten, to_dict
 from reprolab.entrypoint import UserError, one_line
 from reprolab.metrics import train_val_gap
+from reprolab.results import RunResult
 
 # Fail in seconds, not minutes, when a tracking server is unreachable: MLflow's defaults
 # (7 retries with exponential backoff, 120 s timeout) took 246 s to give up here.
@@ -45,6 +50,8 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 # MLflow 3 would otherwise contact its telemetry service; these machines reach no outside host.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# A progress bar per downloaded result.json (a sweep's reuse) would bury the sweep's own lines.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
@@ -275,13 +282,25 @@ def provenance_tags() -> dict[str, str]:
     return tags
 
 
-def _lost_store(error: BaseException) -> TrackingError:
-    """One line for a store that stopped answering in the middle of a run."""
-    uri = redact(mlflow.get_tracking_uri())
-    return TrackingError(
-        f"tracking: lost the MLflow store {uri} during the run ({one_line(error)[:160]}); local "
-        f"outputs are kept; when the store is back, rerun (`dvc repro`) to record the run"
-    )
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _during_run(function: F) -> F:
+    """For calls to the store once it was reached: a store that stops answering (MLflow,
+    requests, SQLAlchemy or socket errors) becomes one line; other errors pass as they are."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except STORE_ERRORS as error:
+            uri = redact(mlflow.get_tracking_uri())
+            raise TrackingError(
+                f"tracking: lost the MLflow store {uri} ({one_line(error)[:160]}); local "
+                f"outputs are kept; when the store is back, rerun (`dvc repro`) to record the run"
+            ) from error
+
+    return cast(F, wrapper)
 
 
 @contextmanager
@@ -306,16 +325,10 @@ def _open(
     except KeyboardInterrupt:
         _end(store, run_id, "KILLED", fluent)
         raise
-    except STORE_ERRORS as error:
-        _end(store, run_id, "FAILED", fluent)
-        raise _lost_store(error) from error
     except BaseException:
         _end(store, run_id, "FAILED", fluent)
         raise
-    try:
-        _end(store, run_id, "FINISHED", fluent, quiet=False)
-    except STORE_ERRORS as error:
-        raise _lost_store(error) from error
+    _during_run(_end)(store, run_id, "FINISHED", fluent, quiet=False)
 
 
 def _end(store: Store, run_id: str, status: str, fluent: bool, quiet: bool = True) -> None:
@@ -353,6 +366,7 @@ class TrackedRun:
         self._sent_epochs, self._last_send = 0, time.monotonic()
         self._pending: list[dict[str, float]] = []
 
+    @_during_run
     def log_epoch(self, record: dict[str, float]) -> None:
         """Use as training's `on_epoch`: epochs are sent every FLUSH_SECONDS, so the UI shows a
         run's progress and a store that went away is noticed within seconds, not at the end."""
@@ -375,6 +389,7 @@ class TrackedRun:
         self._sent_epochs += len(records)
         self._pending, self._last_send = [], time.monotonic()
 
+    @_during_run
     def log_result(self, trained, result, data) -> None:
         """Everything a finished training gives: the rest of the per-epoch history, the fit summary,
         the model, the final metrics (linked to the model and to the split they were measured on),
@@ -425,12 +440,23 @@ class TrackedRun:
         )
         return info.model_id
 
+    @_during_run
     def log_artifacts(self, files: Sequence[Path], folder: str) -> None:
         if self.store is None:
             return
         assert self.run_id is not None
         for path in files:
             self.store.client.log_artifact(self.run_id, str(path), folder)
+
+
+@_during_run
+def _log_inputs(store: Store, run_id: str, config: Config, run: RunConfig, data) -> None:
+    """A training run's inputs: its resolved configuration (flattened as params, and as YAML with
+    the whole params.yaml) and its dataset."""
+    store.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in flatten(to_dict(run)).items()])
+    store.client.log_text(run_id, yaml.safe_dump(to_dict(config), sort_keys=False), "config/params.yaml")
+    store.client.log_text(run_id, yaml.safe_dump(to_dict(run), sort_keys=False), "config/run.yaml")
+    _log_dataset(data, str(data.path) if data.path else str(config.data.user_file or config.data.prepared_path))
 
 
 def _log_dataset(data, source: str) -> None:
@@ -451,11 +477,35 @@ def _log_dataset(data, source: str) -> None:
         mlflow.log_input(dataset, context=context, tags={"sha256": data.digest, "split": split})
 
 
+@functools.lru_cache(maxsize=1)
+def _training_code() -> dict[str, str]:
+    from importlib.metadata import version
+
+    from reprolab.sources import code_digest
+
+    return {"code": code_digest("reprolab.training"), "torch": version("torch"), "numpy": version("numpy")}
+
+
+def run_key(run: RunConfig, dataset_digest: str) -> str:
+    """What makes a training run's result: its model and training settings, its seed, the digest
+    of its dataset, and the code and libraries that train (a digest of `reprolab.training` and
+    every module it runs, the torch and NumPy versions). The preset's name does not count."""
+    payload = {
+        "model": to_dict(run.model),
+        "train": to_dict(run.train),
+        "seed": run.seed,
+        "dataset": dataset_digest,
+        **_training_code(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
 def run_tags(config: Config, run: RunConfig, data, kind: str) -> dict[str, str]:
     return {
         "reprolab.kind": kind,
         "reprolab.preset": run.preset,
         "reprolab.seed": str(run.seed),
+        "reprolab.run_key": run_key(run, data.digest),
         "reprolab.dataset_digest": data.digest,
         "mlflow.note.content": config.experiments[run.preset].description,
         **provenance_tags(),
@@ -490,10 +540,7 @@ def training_run(
         all_tags["mlflow.parentRunId"] = parent_run_id
     start = int((time.time() - started_s_ago) * 1000)
     with _open(store, run_name or f"{run.preset}-seed{run.seed}", all_tags, start, fluent=True) as run_id:
-        store.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in flatten(to_dict(run)).items()])
-        store.client.log_text(run_id, yaml.safe_dump(to_dict(config), sort_keys=False), "config/params.yaml")
-        store.client.log_text(run_id, yaml.safe_dump(to_dict(run), sort_keys=False), "config/run.yaml")
-        _log_dataset(data, str(data.path) if data.path else str(config.data.user_file or config.data.prepared_path))
+        _log_inputs(store, run_id, config, run, data)
         yield TrackedRun(
             store,
             run_id,
@@ -502,6 +549,60 @@ def training_run(
             data.digest,
             config.tracking.log_model if log_model is None else log_model,
         )
+
+
+def record_run(
+    config: Config,
+    run: RunConfig,
+    data,
+    trained,
+    result: RunResult,
+    kind: str,
+    run_name: str,
+    tags: dict[str, str],
+    parent_run_id: Optional[str],
+    log_model: bool,
+) -> Optional[str]:
+    """Record a training that already ran (a sweep's) as a run nested under `parent_run_id`,
+    its start backdated to when the training started; return its id."""
+    with training_run(
+        config,
+        run,
+        data,
+        kind=kind,
+        run_name=run_name,
+        tags=tags,
+        log_model=log_model,
+        parent_run_id=parent_run_id,
+        started_s_ago=result.fit["wall_time_s"],
+    ) as tracked:
+        tracked.log_result(trained, result, data)
+    return tracked.run_id
+
+
+@_during_run
+def finished_runs(config: Config, keys: Sequence[str]) -> dict[str, tuple[str, RunResult]]:
+    """For each run key, the newest FINISHED run with that key and the result it recorded."""
+    if not config.tracking.enabled:
+        return {}
+    store = connect(config.tracking)
+    found: dict[str, tuple[str, RunResult]] = {}
+    with tempfile.TemporaryDirectory(prefix="reprolab-reuse-") as scratch:
+        for key in dict.fromkeys(keys):
+            for candidate in store.client.search_runs(
+                [store.experiment_id],
+                f"tags.`reprolab.run_key` = '{key}' and attributes.status = 'FINISHED'",
+                max_results=5,
+                order_by=["attributes.start_time DESC"],
+            ):
+                run_id = candidate.info.run_id
+                try:
+                    path = store.client.download_artifacts(run_id, RESULT_FILE, scratch)
+                    found[key] = (run_id, RunResult.from_json(Path(path).read_text()))
+                    break
+                except (MlflowException, OSError, ValueError, TypeError):
+                    continue  # no readable result.json: not reusable
+    return found
 
 
 @contextmanager
@@ -515,6 +616,7 @@ def summary_run(config: Config, run_name: str, kind: str, tags: dict[str, str]) 
         yield run_id
 
 
+@_during_run
 def finish_summary(
     config: Config,
     run_id: Optional[str],
@@ -538,6 +640,7 @@ def finish_summary(
         store.client.log_artifact(run_id, str(path), folder)
 
 
+@_during_run
 def annotate_run(
     config: Config, run_id: str, tags: dict[str, str], files: Sequence[Path] = (), folder: str = "evaluation"
 ) -> None:

@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     from reprolab.config import Config, RunConfig
     from reprolab.data import Dataset
 
-HISTORY_KEYS = ("train_loss", "train_accuracy", "train_eval_accuracy", "val_loss", "val_accuracy")
-
 
 class TrainingError(UserError, RuntimeError):
     """Training that cannot go on (it diverged, or the device asked for is absent)."""

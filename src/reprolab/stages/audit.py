@@ -1,5 +1,9 @@
 """Stage `audit`: which of the changes from `audit.before` to `audit.after` closed the gap, over
-`audit.seeds`, on the pipeline's dataset. Writes `reports/audit/` (see `reprolab.audit_run`)."""
+`audit.seeds`, on the pipeline's dataset. Writes `reports/audit/` (see `reprolab.audit_run`).
+
+Runs whose key is unchanged (a finished run with the same settings, seed, dataset and training
+code) are reused, so changing the after preset retrains only the configurations that contain
+the change. `compute` says where the others run (local processes or a Dask cluster)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ def main() -> int:
     from reprolab import data as datasets
     from reprolab.audit_run import AuditSide, run_audit
     from reprolab.config import load_params
+    from reprolab.jobs import scheduler_address
 
     config = load_params(PARAMS_FILE)
     data = datasets.load(config.data)
@@ -25,6 +30,8 @@ def main() -> int:
         AUDIT_DIR,
         workers=config.compute.workers,
         log_models=config.audit.log_models,
+        scheduler=scheduler_address(config.compute),
+        reuse=config.compute.reuse,
     )
     print(markdown)
     return 0

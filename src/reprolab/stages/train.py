@@ -17,37 +17,41 @@ def main() -> int:
     preset = parser.parse_args().preset
 
     from reprolab import data as datasets
-    from reprolab import tracking
     from reprolab.config import load_params
     from reprolab.files import Outputs, npz_writer
-    from reprolab.models import save_arrays
-    from reprolab.training import HISTORY_KEYS, run_one
+    from reprolab.jobs import Job, train_in_background
 
     config = load_params(PARAMS_FILE)
     run = config.run_config(preset)
     data = datasets.load(config.data)
-    with tracking.training_run(config, run, data) as tracked:
-        trained, result = run_one(config, preset, run.seed, data, on_epoch=tracked.log_epoch)
-        tracked.log_result(trained, result, data)
-        summary = {
-            "preset": preset,
-            "seed": run.seed,
-            "mlflow_run_id": tracked.run_id,
-            "dataset_digest": data.digest,
-            "device": trained.device,
-            "metrics": result.metrics,
-            **result.fit,
-        }
-        test = data.splits["test"]
-        with Outputs() as outputs:
-            outputs.add(model_file(preset), npz_writer(save_arrays(trained.model)))
-            outputs.csv(history_file(preset), result.history, ["epoch", *HISTORY_KEYS])
-            outputs.csv(
-                predictions_file(preset),
-                [{"actual": int(a), "predicted": p} for a, p in zip(test.y, result.predictions["test"])],
-                ["actual", "predicted"],
-            )
-            outputs.json(fit_file(preset), summary)
+    # Training starts in a worker first: MLflow's import and the run's setup overlap it.
+    with train_in_background(Job(config, preset, run.seed, data)) as worker:
+        from reprolab import tracking
+        from reprolab.models import save_arrays
+        from reprolab.results import HISTORY_KEYS
+
+        with tracking.training_run(config, run, data, started_s_ago=worker.elapsed()) as tracked:
+            trained, result = worker.result(on_epoch=tracked.log_epoch)
+            tracked.log_result(trained, result, data)
+            summary = {
+                "preset": preset,
+                "seed": run.seed,
+                "mlflow_run_id": tracked.run_id,
+                "dataset_digest": data.digest,
+                "device": trained.device,
+                "metrics": result.metrics,
+                **result.fit,
+            }
+            test = data.splits["test"]
+            with Outputs() as outputs:
+                outputs.add(model_file(preset), npz_writer(save_arrays(trained.model)))
+                outputs.csv(history_file(preset), result.history, ["epoch", *HISTORY_KEYS])
+                outputs.csv(
+                    predictions_file(preset),
+                    [{"actual": int(a), "predicted": p} for a, p in zip(test.y, result.predictions["test"])],
+                    ["actual", "predicted"],
+                )
+                outputs.json(fit_file(preset), summary)
     print(json.dumps(summary, indent=2))
     return 0
 

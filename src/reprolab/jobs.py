@@ -1,0 +1,279 @@
+"""Training jobs run in worker processes; their results come back to this process, the driver,
+which is the only one that records them in MLflow.
+
+- One job in the background (`train_in_background`: a training stage, `reprolab train`): a
+  forked process imports torch and trains while the driver imports MLflow and opens the run on
+  the other core; each epoch's record streams back as it is made.
+- Many jobs at once (`run_jobs`: the audit, `reprolab compare`), spread over local processes
+  or, given a scheduler's address, over a Dask cluster; the longest start first.
+
+Each run is single-threaded and seeded, so a result does not depend on where it ran. Dask
+reruns elsewhere the jobs of a worker that dies, so a lost worker costs time, not results.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any, Optional
+
+from reprolab.config import ComputeConfig, Config
+from reprolab.data import Dataset
+from reprolab.entrypoint import UserError, one_line
+from reprolab.results import RunResult
+
+if TYPE_CHECKING:
+    from reprolab.training import TrainResult
+
+
+
+def _context() -> Any:
+    """How workers start: by forking the driver, which shares its dataset for free and skips
+    the worker's start-up, while torch is not imported yet (forking after torch has started
+    its thread pools can hang the child); else as fresh interpreters."""
+    return multiprocessing.get_context("spawn" if "torch" in sys.modules else "fork")
+
+
+@dataclass
+class Job:
+    """One run to do: `preset` of `config` with `seed`, on `data`."""
+
+    config: Config
+    preset: str
+    seed: int
+    data: Dataset
+
+
+class WorkerError(UserError, RuntimeError):
+    """A worker process, or the cluster, that could not give a result."""
+
+
+# Seeding is process-wide: a process trains one job at a time, even in a multi-threaded worker.
+_ONE_AT_A_TIME = threading.Lock()
+
+
+def _run_job(job: Job, on_epoch: Optional[Callable[[dict[str, float]], None]] = None, progress: bool = False):
+    from reprolab.training import run_one
+
+    with _ONE_AT_A_TIME:
+        return run_one(job.config, job.preset, job.seed, job.data, progress=progress, on_epoch=on_epoch)
+
+
+def _run_parts(config: Config, preset: str, seed: int, data: Dataset):
+    return _run_job(Job(config, preset, seed, data))
+
+
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # weight matrices per recurrent layer
+
+
+def expected_cost(job: Job) -> float:
+    """A relative guess at a job's duration, to start the longest first: epochs times the
+    recurrent weights times the sequences it runs over each epoch (training, then evaluation of
+    training and validation). Early stopping is guessed to stop after three times its patience."""
+    preset = job.config.preset(job.preset)
+    model, train = preset.model, preset.train
+    epochs = train.max_epochs
+    if train.early_stopping.enabled:
+        epochs = min(epochs, 3 * train.early_stopping.patience)
+    weights = (
+        GATES[model.cell.value] * model.num_layers * model.hidden_size * (model.hidden_size + job.data.num_features)
+    )
+    splits = job.data.splits
+    return float(epochs * weights * (2 * len(splits["train"].y) + len(splits["val"].y)))
+
+
+def scheduler_address(compute: ComputeConfig, flag: Optional[str] = None) -> Optional[str]:
+    """Where to send jobs: the command's flag, else DASK_SCHEDULER_ADDRESS, else compute.scheduler;
+    None runs them in local processes."""
+    return flag or os.environ.get("DASK_SCHEDULER_ADDRESS") or compute.scheduler
+
+
+# -- one job in the background -------------------------------------------------------------
+
+
+def _background_main(job: Job, channel: Connection, progress: bool) -> None:
+    """The forked worker: train, sending ("epoch", record) per epoch and ("done", result) or
+    ("error", exception) at the end. A driver that is gone ends it at the next epoch."""
+    driver = os.getppid()
+
+    def send(kind: str, payload: Any) -> None:
+        # Plain pickle: multiprocessing's own would pass tensors as handles into this
+        # process's memory, which are gone once it exits.
+        channel.send_bytes(pickle.dumps((kind, payload)))
+
+    def send_epoch(record: dict[str, float]) -> None:
+        if os.getppid() != driver:
+            os._exit(1)
+        send("epoch", record)
+
+    try:
+        send("done", _run_job(job, send_epoch, progress))
+    except KeyboardInterrupt:  # the driver stopped it, or Ctrl-C reached the whole group
+        pass
+    except UserError as error:
+        send("error", error)
+    except BaseException:  # a bug: keep its traceback for the driver to show
+        send("error", RuntimeError(traceback.format_exc()))
+    finally:
+        channel.close()
+
+
+class BackgroundTraining:
+    """A job training in a forked worker; `result` streams its epochs and returns its result."""
+
+    def __init__(self, job: Job, progress: bool = True):
+        context = _context()
+        self._channel, child_end = context.Pipe(duplex=False)
+        self._process = context.Process(target=_background_main, args=(job, child_end, progress), daemon=True)
+        self.started = time.time()
+        self._process.start()
+        child_end.close()
+
+    def elapsed(self) -> float:
+        return time.time() - self.started
+
+    def result(self, on_epoch: Optional[Callable[[dict[str, float]], None]] = None) -> tuple[TrainResult, RunResult]:
+        """Wait for the worker; call `on_epoch` with each epoch's record as it arrives."""
+        while True:
+            try:
+                kind, payload = pickle.loads(self._channel.recv_bytes())
+            except EOFError:
+                self._process.join(5)
+                raise WorkerError(
+                    f"the training process ended without a result (exit status {self._process.exitcode})"
+                ) from None
+            if kind == "epoch":
+                if on_epoch is not None:
+                    on_epoch(payload)
+            elif kind == "error":
+                raise payload
+            else:
+                return payload
+
+    def close(self) -> None:
+        """Stop the worker if it still runs (the driver failed or was interrupted)."""
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(5)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
+        self._channel.close()
+
+    def __enter__(self) -> BackgroundTraining:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def train_in_background(job: Job, progress: bool = True) -> BackgroundTraining:
+    """Start training `job` in a forked worker (use as a context manager)."""
+    return BackgroundTraining(job, progress)
+
+
+# -- many jobs -------------------------------------------------------------------------------
+
+OnResult = Callable[[Job, "TrainResult", RunResult], None]
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    workers: Optional[int] = None,
+    on_result: Optional[OnResult] = None,
+    scheduler: Optional[str] = None,
+) -> list[RunResult]:
+    """Every job, results in job order: on the Dask cluster at `scheduler`, else spread over
+    `workers` local processes (default: one per core). The longest jobs start first.
+
+    `on_result` is called in this process as each run finishes (e.g. to record it), so a
+    failure later keeps what finished before; the first error cancels the jobs not started.
+    """
+    results: dict[int, RunResult] = {}
+
+    def finish(index: int, trained: TrainResult, result: RunResult) -> None:
+        if on_result is not None:
+            on_result(jobs[index], trained, result)
+        results[index] = result
+
+    order = sorted(range(len(jobs)), key=lambda index: -expected_cost(jobs[index]))
+    if scheduler:
+        _on_dask(jobs, order, scheduler, finish)
+    elif max(1, min(workers or os.cpu_count() or 1, len(jobs))) == 1:
+        for index in order:
+            finish(index, *_run_job(jobs[index]))
+    else:
+        _on_local_processes(jobs, order, min(workers or os.cpu_count() or 1, len(jobs)), finish)
+    return [results[index] for index in range(len(jobs))]
+
+
+def _on_local_processes(jobs: Sequence[Job], order: list[int], workers: int, finish: Callable) -> None:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_context()) as pool:
+        futures = {pool.submit(_run_job, jobs[index]): index for index in order}
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    finish(futures[future], *future.result())
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+
+
+def _on_dask(jobs: Sequence[Job], order: list[int], address: str, finish: Callable) -> None:
+    """Submit every job to the scheduler (each dataset is sent once), highest cost first."""
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise WorkerError("compute: Dask is not installed here; pip install 'dask[distributed]'") from None
+    try:
+        client = Client(address, timeout=10, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as error:
+        raise WorkerError(
+            f"compute: cannot reach the Dask scheduler at {address} ({one_line(error)[:200]}); start it with "
+            f"`dask scheduler`, or run locally without --scheduler / DASK_SCHEDULER_ADDRESS / compute.scheduler"
+        ) from error
+    with client:
+        shared: dict[int, Any] = {}
+        for job in jobs:
+            if id(job.data) not in shared:
+                shared[id(job.data)] = client.scatter(job.data, hash=False)
+        batch = uuid.uuid4().hex[:8]
+        futures = {
+            client.submit(
+                _run_parts,
+                jobs[index].config,
+                jobs[index].preset,
+                jobs[index].seed,
+                shared[id(jobs[index].data)],
+                key=f"reprolab-{batch}-{index}",
+                priority=rank,
+                pure=False,
+            ): index
+            for rank, index in enumerate(reversed(order))  # Dask runs higher priorities first
+        }
+        try:
+            for future in as_completed(futures):
+                try:
+                    trained, result = future.result()
+                except UserError:
+                    raise
+                except Exception as error:
+                    raise WorkerError(
+                        f"compute: the Dask cluster at {address} failed a job ({one_line(error)[:200]})"
+                    ) from error
+                finish(futures[future], trained, result)
+        finally:
+            client.cancel(list(futures))
