@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import copy
-import math
 
+import numpy as np
 import pytest
 
 from conftest import CONF_DIR
-from reprolab.audit import Change, ablation_variants, apply_changes, derive_changes, mean_interval, summarize
+from reprolab.audit import Change, ablation_variants, apply_changes, derive_changes, summarize
 from reprolab.config import load_config
 from reprolab.results import RunResult
 
@@ -61,33 +61,41 @@ def test_variants_apply_one_change_at_a_time(presets):
     assert (rebuilt.model, rebuilt.train) == (after.model, after.train)
 
 
-def test_mean_interval_matches_the_t_distribution():
-    mean, low, high = mean_interval([0.80, 0.82, 0.84, 0.86, 0.88])
-    assert mean == pytest.approx(0.84)
-    # t(0.975, 4) = 2.7764; sd = 0.0316228; half width = 2.7764 * 0.0316228 / sqrt(5)
-    assert high - mean == pytest.approx(2.7764 * 0.0316228 / math.sqrt(5), rel=1e-4)
-    assert mean - low == pytest.approx(high - mean)
-    assert math.isnan(mean_interval([0.5])[1])
-
-
 # -- analysis on made-up results: the arithmetic and the verdict's logic ---------------------
 
 
-def _result(label: str, seed: int, val: float, train: float) -> RunResult:
+SIZES = {"train": 1000, "val": 400, "test": 400}
+
+
+def _labels(sizes=SIZES) -> dict[str, np.ndarray]:
+    return {split: np.arange(n) % 2 for split, n in sizes.items()}
+
+
+def _predictions(y: np.ndarray, accuracy: float, seed: int) -> list[int]:
+    """Predictions of `y` with exactly round(accuracy * n) right, which ones depending on the seed."""
+    wrong = np.random.default_rng(seed).permutation(len(y))[: len(y) - round(accuracy * len(y))]
+    predicted = y.copy()
+    predicted[wrong] = 1 - predicted[wrong]
+    return predicted.tolist()
+
+
+def _result(label: str, seed: int, val: float, train: float, labels=None) -> RunResult:
+    labels = labels or _labels()
+    accuracies = {"train": train, "val": val, "test": val}
+    predictions = {split: _predictions(y, accuracies[split], seed) for split, y in labels.items()}
+    metrics = {
+        f"{split}_accuracy": float(np.mean(np.array(predicted) == labels[split]))
+        for split, predicted in predictions.items()
+    }
     return RunResult(
-        preset=label,
-        seed=seed,
-        metrics={"val_accuracy": val, "train_accuracy": train, "test_accuracy": val},
-        fit={},
-        history=[],
-        dataset_digest="d",
+        preset=label, seed=seed, metrics=metrics, fit={}, history=[], dataset_digest="d", predictions=predictions
     )
 
 
-def _results(table: dict[str, tuple[float, float]], seeds=(0, 1, 2)) -> list[RunResult]:
+def _results(table: dict[str, tuple[float, float]], seeds=(0, 1, 2), labels=None) -> list[RunResult]:
     """Each label's (val, train) with a small seed-dependent wobble."""
     return [
-        _result(label, seed, val + 0.002 * seed, train - 0.002 * seed)
+        _result(label, seed, val + 0.005 * seed, train - 0.005 * seed, labels)
         for label, (val, train) in table.items()
         for seed in seeds
     ]
@@ -95,55 +103,122 @@ def _results(table: dict[str, tuple[float, float]], seeds=(0, 1, 2)) -> list[Run
 
 TARGET = load_config([], CONF_DIR).data.target  # validation >= 0.85, training < 0.92
 TWO_CHANGES = [Change("dropout", {"model.dropout": (0.0, 0.3)}), Change("learning rate", {"train.lr": (0.01, 0.001)})]
+CLEAR = {
+    "before": (0.70, 1.00),
+    "after": (0.90, 0.88),
+    "before + dropout": (0.90, 0.88),
+    "after - dropout": (0.75, 0.99),
+    "before + learning rate": (0.72, 0.99),
+    "after - learning rate": (0.90, 0.88),
+}
 
 
-def _summary(table):
+def _summary(table, seeds=(0, 1, 2), sizes=SIZES):
+    labels = _labels(sizes)
     return summarize(
-        _results(table), TWO_CHANGES, "baseline", "regularized", TARGET, 0.95, {"before": "d", "after": "d"}
+        _results(table, seeds, labels),
+        TWO_CHANGES,
+        "baseline",
+        "regularized",
+        TARGET,
+        0.95,
+        {"before": "d", "after": "d"},
+        {"before": labels, "after": labels},
     )
 
 
 def test_needed_and_sufficient_follow_the_target_checks():
-    summary = _summary(
-        {
-            "before": (0.70, 1.00),
-            "after": (0.88, 0.90),
-            "before + dropout": (0.87, 0.91),
-            "after - dropout": (0.75, 0.99),
-            "before + learning rate": (0.72, 0.99),
-            "after - learning rate": (0.87, 0.90),
-        }
-    )
+    summary = _summary(CLEAR)
     effects = {effect.change.name: effect for effect in summary.effects}
     assert (effects["dropout"].needed, effects["dropout"].sufficient) == (True, True)
     assert (effects["learning rate"].needed, effects["learning rate"].sufficient) == (False, False)
-    # Paired by seed: the wobble cancels, so the interval collapses onto the difference.
     alone = effects["dropout"].alone["val_accuracy"]
-    assert alone.mean == pytest.approx(0.17) and alone.low == pytest.approx(0.17)
-    assert effects["dropout"].in_after["train_accuracy"].mean == pytest.approx(0.90 - 0.99)
+    assert alone.mean == pytest.approx(0.20) and alone.low > 0.1
+    assert effects["dropout"].in_after["train_accuracy"].mean == pytest.approx(0.88 - 0.99)
     assert summary.variants["after"].holds and not summary.variants["before"].holds
-    assert summary.verdict == (
-        "regularized meets the target on 3/3 seeds (validation 0.882 [0.877, 0.887] vs 0.702 [0.697, 0.707] for "
-        "baseline); dropout closed most of the gap (+0.130 [+0.130, +0.130] validation accuracy; without it 0/3 "
-        "seeds meet the target); learning rate is not needed (the target holds without it), and dropout alone "
-        "is enough."
+    assert summary.verdict.startswith("regularized meets the target on 3/3 seeds (validation 0.905 [")
+    for part in (
+        "dropout closed most of the gap (+0.150 [",
+        "without it 0/3 seeds meet the target",
+        "learning rate is not needed (the target holds without it), and dropout alone is enough.",
+    ):
+        assert part in summary.verdict
+    assert summary.warnings == []
+
+
+def test_intervals_are_bootstrap_intervals_over_seeds_and_examples():
+    summary = _summary(CLEAR)
+    for check in summary.variants.values():
+        for key in ("val_accuracy", "test_accuracy", "train_accuracy"):
+            interval = check.stats[key]
+            assert 0 <= interval.low <= interval.mean <= interval.high <= 1
+    # With 400 validation sequences and p ~ 0.9, the sampling noise alone is +-1.96 * sqrt(0.09 / 400) ~ 0.03.
+    val = summary.variants["after"].stats["val_accuracy"]
+    assert 0.02 < (val.high - val.low) / 2 < 0.05
+    # A configuration compared with itself has no effect, on every resample.
+    same = summarize(
+        _results({**CLEAR, "after - learning rate": CLEAR["after"]}),
+        TWO_CHANGES,
+        "baseline",
+        "regularized",
+        TARGET,
+        0.95,
+        {"before": "d", "after": "d"},
+        {"before": _labels(), "after": _labels()},
     )
+    nothing = same.effects[1].in_after["val_accuracy"]
+    assert (nothing.mean, nothing.low, nothing.high) == (0, 0, 0)
+
+
+def test_a_tiny_split_gives_wide_intervals_inside_0_1_and_a_warning():
+    tiny = {"train": 30, "val": 8, "test": 8}
+    summary = _summary(
+        {
+            "before": (0.5, 1.0),
+            "after": (1.0, 0.75),
+            "before + dropout": (1.0, 0.75),
+            "after - dropout": (0.625, 1.0),
+            "before + learning rate": (0.5, 1.0),
+            "after - learning rate": (1.0, 0.75),
+        },
+        sizes=tiny,
+    )
+    val = summary.variants["after"].stats["val_accuracy"]
+    assert 0 <= val.low <= val.high <= 1
+    for check in summary.variants.values():
+        for interval in check.stats.values():
+            assert -1 <= interval.low <= interval.high <= 1
+    # Every seed is right on all 8, yet 8 examples cannot show an accuracy of 1 robustly.
+    assert not summary.variants["after"].interval_clears
+    assert any("only 8 sequences" in warning for warning in summary.warnings)
+    assert "does not meet the target robustly" in summary.verdict
+    assert "validation accuracy" in summary.verdict and "the interval's worst end" in summary.verdict
 
 
 def test_a_target_that_holds_only_on_some_seeds_does_not_hold():
     results = _results(
         {
             "before": (0.70, 1.00),
-            "after": (0.88, 0.90),
+            "after": (0.90, 0.88),
             "before + dropout": (0.70, 1.0),
-            "after - dropout": (0.88, 0.90),
+            "after - dropout": (0.90, 0.88),
             "before + learning rate": (0.7, 1.0),
-            "after - learning rate": (0.88, 0.90),
+            "after - learning rate": (0.90, 0.88),
         }
     )
-    results[3] = _result("after", 0, 0.80, 0.90)  # one seed of after misses the floor
-    summary = summarize(results, TWO_CHANGES, "baseline", "regularized", TARGET, 0.95, {"before": "d", "after": "d"})
+    results[3] = _result("after", 0, 0.80, 0.88)  # one seed of after misses the floor
+    summary = summarize(
+        results,
+        TWO_CHANGES,
+        "baseline",
+        "regularized",
+        TARGET,
+        0.95,
+        {"before": "d", "after": "d"},
+        {"before": _labels(), "after": _labels()},
+    )
     after = summary.variants["after"]
     assert after.seeds_met == 2 and not after.holds
     assert all(effect.needed is None for effect in summary.effects)
     assert summary.verdict.startswith("regularized does not meet the target robustly (2/3 seeds")
+    assert "validation accuracy 0.800 < 0.85 (seed 0)" in summary.verdict  # the bound that failed

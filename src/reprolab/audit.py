@@ -1,5 +1,5 @@
 """The audit's analysis: which changes separate two presets, the ablation variants, and what
-each change does to the metrics across seeds, with confidence intervals and a verdict.
+each change does to the metrics across seeds, with bootstrap intervals and a verdict.
 
 Pure functions on configs and `RunResult`s; `audit_run` runs and records the variants,
 `audit_report` renders the result.
@@ -8,16 +8,16 @@ Pure functions on configs and `RunResult`s; `audit_run` runs and records the var
 from __future__ import annotations
 
 import copy
-import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import numpy as np
 from omegaconf import OmegaConf
 
 from reprolab.config import ExperimentConfig, TargetConfig, differences, to_dict
-from reprolab.metrics import meets_target, train_val_gap
+from reprolab.metrics import meets_target, missed_bounds, train_val_gap
 from reprolab.results import RunResult
 
 # Keys that make one change together: the first matching prefix names the group.
@@ -96,26 +96,21 @@ def ablation_variants(before: ExperimentConfig, after: ExperimentConfig) -> dict
     return variants
 
 
-def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean and two-sided Student-t confidence interval across seeds: (mean, low, high)."""
-    from scipy import stats
-
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf((1 + confidence) / 2, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
-    return mean, mean - half, mean + half
-
-
 # -- analysis of the ablation's runs ---------------------------------------------------------
 
 # The metrics an audit reports, with the direction that is better.
 METRICS = {"val_accuracy": "higher", "test_accuracy": "higher", "train_accuracy": "lower", "train_val_gap": "lower"}
+SPLIT_OF = {"train_accuracy": "train", "val_accuracy": "val", "test_accuracy": "test"}
+RESAMPLES = 2000
+BOOTSTRAP_SEED = 0  # the resampling is seeded too: the same runs give the same report
+SMALL_SPLIT = 100  # below this many sequences, one sequence moves an accuracy by more than 0.01
+
+Labels = dict[str, np.ndarray]  # split -> the true classes
 
 
 @dataclass
 class Interval:
-    """Mean across seeds with its confidence interval."""
+    """Mean across seeds with its bootstrap interval."""
 
     mean: float
     low: float
@@ -124,6 +119,55 @@ class Interval:
     def text(self, signed: bool = False) -> str:
         number = "{:+.3f}" if signed else "{:.3f}"
         return f"{number.format(self.mean)} [{number.format(self.low)}, {number.format(self.high)}]"
+
+    def contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+
+class Bootstrap:
+    """Resamples of seeds and of each split's examples, drawn once and shared by every
+    configuration of a side, so that paired differences use the same draws on both sides.
+
+    A resample draws the seeds with replacement and weights each split's examples with
+    Dirichlet(1, ..., 1) weights (the Bayesian bootstrap), shared by every seed: the split's
+    sampling noise is common to all seeds, and averaging over seeds does not shrink it. One
+    pseudo-example, half right, joins each split with the weight of a real one, so that a split
+    whose every example is right still leaves room for error (8 of 8 gives about [0.8, 1]); on
+    thousands of examples it changes nothing. A configuration's accuracy on a resample is the
+    seed-weighted mean of its weighted accuracies; the interval is the percentile interval of
+    those values, so an accuracy's interval stays inside [0, 1].
+    """
+
+    def __init__(self, seeds: int, split_sizes: dict[str, int]):
+        # At most about 4e7 weights per split (160 MB): fewer resamples for very large splits,
+        # whose sampling noise is small anyway.
+        resamples = int(min(RESAMPLES, max(200, 4e7 // (max(split_sizes.values()) + 1))))
+        rng = np.random.default_rng(BOOTSTRAP_SEED)
+        self.seed_weights = rng.multinomial(seeds, [1 / seeds] * seeds, size=resamples) / seeds
+        self.example_weights = {}
+        for split, size in split_sizes.items():
+            weights = rng.standard_exponential((resamples, size + 1), dtype=np.float32)
+            self.example_weights[split] = weights / weights.sum(axis=1, keepdims=True)
+
+    def draws(self, runs: Sequence[RunResult], labels: Labels) -> dict[str, np.ndarray]:
+        """Per metric, its value on every resample (runs ordered by seed)."""
+        values = {}
+        for key, split in SPLIT_OF.items():
+            correct = np.array([np.asarray(run.predictions[split]) == labels[split] for run in runs], dtype=float)
+            correct = np.hstack([correct, np.full((len(runs), 1), 0.5)])  # the pseudo-example
+            weighted = np.einsum("bs,sn,bn->b", self.seed_weights, correct, self.example_weights[split])
+            values[key] = np.clip(weighted, 0.0, 1.0)  # float32 weights can sum to 1 +- 1e-7
+        values["train_val_gap"] = values["train_accuracy"] - values["val_accuracy"]
+        return values
+
+
+def _interval(mean: float, draws: np.ndarray, confidence: float) -> Interval:
+    """The percentile interval of the draws, stretched to hold the observed mean (the
+    pseudo-example pulls every draw a little towards 0.5, which matters only where every
+    example agrees: 8 of 8 right is 1.000 [0.817, 1.000], not [0.817, 0.998])."""
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return Interval(mean, min(float(low), mean), max(float(high), mean))
 
 
 @dataclass
@@ -135,6 +179,7 @@ class VariantCheck:
     stats: dict[str, Interval]
     seeds_met: int
     interval_clears: bool  # the val interval is above the floor and the train interval below the ceiling
+    missed: list[str]  # the bounds missed, by a seed or by the interval's worst end
 
     @property
     def every_seed(self) -> bool:
@@ -167,8 +212,10 @@ class AuditSummary:
     confidence: float
     target: TargetConfig
     dataset_digests: dict[str, str]
+    split_sizes: dict[str, int]  # of the after side's dataset
     variants: dict[str, VariantCheck]
     effects: list[ChangeEffect]
+    warnings: list[str]
     verdict: str
 
 
@@ -176,29 +223,42 @@ def _metric(result: RunResult, key: str) -> float:
     return train_val_gap(result.metrics) if key == "train_val_gap" else result.metrics[key]
 
 
-def _interval(values: Sequence[float], confidence: float) -> Interval:
-    return Interval(*mean_interval(values, confidence))
+def _means(runs: Sequence[RunResult]) -> dict[str, float]:
+    return {key: statistics.fmean(_metric(run, key) for run in runs) for key in METRICS}
 
 
-def check_variant(label: str, runs: Sequence[RunResult], target: TargetConfig, confidence: float) -> VariantCheck:
+def check_variant(
+    label: str, runs: Sequence[RunResult], draws: dict[str, np.ndarray], target: TargetConfig, confidence: float
+) -> VariantCheck:
     """Mean and interval of every metric, seeds meeting the target, intervals against it."""
-    stats = {key: _interval([_metric(run, key) for run in runs], confidence) for key in METRICS}
+    means = _means(runs)
+    stats = {key: _interval(means[key], draws[key], confidence) for key in METRICS}
+    missed: list[str] = []
+    for run in runs:
+        missed += [f"{bound} (seed {run.seed})" for bound in missed_bounds(run.metrics, target)]
     met = sum(meets_target(r.metrics, target) for r in runs)
     # The interval's worst ends must meet the target too: the lowest validation accuracy and
     # the highest training accuracy the interval allows.
-    clears = meets_target(
-        {"val_accuracy": stats["val_accuracy"].low, "train_accuracy": stats["train_accuracy"].high}, target
-    )
-    return VariantCheck(label, [r.seed for r in runs], stats, met, clears)
+    worst = {"val_accuracy": stats["val_accuracy"].low, "train_accuracy": stats["train_accuracy"].high}
+    interval_missed = missed_bounds(worst, target)
+    missed += [f"{bound} (the interval's worst end)" for bound in interval_missed]
+    return VariantCheck(label, [r.seed for r in runs], stats, met, not interval_missed, missed)
 
 
 def paired_effect(
-    with_change: Sequence[RunResult], without: Sequence[RunResult], confidence: float
+    with_change: Sequence[RunResult],
+    without: Sequence[RunResult],
+    draws_with: dict[str, np.ndarray],
+    draws_without: dict[str, np.ndarray],
+    confidence: float,
 ) -> dict[str, Interval]:
-    """Per metric, the mean of (with - without) over seeds that both sides ran, with an interval."""
-    by_seed = {r.seed: r for r in without}
-    pairs = [(r, by_seed[r.seed]) for r in with_change if r.seed in by_seed]
-    return {key: _interval([_metric(a, key) - _metric(b, key) for a, b in pairs], confidence) for key in METRICS}
+    """Per metric, the mean over seeds of (with - without), with the interval of the same
+    difference over the shared resamples (the same seeds and examples on both sides)."""
+    with_means, without_means = _means(with_change), _means(without)
+    return {
+        key: _interval(with_means[key] - without_means[key], draws_with[key] - draws_without[key], confidence)
+        for key in METRICS
+    }
 
 
 def summarize(
@@ -209,33 +269,59 @@ def summarize(
     target: TargetConfig,
     confidence: float,
     dataset_digests: dict[str, str],
+    labels: dict[str, Labels],
 ) -> AuditSummary:
-    """Check every variant against the target and measure each change's effect."""
+    """Check every variant against the target and measure each change's effect.
+
+    `labels` holds each side's true classes per split ("before", "after"): labels starting
+    with "before" were trained on the before side's data, the others on the after side's."""
     by_label: dict[str, list[RunResult]] = {}
-    for result in results:
+    for result in sorted(results, key=lambda r: r.seed):
         by_label.setdefault(result.preset, []).append(result)
-    variants = {label: check_variant(label, runs, target, confidence) for label, runs in by_label.items()}
+    seeds = [run.seed for run in by_label[AFTER]]
+    for label, runs in by_label.items():
+        if [run.seed for run in runs] != seeds:
+            raise ValueError(f"{label} ran seeds {[run.seed for run in runs]}, {AFTER} ran {seeds}")
+    sizes = {split: len(values) for split, values in labels[AFTER].items()}
+    bootstrap = {
+        side: Bootstrap(len(seeds), {s: len(v) for s, v in side_labels.items()}) for side, side_labels in labels.items()
+    }
+
+    def side(label: str) -> str:
+        return BEFORE if label.startswith(BEFORE) else AFTER
+
+    draws = {label: bootstrap[side(label)].draws(runs, labels[side(label)]) for label, runs in by_label.items()}
+    variants = {label: check_variant(label, runs, draws[label], target, confidence) for label, runs in by_label.items()}
     after_holds = variants[AFTER].holds
+
+    def effect(with_label: str, without_label: str) -> dict[str, Interval]:
+        return paired_effect(
+            by_label[with_label], by_label[without_label], draws[with_label], draws[without_label], confidence
+        )
+
     effects = [
         ChangeEffect(
             change=change,
-            alone=paired_effect(by_label[added_label(change)], by_label[BEFORE], confidence),
-            in_after=paired_effect(by_label[AFTER], by_label[removed_label(change)], confidence),
+            alone=effect(added_label(change), BEFORE),
+            in_after=effect(AFTER, removed_label(change)),
             needed=(not variants[removed_label(change)].holds) if after_holds else None,
             sufficient=variants[added_label(change)].holds,
         )
         for change in changes
     ]
-    summary = AuditSummary(
-        before, after, sorted({r.seed for r in results}), confidence, target, dataset_digests, variants, effects, ""
-    )
+    summary = AuditSummary(before, after, seeds, confidence, target, dataset_digests, sizes, variants, effects, [], "")
     summary.verdict = verdict(summary)
+    summary.warnings = small_split_warnings(summary)
     return summary
 
 
 def _names(effects: Sequence[ChangeEffect]) -> str:
     names = [effect.change.name for effect in effects]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _ranked(summary: AuditSummary) -> list[ChangeEffect]:
+    return sorted(summary.effects, key=lambda e: e.in_after["val_accuracy"].mean, reverse=True)
 
 
 def verdict(summary: AuditSummary) -> str:
@@ -247,13 +333,14 @@ def verdict(summary: AuditSummary) -> str:
     if not after.holds:
         return (
             f"{summary.after} does not meet the target robustly ({after.seeds_met}/{n} seeds, validation "
-            f"accuracy {val.text()}), so no change can be credited with closing the gap."
+            f"accuracy {val.text()}; missed: {'; '.join(after.missed[:3])}), so no change can be credited "
+            f"with closing the gap."
         )
 
     def without(effect: ChangeEffect) -> int:
         return summary.variants[removed_label(effect.change)].seeds_met
 
-    ranked = sorted(summary.effects, key=lambda e: e.in_after["val_accuracy"].mean, reverse=True)
+    ranked = _ranked(summary)
     needed = [e for e in ranked if e.needed]
     unneeded = [e for e in ranked if not e.needed]
     sufficient = [e for e in ranked if e.sufficient]
@@ -284,3 +371,30 @@ def verdict(summary: AuditSummary) -> str:
         else "no change is enough on its own"
     )
     return "; ".join(parts[:-1]) + ", and " + parts[-1] + "."
+
+
+def small_split_warnings(summary: AuditSummary) -> list[str]:
+    """Where the data is too small for what the audit claims: a split so small that one
+    sequence moves an accuracy by more than 0.01, and claimed effects whose interval holds 0."""
+    warnings = []
+    n_val = summary.split_sizes["val"]
+    if n_val < SMALL_SPLIT:
+        half = (lambda i: (i.high - i.low) / 2)(summary.variants[AFTER].stats["val_accuracy"])
+        warnings.append(
+            f"The validation split has only {n_val} sequences: one sequence moves validation accuracy by "
+            f"{1 / n_val:.3f}, and the interval of {summary.after}'s validation accuracy is ±{half:.3f} wide; "
+            f"effects smaller than that cannot be told from chance. A larger validation split (more data, or a "
+            f"larger data.val_fraction) narrows them."
+        )
+    claimed = [e for e in summary.effects if e.needed or e.sufficient]
+    ranked = _ranked(summary)
+    if summary.variants[AFTER].holds and ranked and ranked[0] not in claimed and ranked[0].needed:
+        claimed.insert(0, ranked[0])
+    for effect in claimed:
+        val = effect.in_after["val_accuracy"] if effect.needed else effect.alone["val_accuracy"]
+        if val.contains(0.0):
+            warnings.append(
+                f"{effect.change.name}'s effect on validation accuracy, {val.text(signed=True)}, includes 0: with "
+                f"{len(summary.seeds)} seeds and {n_val} validation sequences it cannot be told from chance."
+            )
+    return warnings

@@ -26,8 +26,9 @@ def _yes_no(value) -> str:
     return "n/a" if value is None else ("yes" if value else "no")
 
 
-def audit_markdown(summary: AuditSummary, descriptions: dict[str, str], audit_id: str) -> str:
-    """The audit report as Markdown; figures are referenced by their file names beside it."""
+def audit_markdown(summary: AuditSummary, descriptions: dict[str, str], audit_id: str, reused: int) -> str:
+    """The audit report as Markdown; figures are referenced by their file names beside it.
+    `reused` runs were not trained again: finished runs with the same run key stood in."""
     target, percent = summary.target, round(summary.confidence * 100)
     digests = summary.dataset_digests
     same_data = len(set(digests.values())) == 1
@@ -36,9 +37,12 @@ def audit_markdown(summary: AuditSummary, descriptions: dict[str, str], audit_id
         "",
         f"**Verdict.** {summary.verdict}",
         "",
+        *[f"> **Warning.** {warning}\n" for warning in summary.warnings],
         f"- Before: `{summary.before}` ({descriptions[BEFORE]}). After: `{summary.after}` ({descriptions[AFTER]}).",
-        f"- Seeds {_seeds_text(summary.seeds)} ({len(summary.seeds)} per configuration). Intervals are "
-        f"{percent}% Student-t intervals across seeds; effects are paired by seed.",
+        f"- Seeds {_seeds_text(summary.seeds)} ({len(summary.seeds)} per configuration); splits of "
+        + ", ".join(f"{size} {split}" for split, size in summary.split_sizes.items())
+        + f" sequences. Intervals are {percent}% bootstrap intervals over seeds and examples (they "
+        f"include the sampling noise of the finite splits); effects are paired by seed and example.",
         f"- Target: {describe_target(target)}. A configuration *holds* the target when every seed meets it "
         f"and the intervals clear its bounds.",
     ]
@@ -50,10 +54,12 @@ def audit_markdown(summary: AuditSummary, descriptions: dict[str, str], audit_id
             + ", ".join(f"{side} `{digest}`" for side, digest in digests.items())
             + ". Effects mix the change with the change of data."
         )
+    runs = len(summary.variants) * len(summary.seeds)
     lines.append(
-        f"- MLflow: each configuration and seed is a run tagged `reprolab.audit_id = '{audit_id}'` "
-        f"(search `tags.reprolab.audit_id = '{audit_id}'` in the UI); the summary run "
-        f"`audit {summary.before} -> {summary.after}` holds this report."
+        f"- MLflow: {runs - reused} runs trained for this audit, nested under its summary run "
+        f"`audit {summary.before} -> {summary.after}` (which holds this report) and tagged "
+        f"`reprolab.audit_id = '{audit_id}'`; {reused} reused from earlier finished runs with the same "
+        f"run key (settings, seed, dataset digest, training code). `runs.csv` lists every run id."
     )
     lines += ["", "## Changes from before to after", "", "| change | key | before | after |", "|---|---|---|---|"]
     for effect in summary.effects:

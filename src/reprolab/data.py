@@ -80,6 +80,10 @@ class Dataset:
     def num_classes(self) -> int:
         return int(self.splits["train"].y.max()) + 1
 
+    def labels(self) -> dict[str, np.ndarray]:
+        """Each split's true classes."""
+        return {name: split.y for name, split in self.splits.items()}
+
     def summary(self) -> dict:
         """Sizes, sequence lengths, class counts and (when known) the Bayes limit per split."""
         lengths = np.concatenate([split.lengths for split in self.splits.values()])
@@ -345,7 +349,7 @@ def check_arrays(arrays: dict[str, np.ndarray], where: str) -> None:
 
 
 def _label_text(labels: np.ndarray) -> str:
-    if len(labels) > 2 and np.array_equal(labels, np.arange(labels[0], labels[0] + len(labels))):
+    if len(labels) >= 2 and np.array_equal(labels, np.arange(labels[0], labels[0] + len(labels))):
         return f"{labels[0]}..{labels[-1]}"
     shown = ", ".join(str(int(v)) for v in labels[:6])
     return "{" + shown + (", ..." if len(labels) > 6 else "") + "}"
