@@ -10,6 +10,7 @@ rerunning does not invalidate the stages after it.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Optional
 
 from reprolab import entrypoint
@@ -33,10 +34,19 @@ def staleness(on_disk: dict[str, Any], composed: dict[str, Any]) -> Optional[str
     more = f"; {len(changed) - 1} more keys differ" if len(changed) > 1 else ""
     params_data, conf_data = on_disk.get("data", {}).get("name"), composed.get("data", {}).get("name")
     if params_data != conf_data:
+        option = _data_option(params_data)
+        if option is None:
+            return (
+                f"params: {PARAMS_FILE} uses data {params_data!r}, which no file in conf/data/ names, but "
+                f"conf/config.yaml selects {conf_data!r}: write conf/data/{params_data}.yaml for it (start from "
+                f"conf/data/npz.yaml, docs/your-data.md), select it with `- data: {params_data}` in the defaults "
+                f"of conf/config.yaml, then run `reprolab compose`; or `reprolab compose` to go back to {conf_data!r}"
+            )
         return (
-            f"params: {PARAMS_FILE} uses data {params_data!r} but conf/config.yaml selects {conf_data!r}; "
-            f"`dvc repro` and `dvc exp run` build what conf/ selects, so make the choice there: set "
-            f"`- data: {params_data}` in the defaults of conf/config.yaml, then run `reprolab compose`"
+            f"params: {PARAMS_FILE} uses data {params_data!r} (conf/data/{option}.yaml) but conf/config.yaml "
+            f"selects {conf_data!r}; `dvc repro` and `dvc exp run` build what conf/ selects, so make the choice "
+            f"there: set `- data: {option}` in the defaults of conf/config.yaml (and put any data.* overrides "
+            f"in conf/data/{option}.yaml), then run `reprolab compose`"
         )
     return (
         f"params: {PARAMS_FILE} is out of date with conf/ ({key}: params.yaml has {params_value!r}, conf/ "
@@ -44,6 +54,17 @@ def staleness(on_disk: dict[str, Any], composed: dict[str, Any]) -> Optional[str
         f"composed params.yaml with overrides, put them in conf/ (`dvc repro` and `dvc exp run` start from "
         f"it), or run them as an experiment: `dvc exp run -S {key}=...`"
     )
+
+
+def _data_option(name: Optional[str]) -> Optional[str]:
+    """The file in conf/data/ whose dataset is called `name`, if any."""
+    for path in sorted(Path("conf/data").glob("*.yaml")):
+        try:
+            if compose_raw([f"data={path.stem}"])["data"].get("name") == name:
+                return path.stem
+        except ConfigError:
+            continue
+    return None
 
 
 def main() -> int:
