@@ -4,14 +4,24 @@
 #   mlflow-server.sh start    initdb (first time) + pg_ctl start + role/db + mlflow server; waits for /health
 #   mlflow-server.sh stop     stops mlflow (whole process group), then PostgreSQL (pg_ctl -m fast)
 #   mlflow-server.sh status   prints what runs, exit 0 when both run, 3 otherwise
-#   mlflow-server.sh uri      prints the tracking URI (http://127.0.0.1:$MLFLOW_PORT)
+#   mlflow-server.sh uri      prints the tracking URI (http://$MLFLOW_HOST:$MLFLOW_PORT)
 #   mlflow-server.sh destroy  stop, then rm -rf "$STATE_DIR"
+#
+# Secrets never appear on a command line (`ps`), in the logs, or in MLflow's store: the
+# PostgreSQL password lives in $STATE_DIR/pgpass (mode 600, read by libpq through PGPASSFILE),
+# and with AUTH=1 the admin password comes from MLFLOW_AUTH_ADMIN_PASSWORD or from
+# $STATE_DIR/admin-password (made at the first start, mode 600).
 #
 # Environment (all optional):
 #   STATE_DIR       everything lives here: pgdata/, pgsock/, artifacts/, *.log, *.pid   (default ./.mlflow-server)
 #   PG_PORT         PostgreSQL TCP port on 127.0.0.1                                       (default 54329)
 #   MLFLOW_PORT     MLflow server port on 127.0.0.1                                         (default 5001)
-#   PG_DB / PG_USER / PG_PASSWORD   database and role that MLflow uses                      (default mlflow/mlflow/mlflow)
+#   MLFLOW_HOST     address the MLflow server binds to                                       (default 127.0.0.1)
+#   AUTH            1: MLflow's basic-auth app; every request needs a user and password      (default 0;
+#                   required when MLFLOW_HOST is not a loopback address)
+#   MLFLOW_AUTH_ADMIN_USERNAME / MLFLOW_AUTH_ADMIN_PASSWORD   the first admin (default admin / the file)
+#   PG_DB / PG_USER database and role that MLflow uses                                       (default mlflow/mlflow)
+#   PG_PASSWORD     that role's password (default: random, made at the first start)
 #   PG_BINDIR       PostgreSQL server binaries (default: `pg_config --bindir`, else newest /usr/lib/postgresql/*/bin)
 #   PG_OS_USER      OS user that owns and runs the cluster when this script runs as root   (default postgres)
 #   PG_FAST         1 (default): fsync=off, synchronous_commit=off, full_page_writes=off (throwaway data only)
@@ -26,7 +36,8 @@ PG_PORT="${PG_PORT:-54329}"
 MLFLOW_PORT="${MLFLOW_PORT:-5001}"
 PG_DB="${PG_DB:-mlflow}"
 PG_USER="${PG_USER:-mlflow}"
-PG_PASSWORD="${PG_PASSWORD:-mlflow}"
+MLFLOW_HOST="${MLFLOW_HOST:-127.0.0.1}"
+AUTH="${AUTH:-0}"
 PG_OS_USER="${PG_OS_USER:-postgres}"
 PG_FAST="${PG_FAST:-1}"
 MLFLOW="${MLFLOW:-mlflow}"
@@ -46,11 +57,20 @@ ARTIFACTS="$STATE_DIR/artifacts"
 PG_LOG="$STATE_DIR/postgres.log"
 MLFLOW_LOG="$STATE_DIR/mlflow.log"
 MLFLOW_PID="$STATE_DIR/mlflow.pid"
-TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT"
-# +psycopg2: SQLAlchemy 2.1 maps plain postgresql:// to psycopg (v3), which is not installed.
-BACKEND_URI="postgresql+psycopg2://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB"
+TRACKING_URI="http://$MLFLOW_HOST:$MLFLOW_PORT"
+# No password in the URI: libpq reads it from $PGPASSFILE. +psycopg2: SQLAlchemy 2.1 maps plain
+# postgresql:// to psycopg (v3), which is not installed.
+BACKEND_URI="postgresql+psycopg2://$PG_USER@127.0.0.1:$PG_PORT/$PG_DB"
+AUTH_DB="${PG_DB}_auth"
+export PGPASSFILE="$STATE_DIR/pgpass"
+ADMIN_PASSWORD_FILE="$STATE_DIR/admin-password"
 
 log() { printf '[mlflow-server] %s\n' "$*" >&2; }
+# A secret in a file only its owner can read, made once.
+secret_file() {
+    [ -s "$1" ] && return 0
+    ( umask 077; python3 -c 'import secrets; print(secrets.token_urlsafe(24))' >"$1" )
+}
 die() { log "ERROR: $*"; exit 1; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
@@ -117,14 +137,47 @@ start_pg() {
             || { tail -n 20 "$PG_LOG" >&2; die "postgres did not start (port $PG_PORT taken?)"; }
         log "postgres started on 127.0.0.1:$PG_PORT: $(since "$t")s"
     fi
-    # Role and database (idempotent).
+    # Role and databases (idempotent). The password goes to psql on stdin, not its arguments.
+    if [ ! -s "$PGPASSFILE" ]; then
+        local password="${PG_PASSWORD:-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')}"
+        case "$password" in *:*|*\\*) die "PG_PASSWORD must not hold ':' or '\\' (the pgpass file's separators)" ;; esac
+        ( umask 077; printf '127.0.0.1:*:*:%s:%s\n' "$PG_USER" "$password" >"$PGPASSFILE" )
+    fi
+    local password; password="$(cut -d: -f5- "$PGPASSFILE")"; password="${password//\'/\'\'}"
     if [ "$(pg_psql -tA -c "SELECT 1 FROM pg_roles WHERE rolname = '$PG_USER'")" != 1 ]; then
-        pg_psql -c "CREATE ROLE \"$PG_USER\" LOGIN PASSWORD '$PG_PASSWORD'"
+        pg_psql -c "CREATE ROLE \"$PG_USER\" LOGIN"
     fi
-    if [ "$(pg_psql -tA -c "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'")" != 1 ]; then
-        pg_psql -c "CREATE DATABASE \"$PG_DB\" OWNER \"$PG_USER\""
-        log "created role '$PG_USER' and database '$PG_DB'"
+    printf "ALTER ROLE \"%s\" PASSWORD '%s';\n" "$PG_USER" "$password" | pg_psql -f -
+    local db
+    for db in "$PG_DB" "$AUTH_DB"; do
+        if [ "$(pg_psql -tA -c "SELECT 1 FROM pg_database WHERE datname = '$db'")" != 1 ]; then
+            pg_psql -c "CREATE DATABASE \"$db\" OWNER \"$PG_USER\""
+            log "created database '$db' owned by '$PG_USER'"
+        fi
+    done
+}
+
+is_loopback() { case "$1" in 127.*|localhost|::1) return 0 ;; *) return 1 ;; esac; }
+
+# MLflow's basic-auth app: its config (users in their own database) and a Flask secret, both
+# private to $STATE_DIR; the admin password from the environment or from its file.
+auth_setup() {
+    secret_file "$STATE_DIR/flask-secret"
+    if [ -z "${MLFLOW_AUTH_ADMIN_PASSWORD:-}" ]; then
+        secret_file "$ADMIN_PASSWORD_FILE"
+        MLFLOW_AUTH_ADMIN_PASSWORD="$(cat "$ADMIN_PASSWORD_FILE")"
     fi
+    export MLFLOW_AUTH_ADMIN_PASSWORD
+    export MLFLOW_AUTH_ADMIN_USERNAME="${MLFLOW_AUTH_ADMIN_USERNAME:-admin}"
+    export MLFLOW_FLASK_SERVER_SECRET_KEY; MLFLOW_FLASK_SERVER_SECRET_KEY="$(cat "$STATE_DIR/flask-secret")"
+    export MLFLOW_AUTH_CONFIG_PATH="$STATE_DIR/basic_auth.ini"
+    ( umask 077; cat >"$MLFLOW_AUTH_CONFIG_PATH" <<EOF
+[mlflow]
+default_permission = READ
+database_uri = postgresql+psycopg2://$PG_USER@127.0.0.1:$PG_PORT/$AUTH_DB
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+EOF
+    )
 }
 
 start_mlflow() {
@@ -134,14 +187,19 @@ start_mlflow() {
         command -v "$MLFLOW" >/dev/null || die "mlflow executable '$MLFLOW' not found (set MLFLOW or PATH)"
         if healthy; then die "something else already answers on $TRACKING_URI"; fi
         mkdir -p "$ARTIFACTS"
+        local app=()
+        if [ "$AUTH" = 1 ]; then
+            auth_setup
+            app=(--app-name basic-auth)
+        fi
         # setsid: mlflow becomes leader of its own process group, so stop can signal
         # mlflow + uvicorn supervisor + workers + huey job runner together.
         # (In a non-interactive shell a background job is not a group leader, so setsid
         # execs without forking and $! is mlflow's pid == the group id.)
-        setsid "$MLFLOW" server \
+        setsid "$MLFLOW" server "${app[@]}" \
             --backend-store-uri "$BACKEND_URI" \
             --serve-artifacts --artifacts-destination "$ARTIFACTS" \
-            --host 127.0.0.1 --port "$MLFLOW_PORT" --workers "$MLFLOW_WORKERS" \
+            --host "$MLFLOW_HOST" --port "$MLFLOW_PORT" --workers "$MLFLOW_WORKERS" \
             >"$MLFLOW_LOG" 2>&1 </dev/null &
         echo $! >"$MLFLOW_PID"
     fi
@@ -186,7 +244,7 @@ status() {
         if healthy; then echo "mlflow: running (pid $(mlflow_pid)) $TRACKING_URI healthy"
         else echo "mlflow: running (pid $(mlflow_pid)) $TRACKING_URI NOT answering /health"; rc=3; fi
     else echo "mlflow: stopped"; rc=3; fi
-    if [ -s "$PGDATA/PG_VERSION" ] && pg_running; then echo "postgres: running 127.0.0.1:$PG_PORT db=$PG_DB user=$PG_USER"
+    if [ -s "$PGDATA/PG_VERSION" ] && pg_running; then echo "postgres: running 127.0.0.1:$PG_PORT db=$PG_DB user=$PG_USER auth=$AUTH"
     else echo "postgres: stopped"; rc=3; fi
     echo "state: $STATE_DIR"
     return $rc
@@ -195,10 +253,19 @@ status() {
 case "${1:-}" in
     start)
         T0=$(now)
+        if [ "$AUTH" != 1 ] && ! is_loopback "$MLFLOW_HOST"; then
+            die "refusing to serve $TRACKING_URI without authentication: anyone who reaches it could delete or overwrite runs; set AUTH=1"
+        fi
         start_pg
         start_mlflow
         log "start total: $(since "$T0")s"
         echo "export MLFLOW_TRACKING_URI=$TRACKING_URI"
+        if [ "$AUTH" = 1 ]; then
+            echo "export MLFLOW_TRACKING_USERNAME=${MLFLOW_AUTH_ADMIN_USERNAME:-admin}"
+            if [ -s "$ADMIN_PASSWORD_FILE" ]; then
+                echo "export MLFLOW_TRACKING_PASSWORD=\"\$(cat $ADMIN_PASSWORD_FILE)\""
+            fi
+        fi
         ;;
     stop) stop_mlflow; stop_pg ;;
     status) status ;;

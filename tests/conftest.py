@@ -43,18 +43,23 @@ def quick_config(tmp_path: Path) -> Config:
 # -- temporary copies of the repository ------------------------------------------------------
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without the caller's MLflow/DVC settings, the venv first on PATH."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "DVC_"))}
+def clean_env(code_from: Path | None = None, **extra: str) -> dict[str, str]:
+    """The environment without the caller's MLflow/DVC settings, the venv first on PATH; with
+    `code_from`, a copy of the repository whose own src/ then runs (not the installed package)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "DVC_", "DASK_"))}
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    if code_from is not None and (code_from / "src/reprolab").is_dir():
+        env["PYTHONPATH"] = str(code_from / "src")
     return {**env, **extra}
 
 
 def sh(
     repo: Path, *args: str, check: bool = True, extra_env: dict | None = None, **kwargs
 ) -> subprocess.CompletedProcess:
-    """Run a command in `repo` with a clean environment; fail with its output unless check=False."""
-    env = clean_env(**(extra_env or {}))
+    """Run a command in `repo` (its own code) with a clean environment and a time limit; fail
+    with its output unless check=False."""
+    env = clean_env(code_from=repo, **(extra_env or {}))
+    kwargs.setdefault("timeout", 600)
     done = subprocess.run(list(args), cwd=repo, env=env, capture_output=True, text=True, **kwargs)
     if check and done.returncode != 0:
         raise AssertionError(f"{args} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")

@@ -112,7 +112,16 @@ def test_stages_that_neither_train_nor_track_run_without_torch_and_mlflow(workdi
         "test_loss": 0.4,
     }
     (workdir / "results/gru").mkdir(parents=True)
-    (workdir / "results/gru/train.json").write_text(json.dumps({"metrics": metrics}))
+    fit = {
+        "preset": "gru",
+        "seed": 0,
+        "mlflow_run_id": None,
+        "dataset_digest": "0" * 64,
+        "metrics": metrics,
+        "best_epoch": 3,
+        "epochs_run": 5,
+    }
+    (workdir / "results/gru/train.json").write_text(json.dumps(fit))
     done = run_blocked(workdir, "evaluate", "gru")
     assert done.returncode == 0, done.stderr
     assert json.loads((workdir / "results/gru/metrics.json").read_text())["target_met"] is True

@@ -6,6 +6,7 @@ recomposed) so the whole module takes a few minutes on 2 cores.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -137,9 +138,16 @@ def test_audit_stage_reports_and_records_its_runs(repo):
     (summary_run,) = runs(repo, "audit-summary")
     assert summary_run.data.tags["reprolab.audit_id"] == summary["audit_id"]
     audit_runs = [run for run in runs(repo, "audit") if run.data.tags["reprolab.audit_id"] == summary["audit_id"]]
-    assert len(audit_runs) == 10 * 2 and {run.info.status for run in audit_runs} == {"FINISHED"}
+    # before and after with seed 0 are the pipeline's baseline and regularized runs: reused.
+    assert summary["runs_reused"] == 2 and len(audit_runs) == 10 * 2 - 2
+    assert {run.info.status for run in audit_runs} == {"FINISHED"}
     assert {run.data.tags["reprolab.dvc_stage"] for run in audit_runs} == {"audit"}
     assert {run.data.tags["mlflow.parentRunId"] for run in audit_runs} == {summary_run.info.run_id}
+    with (repo / "reports/audit/runs.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    pipeline = {run.info.run_id for run in runs(repo)}
+    assert {row["mlflow_run_id"] for row in rows if row["reused"] == "True"} <= pipeline
+    assert {row["mlflow_run_id"] for row in rows if row["reused"] == "False"} == {r.info.run_id for r in audit_runs}
 
 
 def test_second_repro_is_a_noop_and_status_is_clean(repo):
@@ -234,7 +242,36 @@ def test_changing_one_preset_reruns_only_its_stages(repo):
     ran = set(re.findall(r"Running stage '([^']+)'", done.stdout))
     assert "prepare" not in ran and "train@baseline" not in ran and "evaluate@baseline" not in ran
     assert {"train@regularized", "evaluate@regularized", "report"} <= ran
+    # The audit retrained only the configurations that hold the new learning rate: after,
+    # after - each other change, before + learning rate (5 of 10, for 2 seeds).
+    summary = json.loads((repo / "reports/audit/summary.json").read_text())
+    assert summary["runs_reused"] == 10
+    with (repo / "reports/audit/runs.csv").open() as handle:
+        retrained = {row["configuration"] for row in csv.DictReader(handle) if row["reused"] == "False"}
+    assert retrained == {
+        "after",
+        "after - hidden size",
+        "after - dropout",
+        "after - early stopping",
+        "before + learning rate",
+    }
     commit(repo, "regularized lr 0.002")
+
+
+def test_changing_the_training_code_reuses_no_run(repo):
+    training = repo / "src/reprolab/training.py"
+    original = training.read_text()
+    training.write_text(original + "\n# a change to the code that trains\n")
+    try:
+        done = sh(repo, "dvc", "repro")
+        ran = set(re.findall(r"Running stage '([^']+)'", done.stdout))
+        assert {f"train@{preset}" for preset in PRESETS} | {"audit"} <= ran
+        summary = json.loads((repo / "reports/audit/summary.json").read_text())
+        assert summary["runs_reused"] == 0
+    finally:
+        training.write_text(original)
+    sh(repo, "dvc", "repro")  # the original code again: its runs are all reusable
+    assert json.loads((repo / "reports/audit/summary.json").read_text())["runs_reused"] == 20
 
 
 def test_a_failing_run_is_marked_failed_and_leaves_no_half_outputs(repo):
@@ -262,7 +299,7 @@ def test_ctrl_c_marks_the_run_killed(repo):
     process = subprocess.Popen(
         [sys.executable, "-m", "reprolab.stages.train", "baseline"],
         cwd=repo,
-        env=clean_env(),
+        env=clean_env(code_from=repo),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

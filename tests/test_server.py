@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from conftest import (
+    BIN,
     PRESETS,
     REPO_ROOT,
     clean_env,
@@ -51,12 +52,14 @@ def free_port() -> int:
 class Server:
     """The script's PostgreSQL + MLflow server in a state directory of its own."""
 
-    def __init__(self, state: Path):
-        self.state, self.pg_port, self.port = state, free_port(), free_port()
+    def __init__(self, state: Path, auth: bool = False):
+        self.state, self.pg_port, self.port, self.auth = state, free_port(), free_port(), auth
         self.uri = f"http://127.0.0.1:{self.port}"
 
     def script(self, command: str) -> subprocess.CompletedProcess:
-        env = clean_env(STATE_DIR=str(self.state), PG_PORT=str(self.pg_port), MLFLOW_PORT=str(self.port))
+        env = clean_env(
+            STATE_DIR=str(self.state), PG_PORT=str(self.pg_port), MLFLOW_PORT=str(self.port), AUTH=str(int(self.auth))
+        )
         done = subprocess.run([str(SCRIPT), command], env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"mlflow-server.sh {command}: {done.stdout}{done.stderr}"
         return done
@@ -84,28 +87,36 @@ class Server:
                 "-c",
                 query,
             ],
-            env={**os.environ, "PGPASSWORD": "mlflow"},
+            env={**os.environ, "PGPASSFILE": str(self.state / "pgpass")},
             capture_output=True,
             text=True,
             check=True,
+            timeout=60,
         )
         return [line.split("\t") for line in done.stdout.splitlines() if line]
 
 
-@pytest.fixture(scope="module")
-def server():
+def start_server(auth: bool = False):
+    """A started server in a fresh state directory, destroyed afterwards (also on failure)."""
     if not glob.glob("/usr/lib/postgresql/*/bin/initdb") or not shutil.which("psql"):
         pytest.skip("PostgreSQL's server binaries are not installed (apt-get install postgresql)")
     # Not under pytest's private tmp: the postgres OS user must be able to enter the directory.
     state = Path(tempfile.mkdtemp(prefix="reprolab-server-"))
     state.chmod(0o755)
-    server = Server(state)
-    server.script("start")
+    server = Server(state, auth)
     try:
+        server.script("start")
         yield server
     finally:
-        server.script("destroy")
-        shutil.rmtree(state, ignore_errors=True)
+        try:
+            server.script("destroy")
+        finally:
+            shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server():
+    yield from start_server()
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +258,7 @@ def test_server_dying_mid_run_fails_fast_keeps_outputs_and_recovers(repo, server
     process = subprocess.Popen(
         ["dvc", "repro", "train@baseline"],
         cwd=repo,
-        env=clean_env(),
+        env=clean_env(code_from=repo),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -292,3 +303,79 @@ def test_server_dying_mid_run_fails_fast_keeps_outputs_and_recovers(repo, server
     assert newest.info.status == "FINISHED" and "val_accuracy" in newest.data.metrics
     assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
     assert yaml.safe_load((repo / "params.yaml").read_text())["experiments"]["baseline"]["train"]["max_epochs"] == 4
+
+
+# -- a team's server with MLflow's basic-auth app ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def auth_server():
+    yield from start_server(auth=True)
+
+
+def train_against(server: Server, tmp_path: Path, **credentials: str) -> subprocess.CompletedProcess:
+    env = clean_env(MLFLOW_TRACKING_URI=server.uri, **credentials)
+    return subprocess.run(
+        [
+            str(BIN / "reprolab"),
+            "--config-dir",
+            str(REPO_ROOT / "conf"),
+            "train",
+            "data=synthetic_small",
+            f"data.prepared_path={tmp_path / 'small.npz'}",
+            "experiments.regularized.train.max_epochs=2",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_client_without_credentials_is_refused_and_secrets_stay_out_of_the_store(auth_server, tmp_path):
+    password = (auth_server.state / "admin-password").read_text().strip()
+    pg_password = (auth_server.state / "pgpass").read_text().strip().rsplit(":", 1)[1]
+    refused = train_against(auth_server, tmp_path)
+    assert refused.returncode == 2
+    (line,) = refused.stderr.strip().splitlines()
+    assert "401" in line and "MLFLOW_TRACKING_USERNAME" in line and "Traceback" not in refused.stderr
+    wrong = train_against(auth_server, tmp_path, MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD="wrong")
+    assert wrong.returncode == 2 and "401" in wrong.stderr
+
+    done = train_against(auth_server, tmp_path, MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=password)
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout[done.stdout.index("{") :])["mlflow_run_id"]
+    assert auth_server.sql(f"SELECT status FROM runs WHERE run_uuid = '{run_id}'") == [["FINISHED"]]
+
+    # Neither password is in the tracking store's tables, its artifacts, the logs, or any
+    # process's command line.
+    for secret in (password, pg_password):
+        for database in ("mlflow", "mlflow_auth"):
+            dump = subprocess.run(
+                ["pg_dump", "-h", "127.0.0.1", "-p", str(auth_server.pg_port), "-U", "mlflow", database],
+                env={**os.environ, "PGPASSFILE": str(auth_server.state / "pgpass")},
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=120,
+            ).stdout
+            assert "CREATE TABLE" in dump and secret not in dump
+        for path in (auth_server.state / "artifacts").rglob("*"):
+            assert not path.is_file() or secret.encode() not in path.read_bytes(), path
+        for log in auth_server.state.glob("*.log"):
+            assert secret not in log.read_text(errors="replace"), log
+        for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+            try:
+                assert secret.encode() not in Path(cmdline).read_bytes(), cmdline
+            except OSError:
+                pass  # the process ended meanwhile
+
+
+def test_the_script_refuses_to_serve_beyond_loopback_without_auth(tmp_path):
+    env = clean_env(STATE_DIR=str(tmp_path / "state"), MLFLOW_HOST="0.0.0.0", AUTH="0", PG_PORT=str(free_port()))
+    done = subprocess.run([str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=300)
+    try:
+        assert done.returncode != 0 and "set AUTH=1" in done.stderr
+    finally:
+        subprocess.run([str(SCRIPT), "destroy"], env=env, capture_output=True, text=True, timeout=300)

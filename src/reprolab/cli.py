@@ -17,11 +17,15 @@ from pathlib import Path
 from typing import NoReturn, Optional
 
 from reprolab import entrypoint
-from reprolab.config import SEED_MAX, compose_raw, load_config, validate
+
+# Only light imports at the top: `main` installs the signal handlers before anything heavy is
+# imported (see reprolab.entrypoint), so each command imports what it uses itself.
 
 
 def seed_list(text: str) -> list[int]:
     """'0-4' or '0,2,5' -> a list of distinct seeds in the seed range."""
+    from reprolab.config import SEED_MAX
+
     try:
         if "-" in text.strip("-"):
             first, last = (int(part) for part in text.split("-", 1))
@@ -50,6 +54,8 @@ def positive(text: str) -> int:
 def cmd_compose(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
+    from reprolab.config import compose_raw, validate
+
     raw = compose_raw(args.overrides, args.config_dir)
     validate(raw)
     text = OmegaConf.to_yaml(raw)  # the same bytes `dvc exp run` writes
@@ -65,6 +71,7 @@ def cmd_compose(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from reprolab import data as datasets
+    from reprolab.config import load_config
 
     config = load_config(args.overrides, args.config_dir)
     dataset = datasets.prepare(config.data)
@@ -74,6 +81,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from reprolab import data as datasets
+    from reprolab.config import load_config
     from reprolab.jobs import Job, train_in_background
 
     config = load_config(args.overrides, args.config_dir)
@@ -104,6 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from reprolab import data as datasets
     from reprolab import tracking
+    from reprolab.config import load_config
     from reprolab.jobs import Job, scheduler_address
     from reprolab.metrics import meets_target
     from reprolab.report import comparison_table, per_seed_table
@@ -173,6 +182,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from reprolab.config import load_config
+
     config = load_config(args.overrides, args.config_dir)
     if args.history:
         from reprolab.history import history_markdown, walk

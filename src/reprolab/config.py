@@ -431,7 +431,17 @@ def read_params(path: Path | str = "params.yaml") -> dict[str, Any]:
 
 def load_params(path: Path | str = "params.yaml") -> Config:
     """Read and validate a resolved params file (what DVC stages consume)."""
-    return validate(read_params(path))
+    return validate_params(read_params(path), path)
+
+
+def validate_params(raw: dict[str, Any], path: Path | str) -> Config:
+    """`validate` for a params file: its errors name the file and how to write it again."""
+    try:
+        return validate(raw)
+    except ConfigError as error:
+        raise ConfigError(
+            f"params: {path}: {error}; if you did not write that value, rewrite the file with `reprolab compose`"
+        ) from error
 
 
 def to_dict(config: Any) -> dict[str, Any]:

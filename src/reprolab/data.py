@@ -204,6 +204,8 @@ def _inputs(X: np.ndarray, lengths: Optional[np.ndarray], config: DataConfig, wh
         raise DataError(f"{where}: X must have shape [N, steps, features], got {list(X.shape)}")
     if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
         raise DataError(f"{where}: X must hold numbers, got dtype {X.dtype}")
+    if len(X) == 0 or X.shape[1] == 0 or X.shape[2] == 0:
+        raise DataError(f"{where}: X has shape {list(X.shape)}: it is empty; it needs sequences, steps and features")
     if config.layout is Layout.nft:
         X = X.transpose(0, 2, 1)
     elif config.layout is Layout.auto and X.shape[1] == 1 and X.shape[2] > 1:

@@ -14,10 +14,12 @@ arrives while torch or MLflow are still being imported is honoured too.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import NoReturn
 
 INTERRUPTED = 130
@@ -28,13 +30,32 @@ class UserError(Exception):
 
 
 _received: list[int] = []
+_deferring = [0]  # depth of nested `signals_deferred` blocks
+_pending: list[int] = []
 
 
 def _on_signal(signum: int, frame: object) -> None:
     if _received:
         os._exit(INTERRUPTED)  # the second signal: stop now, without cleanup
     _received.append(signum)
+    if _deferring[0]:
+        _pending.append(signum)
+        return
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """A signal that arrives inside the block takes effect when it ends. For calls to the MLflow
+    store: one interrupted halfway can leave SQLite's transaction open, and the call that then
+    marks the run KILLED waited 20 s on its lock here. A second signal still exits at once."""
+    _deferring[0] += 1
+    try:
+        yield
+    finally:
+        _deferring[0] -= 1
+        if not _deferring[0] and _pending:
+            raise KeyboardInterrupt(signal.Signals(_pending.pop()).name)
 
 
 def install_signal_handlers() -> None:
@@ -54,11 +75,13 @@ def os_error_message(error: OSError) -> str:
     where = f"{error.filename}: " if error.filename else ""
     reason = error.strerror or one_line(error)
     hints = {
-        28: "free some disk space and rerun",
-        13: "check the permissions of that path",
-        30: "the file system is read-only",
-        21: "a directory stands where a file is expected",
-        20: "a file stands where a directory is expected",
+        errno.EFBIG: "the file outgrew a size limit (ulimit -f); raise it or free space and rerun",
+        errno.ENOSPC: "free some disk space and rerun",
+        errno.EDQUOT: "the disk quota is used up; free some space and rerun",
+        errno.EACCES: "check the permissions of that path",
+        errno.EROFS: "the file system is read-only",
+        errno.EISDIR: "a directory stands where a file is expected",
+        errno.ENOTDIR: "a file stands where a directory is expected",
     }
     hint = hints.get(error.errno or 0)
     return f"{where}{reason}" + (f" ({hint})" if hint else "")

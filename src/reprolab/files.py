@@ -15,10 +15,10 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from reprolab.entrypoint import UserError, one_line
 
@@ -53,7 +53,10 @@ class Outputs:
     def add(self, path: Path, write: Callable[[Path], object]) -> Path:
         tmp = _temporary(Path(path))
         self._staged.append((tmp, Path(path)))
-        write(tmp)
+        try:
+            write(tmp)
+        except OSError as error:  # name the output, not its temporary file
+            raise OSError(error.errno, error.strerror, str(path)) from error
         return Path(path)
 
     def text(self, path: Path, text: str) -> Path:
@@ -133,18 +136,46 @@ def write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
         writer.writerows(rows)
 
 
-def read_json(path: Path, fix: str) -> Any:
-    """A JSON file this project wrote; `fix` says how to make it again."""
+# What a file read back must hold: a type (or tuple of types), or a dict of key -> shape.
+Shape = Any
+
+
+def shape_problem(value: Any, shape: Shape, where: str = "") -> Optional[str]:
+    """Why `value` does not have `shape`, or None. A number is an int or a float, not a bool."""
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return f"{where.rstrip('.') or 'its content'} is not a mapping"
+        for key, inner in shape.items():
+            if key not in value:
+                return f"{where}{key} is missing"
+            problem = shape_problem(value[key], inner, f"{where}{key}.")
+            if problem:
+                return problem
+        return None
+    types = shape if isinstance(shape, tuple) else (shape,)
+    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+        names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+        return f"{where.rstrip('.')} is not {names}"
+    return None
+
+
+def read_json(path: Path, fix: str, shape: Shape = None) -> Any:
+    """A JSON file this project wrote, checked against `shape`; `fix` says how to make it again."""
     try:
-        return json.loads(Path(path).read_text())
+        value = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise FileFormatError(f"{path} not found; {fix}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise FileFormatError(f"{path} is not valid JSON ({one_line(error)}); {fix}") from error
+    problem = shape_problem(value, shape) if shape is not None else None
+    if problem:
+        raise FileFormatError(f"{path} is not what this project writes ({problem}); {fix}")
+    return value
 
 
-def read_csv(path: Path, fix: str) -> list[dict[str, str]]:
-    """The rows of a CSV file this project wrote; `fix` says how to make it again."""
+def read_csv(path: Path, fix: str, columns: Mapping[str, type]) -> list[dict[str, Any]]:
+    """The rows of a CSV file this project wrote, each column converted to its type; `fix`
+    says how to make the file again."""
     try:
         with Path(path).open(newline="") as handle:
             rows = list(csv.DictReader(handle))
@@ -152,7 +183,23 @@ def read_csv(path: Path, fix: str) -> list[dict[str, str]]:
         raise FileFormatError(f"{path} not found; {fix}") from None
     except (csv.Error, UnicodeDecodeError) as error:
         raise FileFormatError(f"{path} is not valid CSV ({one_line(error)}); {fix}") from error
-    return rows
+    if not rows:
+        raise FileFormatError(f"{path} holds no rows; {fix}")
+    missing = [name for name in columns if name not in rows[0]]
+    if missing:
+        raise FileFormatError(f"{path} has no column {', '.join(missing)}; {fix}")
+    converted = []
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        values = {}
+        for name, kind in columns.items():
+            try:
+                values[name] = kind(row[name])
+            except (TypeError, ValueError):
+                raise FileFormatError(
+                    f"{path} line {number}: {name} {str(row[name])[:40]!r} is not {kind.__name__}; {fix}"
+                ) from None
+        converted.append(values)
+    return converted
 
 
 def _umask() -> int:

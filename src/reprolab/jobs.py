@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from reprolab.training import TrainResult
 
 
-
 def _context() -> Any:
     """How workers start: by forking the driver, which shares its dataset for free and skips
     the worker's start-up, while torch is not imported yet (forking after torch has started

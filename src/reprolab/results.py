@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 # What each epoch's record holds besides its number (`history.csv`, MLflow's `epoch/*` metrics).
 HISTORY_KEYS = ("train_loss", "train_accuracy", "train_eval_accuracy", "val_loss", "val_accuracy")
+HISTORY_COLUMNS: dict[str, type] = {"epoch": int, **dict.fromkeys(HISTORY_KEYS, float)}  # history.csv
 
 
 @dataclass

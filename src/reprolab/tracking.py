@@ -20,12 +20,14 @@ these settings take about 1 s.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import logging
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -40,7 +42,7 @@ from typing import Any, Optional, TypeVar, cast
 import yaml
 
 from reprolab.config import Config, RunConfig, TrackingConfig, flatten, to_dict
-from reprolab.entrypoint import UserError, one_line
+from reprolab.entrypoint import UserError, one_line, signals_deferred
 from reprolab.metrics import train_val_gap
 from reprolab.results import RunResult
 
@@ -50,6 +52,8 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 # MLflow 3 would otherwise contact its telemetry service; these machines reach no outside host.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# MLflow's INFO lines ("Creating initial MLflow database tables...") would bury a command's own.
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 # A progress bar per downloaded result.json (a sweep's reuse) would bury the sweep's own lines.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -112,6 +116,11 @@ def _store_message(uri: str, error: BaseException) -> str:
             f"tracking: the MLflow store {path} cannot be read ({cause}); if it is damaged, move it aside "
             f"(a new one is made on the next run) or restore it from a backup"
         )
+    if "401" in cause or "403" in cause:
+        return (
+            f"tracking: the MLflow server {redact(uri)} wants valid credentials ({cause[:120]}); set "
+            f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (docs/tracking.md, a team's server)"
+        )
     return (
         f"tracking: cannot use MLflow store {redact(uri)}: {cause} (start the server, or set "
         f"MLFLOW_TRACKING_URI / tracking.uri; tracking=none runs without MLflow)"
@@ -131,12 +140,26 @@ class Store:
 
 
 def _ensure_sqlite_store(uri: str) -> None:
-    """Create a SQLite store once, under a file lock: MLflow's own first-time table creation
-    races when two processes start on a new file ("table experiments already exists")."""
+    """Check an existing SQLite store, or create a new one once, under a file lock.
+
+    MLflow retries a store it cannot open for minutes (with backoff, logging each try), so a
+    path that is not a file, or a file that is not SQLite, is refused here in milliseconds.
+    MLflow's own first-time table creation races when two processes start on a new file
+    ("table experiments already exists"), hence the lock."""
     from filelock import FileLock
 
     path = Path(uri[len("sqlite:///") :])
     if path.exists():
+        if not path.is_file():
+            raise TrackingError(
+                f"tracking: the MLflow store {path} is not a file; move it aside (a new store is made on the "
+                f"next run) or point tracking.uri / MLFLOW_TRACKING_URI elsewhere"
+            )
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as database:
+                database.execute("PRAGMA schema_version").fetchone()
+        except sqlite3.DatabaseError as error:
+            raise TrackingError(_store_message(uri, error)) from error
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock"):
@@ -166,6 +189,11 @@ def connect(config: TrackingConfig) -> Store:
     """A client for the configured store and the project's experiment (created if new); runs
     of this host whose owning process is gone are marked KILLED first (once per process)."""
     uri = tracking_uri(config)
+    with signals_deferred():
+        return _connect(config, uri)
+
+
+def _connect(config: TrackingConfig, uri: str) -> Store:
     try:
         if uri.startswith("sqlite:///"):
             _ensure_sqlite_store(uri)
@@ -292,7 +320,8 @@ def _during_run(function: F) -> F:
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return function(*args, **kwargs)
+            with signals_deferred():
+                return function(*args, **kwargs)
         except STORE_ERRORS as error:
             uri = redact(mlflow.get_tracking_uri())
             raise TrackingError(
@@ -313,11 +342,12 @@ def _open(
     run of a sweep stays open through the client only, while its child runs take turns as the
     active run."""
     try:
-        run_id = store.client.create_run(
-            store.experiment_id, run_name=name, start_time=start_time, tags={**owner_tags(), **tags}
-        ).info.run_id
-        if fluent:
-            mlflow.start_run(run_id=run_id)
+        with signals_deferred():
+            run_id = store.client.create_run(
+                store.experiment_id, run_name=name, start_time=start_time, tags={**owner_tags(), **tags}
+            ).info.run_id
+            if fluent:
+                mlflow.start_run(run_id=run_id)
     except STORE_ERRORS as error:
         raise TrackingError(f"tracking: could not start an MLflow run: {one_line(error)[:300]}") from error
     try:
@@ -335,10 +365,11 @@ def _end(store: Store, run_id: str, status: str, fluent: bool, quiet: bool = Tru
     """End the run. When ending it after another error, a store that is gone must not hide that
     error: the run then stays RUNNING until the next command marks it (see close_orphaned_runs)."""
     try:
-        if fluent:
-            mlflow.end_run(status)
-        else:
-            store.client.set_terminated(run_id, status)
+        with signals_deferred():
+            if fluent:
+                mlflow.end_run(status)
+            else:
+                store.client.set_terminated(run_id, status)
     except STORE_ERRORS as error:
         if not quiet:
             raise

@@ -44,3 +44,18 @@ def predictions_file(preset: str) -> Path:
 
 def metrics_file(preset: str) -> Path:
     return run_dir(preset) / "metrics.json"
+
+
+# What the files one stage writes and another reads back must hold (`reprolab.files`).
+NUMBER = (int, float)
+FIT_SHAPE = {
+    "preset": str,
+    "seed": int,
+    "mlflow_run_id": (str, type(None)),
+    "dataset_digest": str,
+    "metrics": {f"{split}_{kind}": NUMBER for split in ("train", "val", "test") for kind in ("loss", "accuracy")},
+    "best_epoch": int,
+    "epochs_run": int,
+}
+PREDICTION_COLUMNS = {"actual": int, "predicted": int}
+DATA_SUMMARY_SHAPE = {"name": str, "digest": str, "num_classes": int, "val": {"size": int}}

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from reprolab import entrypoint
-from reprolab.config import NOT_RESULTS, ConfigError, compose_raw, differences, read_params, validate
+from reprolab.config import NOT_RESULTS, ConfigError, compose_raw, differences, read_params, validate_params
 from reprolab.files import atomic_write
 from reprolab.stages import PARAMS_FILE, RESULTS_DIR
 
@@ -69,7 +69,7 @@ def _data_option(name: Optional[str]) -> Optional[str]:
 
 def main() -> int:
     on_disk = read_params(PARAMS_FILE)
-    validate(on_disk)
+    validate_params(on_disk, PARAMS_FILE)
     if not os.environ.get("DVC_EXP_NAME"):
         problem = staleness(on_disk, compose_raw())
         if problem:

@@ -15,7 +15,7 @@ from reprolab import entrypoint
 from reprolab.config import load_params
 from reprolab.files import Outputs, read_json
 from reprolab.metrics import HEADLINE, meets_target, with_gap
-from reprolab.stages import PARAMS_FILE, fit_file, metrics_file
+from reprolab.stages import FIT_SHAPE, PARAMS_FILE, fit_file, metrics_file
 
 
 def evaluate(fit: dict, target) -> dict:
@@ -30,7 +30,7 @@ def main() -> int:
     preset = parser.parse_args().preset
     config = load_params(PARAMS_FILE)
     config.preset(preset)
-    fit = read_json(fit_file(preset), f"rerun its training: `dvc repro --force train@{preset}`")
+    fit = read_json(fit_file(preset), f"rerun its training: `dvc repro --force train@{preset}`", FIT_SHAPE)
     metrics = evaluate(fit, config.data.target)
     with Outputs() as outputs:
         outputs.json(metrics_file(preset), metrics)

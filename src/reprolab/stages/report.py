@@ -17,7 +17,18 @@ from reprolab.config import load_params
 from reprolab.files import FileFormatError, Outputs, read_csv, read_json
 from reprolab.metrics import HEADLINE, confusion_matrix, meets_target, missed_bounds, with_gap
 from reprolab.report import pipeline_report
-from reprolab.stages import DATA_SUMMARY, PARAMS_FILE, REPORTS_DIR, fit_file, history_file, predictions_file
+from reprolab.results import HISTORY_COLUMNS
+from reprolab.stages import (
+    DATA_SUMMARY,
+    DATA_SUMMARY_SHAPE,
+    FIT_SHAPE,
+    PARAMS_FILE,
+    PREDICTION_COLUMNS,
+    REPORTS_DIR,
+    fit_file,
+    history_file,
+    predictions_file,
+)
 
 FIGURES = {"learning curves": "learning_curves.png", "test confusion matrices": "confusion.png"}
 
@@ -28,26 +39,24 @@ def main() -> int:
     config = load_params(PARAMS_FILE)
     presets = list(config.experiments)
     target = config.data.target
-    fits = {p: read_json(fit_file(p), f"rerun its training: `dvc repro --force train@{p}`") for p in presets}
+    fits = {p: read_json(fit_file(p), f"rerun its training: `dvc repro --force train@{p}`", FIT_SHAPE) for p in presets}
     digests = {fit["dataset_digest"] for fit in fits.values()}
     if len(digests) != 1:
         raise FileFormatError(
             f"the presets were trained on different datasets ({', '.join(sorted(digests))}); "
             f"rerun `dvc repro` so that all use the current one"
         )
-    histories = {
-        p: [
-            {k: float(v) for k, v in row.items()}
-            for row in read_csv(history_file(p), f"rerun `dvc repro --force train@{p}`")
-        ]
-        for p in presets
-    }
+    histories = {p: read_csv(history_file(p), f"rerun `dvc repro --force train@{p}`", HISTORY_COLUMNS) for p in presets}
+    data_summary = read_json(DATA_SUMMARY, "rerun `dvc repro prepare`", DATA_SUMMARY_SHAPE)
     confusions = {}
     for preset in presets:
-        rows = read_csv(predictions_file(preset), f"rerun `dvc repro --force train@{preset}`")
-        actual, predicted = [int(r["actual"]) for r in rows], [int(r["predicted"]) for r in rows]
-        confusions[preset] = confusion_matrix(actual, predicted, max(actual + predicted) + 1)
-    data_summary = read_json(DATA_SUMMARY, "rerun `dvc repro prepare`")
+        fix = f"rerun `dvc repro --force train@{preset}`"
+        rows = read_csv(predictions_file(preset), fix, PREDICTION_COLUMNS)
+        actual, predicted = [r["actual"] for r in rows], [r["predicted"] for r in rows]
+        classes = data_summary["num_classes"]
+        if min(actual + predicted) < 0 or max(actual + predicted) >= classes:
+            raise FileFormatError(f"{predictions_file(preset)} holds classes outside 0..{classes - 1}; {fix}")
+        confusions[preset] = confusion_matrix(actual, predicted, classes)
     bayes = data_summary.get("val", {}).get("bayes_accuracy")
 
     markdown = pipeline_report(list(fits.values()), config.data.name, target, bayes, FIGURES)
