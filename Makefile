@@ -4,7 +4,7 @@
 # Also: make test-fast (unit tests, under 2 minutes), make check (ruff + mypy),
 #       make compare (all presets over seeds 0-4), make audit, make history,
 #       make ui (MLflow UI on 127.0.0.1:5000), make server-start / server-stop (docs/tracking.md),
-#       make benchmark (pipeline overhead, tracking cost, audit scaling).
+#       make benchmark (pipeline overhead, tracking cost, audit scaling, repro after a change).
 VENV ?= .venv
 PYTHON ?= python3
 # The CPU build that lies on this project's machines; override for another platform.
@@ -68,6 +68,7 @@ benchmark: setup
 	$(RUN) $(BIN)/python benchmarks/pipeline_overhead.py
 	$(BIN)/python benchmarks/tracking_overhead.py
 	$(BIN)/python benchmarks/audit_parallel.py
+	$(RUN) $(BIN)/python benchmarks/repro_after_change.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

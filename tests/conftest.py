@@ -74,6 +74,7 @@ def copy_repository(target: Path) -> Path:
         capture_output=True,
         text=True,
         check=True,
+        timeout=60,
     ).stdout.split("\0")
     for name in filter(None, files):
         source = REPO_ROOT / name
@@ -133,12 +134,52 @@ def queue_two_experiments(repo: Path) -> str:
     workers at once, wait until none is queued or running; return `dvc queue status`."""
     for size in (8, 12):
         sh(repo, "dvc", "exp", "run", "--queue", "-S", f"experiments.lstm.model.hidden_size={size}")
-    sh(repo, "dvc", "queue", "start", "-j", "2")
-    deadline = time.time() + 300
-    # `queue start` returns at once.
-    while time.time() < deadline and re.search(r"\b(Queued|Running)\b", sh(repo, "dvc", "queue", "status").stdout):
-        time.sleep(2)
-    return sh(repo, "dvc", "queue", "status").stdout
+    # `queue start` returns at once, leaving worker daemons: they must not hold this test's
+    # pipes (a capture would wait for them to close), so they write to a file.
+    with (repo.parent / f"{repo.name}-queue-workers.log").open("w") as log:
+        subprocess.run(
+            ["dvc", "queue", "start", "-j", "2"],
+            cwd=repo,
+            env=clean_env(code_from=repo),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            timeout=120,
+            check=True,
+        )
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and re.search(r"\b(Queued|Running)\b", sh(repo, "dvc", "queue", "status").stdout):
+            time.sleep(2)
+        return sh(repo, "dvc", "queue", "status").stdout
+    finally:
+        stop_queue_workers(repo)
+
+
+def stop_queue_workers(repo: Path) -> None:
+    """End every DVC queue worker started in `repo`: one that logged "shutting down due to
+    empty queue" was seen never to exit (a known DVC issue)."""
+    import psutil
+
+    sh(repo, "dvc", "queue", "stop", check=False, timeout=60)
+    deadline = time.time() + 10
+    while True:
+        workers = []
+        for process in psutil.process_iter(["cmdline", "cwd"]):
+            try:
+                cmdline = " ".join(process.info["cmdline"] or [])
+                if "queue-worker" in cmdline and str(process.info["cwd"] or "").startswith(str(repo)):
+                    workers.append(process)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        if not workers:
+            return
+        if time.time() > deadline:
+            for process in workers:
+                process.kill()
+            psutil.wait_procs(workers, timeout=10)
+            return
+        time.sleep(0.5)
 
 
 # -- CI: a skipped test is a failed test --------------------------------------------------------

@@ -132,6 +132,7 @@ def test_a_dataset_digest_mismatch_is_refused_unless_allowed(tmp_path):
         ],
         check=True,
         capture_output=True,
+        timeout=120,
     )
     refused = audit(
         tmp_path, "--before-params", str(before), "--seeds", "0-1", "--output-dir", "out", *small(tmp_path), check=False

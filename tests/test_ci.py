@@ -20,6 +20,7 @@ def run_pytest(tmp_path, no_skip: bool) -> subprocess.CompletedProcess:
         env=env,
         capture_output=True,
         text=True,
+        timeout=120,
     )
 
 

@@ -115,6 +115,86 @@ def test_logged_model_reloads_and_reproduces_the_logged_val_accuracy(repo):
         assert float(np.mean(predicted == val.y)) == pytest.approx(run.data.metrics["val_accuracy"], abs=1e-7)
 
 
+def test_a_logged_model_loads_and_predicts_in_a_clean_environment_elsewhere(repo, tmp_path):
+    """A fresh virtual environment in another folder: the libraries, not this repository (the
+    project's site-packages are reachable, but its editable install of reprolab is not)."""
+    import sysconfig
+
+    from reprolab.config import load_params
+    from reprolab.data import load
+
+    (run,) = [r for r in runs(repo) if r.data.tags["reprolab.preset"] == "regularized"]
+    model_id = run.outputs.model_outputs[0].model_id
+    elsewhere = tmp_path / "elsewhere"
+    sh(
+        repo,
+        "mlflow",
+        "artifacts",
+        "download",
+        "-u",
+        f"models:/{model_id}",
+        "-d",
+        str(elsewhere / "model"),
+        extra_env={"MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"},
+    )
+    model_dir = next(path.parent for path in (elsewhere / "model").rglob("MLmodel"))
+    requirements = (model_dir / "requirements.txt").read_text().split()
+    assert not [line for line in requirements if line.split("=")[0] == "reprolab"], requirements
+    os.chdir(repo)
+    try:
+        val = load(load_params(repo / "params.yaml").data).splits["val"]
+    finally:
+        os.chdir(REPO_ROOT)
+    np.save(elsewhere / "X_val.npy", val.X)
+    np.save(elsewhere / "y_val.npy", val.y)
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(elsewhere / "venv")], check=True, timeout=120)
+    python = elsewhere / "venv/bin/python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+    (Path(site) / "libraries.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "PYTHON"))}
+
+    def there(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(python), *args], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+
+    assert there("-c", "import reprolab").returncode != 0  # not this repository's code
+    loaded = there(
+        "-c",
+        "import mlflow.pyfunc, numpy as np; "
+        f"model = mlflow.pyfunc.load_model({str(model_dir)!r}); "
+        "logits = model.predict(np.load('X_val.npy')); "
+        "print((np.asarray(logits).argmax(axis=1) == np.load('y_val.npy')).mean())",
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert float(loaded.stdout.split()[-1]) == pytest.approx(run.data.metrics["val_accuracy"], abs=1e-7)
+    served = there(
+        "-m",
+        "mlflow",
+        "models",
+        "predict",
+        "-m",
+        str(model_dir),
+        "-i",
+        str(model_dir / "serving_input_example.json"),
+        "-t",
+        "json",
+        "--env-manager",
+        "local",
+        "-o",
+        "predictions.json",
+    )
+    assert served.returncode == 0, served.stderr
+    predictions = json.loads((elsewhere / "predictions.json").read_text())["predictions"]
+    example = json.loads((model_dir / "serving_input_example.json").read_text())["inputs"]
+    assert np.asarray(predictions).shape == (len(example), 2)
+
+
 def test_report_run_links_the_training_runs(repo):
     (report,) = runs(repo, "report")
     train_ids = {run.data.tags["reprolab.preset"]: run.info.run_id for run in runs(repo)}
@@ -243,9 +323,10 @@ def test_changing_one_preset_reruns_only_its_stages(repo):
     assert "prepare" not in ran and "train@baseline" not in ran and "evaluate@baseline" not in ran
     assert {"train@regularized", "evaluate@regularized", "report"} <= ran
     # The audit retrained only the configurations that hold the new learning rate: after,
-    # after - each other change, before + learning rate (5 of 10, for 2 seeds).
+    # after - each other change, before + learning rate (5 of 10, for 2 seeds), less "after"
+    # with seed 0, which train@regularized had just trained.
     summary = json.loads((repo / "reports/audit/summary.json").read_text())
-    assert summary["runs_reused"] == 10
+    assert summary["runs_reused"] == 10 + 1
     with (repo / "reports/audit/runs.csv").open() as handle:
         retrained = {row["configuration"] for row in csv.DictReader(handle) if row["reused"] == "False"}
     assert retrained == {
@@ -262,12 +343,16 @@ def test_changing_the_training_code_reuses_no_run(repo):
     training = repo / "src/reprolab/training.py"
     original = training.read_text()
     training.write_text(original + "\n# a change to the code that trains\n")
+    known = {run.info.run_id for run in runs(repo)}
     try:
         done = sh(repo, "dvc", "repro")
         ran = set(re.findall(r"Running stage '([^']+)'", done.stdout))
         assert {f"train@{preset}" for preset in PRESETS} | {"audit"} <= ran
-        summary = json.loads((repo / "reports/audit/summary.json").read_text())
-        assert summary["runs_reused"] == 0
+        # Only runs made with the new code are reused: the baseline and regularized runs that
+        # the training stages had just made; none from before the change.
+        with (repo / "reports/audit/runs.csv").open() as handle:
+            reused = {row["mlflow_run_id"] for row in csv.DictReader(handle) if row["reused"] == "True"}
+        assert len(reused) == 2 and not reused & known
     finally:
         training.write_text(original)
     sh(repo, "dvc", "repro")  # the original code again: its runs are all reusable
@@ -296,14 +381,17 @@ def test_ctrl_c_marks_the_run_killed(repo):
     set_in_yaml(preset_file, r"^  lr: 0.01", "  lr: 0.01\n  max_epochs: 5000")  # long enough to interrupt
     sh(repo, "reprolab", "compose")
     before = {run.info.run_id for run in runs(repo)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "reprolab.stages.train", "baseline"],
-        cwd=repo,
-        env=clean_env(code_from=repo),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    log = repo.parent / "ctrl-c.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "reprolab.stages.train", "baseline"],
+            cwd=repo,
+            env=clean_env(code_from=repo),
+            stdout=output,
+            stderr=output,
+            # As a background job of a non-interactive shell starts it, whatever started pytest.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
     try:
         deadline, new = time.time() + 60, []
         while not new and time.time() < deadline and process.poll() is None:
@@ -312,11 +400,13 @@ def test_ctrl_c_marks_the_run_killed(repo):
         assert new, "the training run never appeared in MLflow"
         time.sleep(1)
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
+        process.wait(timeout=60)
     finally:
         process.kill()
+        process.wait(timeout=60)
         preset_file.write_text(original)
         sh(repo, "reprolab", "compose")
+    stderr = log.read_text()
     assert process.returncode == 130, stderr
     assert client_for(repo).get_run(new[0].info.run_id).info.status == "KILLED"
     assert not list((repo / "models").glob(".baseline.npz.*"))

@@ -255,14 +255,15 @@ def test_server_dying_mid_run_fails_fast_keeps_outputs_and_recovers(repo, server
     set_in_yaml(preset_file, r"^  lr: 0.01", "  lr: 0.01\n  max_epochs: 100000")  # runs until the crash
     sh(repo, "reprolab", "compose")
     known = {run.info.run_id for run in runs(repo, uri=server.uri)}
-    process = subprocess.Popen(
-        ["dvc", "repro", "train@baseline"],
-        cwd=repo,
-        env=clean_env(code_from=repo),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log = repo.parent / "crash.log"
+    with log.open("w") as output:  # a file, not a pipe: the stage's worker could outlive it
+        process = subprocess.Popen(
+            ["dvc", "repro", "train@baseline"],
+            cwd=repo,
+            env=clean_env(code_from=repo),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     try:
         from mlflow.tracking import MlflowClient
 
@@ -275,11 +276,13 @@ def test_server_dying_mid_run_fails_fast_keeps_outputs_and_recovers(repo, server
         assert live is not None, "the run never streamed epochs to the server"
         server.crash()
         crashed = time.perf_counter()
-        output, _ = process.communicate(timeout=120)
+        process.wait(timeout=120)
         failed_after = time.perf_counter() - crashed
     finally:
         process.kill()
+        process.wait(timeout=60)
         preset_file.write_text(original)
+    output = log.read_text()
     assert process.returncode != 0
     assert failed_after < 20, f"took {failed_after:.1f} s to notice the server was gone"
     errors = [line for line in output.splitlines() if line.startswith("reprolab: error:")]

@@ -56,3 +56,37 @@ def test_parallel_first_use_of_a_new_store_does_not_race(tmp_path):
     outputs = [process.communicate(timeout=120) for process in processes]
     assert [process.returncode for process in processes] == [0, 0, 0], outputs
     assert len({out.strip() for out, _ in outputs}) == 1  # one experiment, same id everywhere
+
+
+def test_the_run_key_is_what_makes_a_result(monkeypatch, tmp_path):
+    """Settings, seed, data and training code change the key; names and descriptions do not."""
+    import dataclasses
+    import shutil
+
+    from conftest import CONF_DIR
+    from reprolab import sources
+    from reprolab.config import load_config
+
+    config = load_config([], CONF_DIR)
+    run = config.run_config("regularized", 0)
+    key = tracking.run_key(run, "d" * 64)
+    renamed = dataclasses.replace(run, preset="after")
+    assert tracking.run_key(renamed, "d" * 64) == key
+    assert tracking.run_key(config.run_config("lstm", 0), "d" * 64) != key  # another cell
+    assert tracking.run_key(config.run_config("regularized", 1), "d" * 64) != key
+    assert tracking.run_key(run, "e" * 64) != key
+    lr = dataclasses.replace(run, train=dataclasses.replace(run.train, lr=0.002))
+    assert tracking.run_key(lr, "d" * 64) != key
+
+    copy = tmp_path / "reprolab"
+    shutil.copytree(sources.PACKAGE_DIR, copy)
+    training = copy / "training.py"
+    training.write_text(training.read_text() + "\n# a change to the code that trains\n")
+    monkeypatch.setattr(sources, "PACKAGE_DIR", copy)
+    tracking._training_code.cache_clear()
+    try:
+        assert tracking.run_key(run, "d" * 64) != key
+    finally:
+        monkeypatch.undo()
+        tracking._training_code.cache_clear()
+    assert tracking.run_key(run, "d" * 64) == key

@@ -1,0 +1,206 @@
+"""Sweeps on a real Dask cluster: a scheduler and two workers started with Dask's own CLI on
+127.0.0.1 as separate processes, one worker killed while it trains; the results equal the local
+backend's, and the cluster is torn down even when a test fails."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, CONF_DIR, clean_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.timeout(900)]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Cluster:
+    """`dask scheduler` and `dask worker`s, each in its own process group, logging to files."""
+
+    def __init__(self, logs: Path):
+        self.logs, self.port = logs, free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, *args: str) -> None:
+        log = (self.logs / f"{name}.log").open("w")
+        self.processes[name] = subprocess.Popen(
+            [str(BIN / "dask"), *args],
+            env=clean_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+
+    def up(self, workers: int) -> None:
+        self.start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard")
+        for index in range(workers):
+            self.start(
+                f"worker-{index}",
+                "worker",
+                self.address,
+                "--host",
+                "127.0.0.1",
+                "--nthreads",
+                "1",
+                "--name",
+                f"worker-{index}",
+                "--no-dashboard",
+            )
+        from distributed import Client
+
+        with Client(self.address, timeout=60) as client:
+            client.wait_for_workers(workers, timeout=120)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a worker's whole process group (its nanny and the worker process)."""
+        os.killpg(self.processes[name].pid, signal.SIGKILL)
+        self.processes[name].wait(timeout=30)
+
+    def down(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=20)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.up(workers=2)
+        yield cluster
+    finally:
+        cluster.down()
+
+
+def small(store: Path) -> list[str]:
+    return [
+        "data=synthetic_small",
+        f"data.prepared_path={store.parent / 'small.npz'}",
+        "experiments.baseline.train.max_epochs=40",
+        "experiments.regularized.train.max_epochs=40",
+        f"tracking.uri=sqlite:///{store}",
+    ]
+
+
+def reprolab(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "reprolab"), "--config-dir", str(CONF_DIR), *args],
+        cwd=cwd,
+        env={**clean_env(), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def metrics(runs_csv: Path) -> dict[tuple[str, str], tuple[str, str, str]]:
+    with runs_csv.open() as handle:
+        return {
+            (row["configuration"], row["seed"]): (row["val_accuracy"], row["train_accuracy"], row["test_accuracy"])
+            for row in csv.DictReader(handle)
+        }
+
+
+def running_runs(store: Path) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(store) as connection:
+        return [row[0] for row in connection.execute("SELECT run_uuid FROM runs WHERE status = 'RUNNING'")]
+
+
+def test_an_audit_on_dask_survives_a_killed_worker_and_equals_the_local_one(cluster, tmp_path):
+    local_dir, dask_dir = tmp_path / "local", tmp_path / "dask"
+    local_dir.mkdir()
+    dask_dir.mkdir()
+    local = reprolab(
+        local_dir, "audit", "--seeds", "0-1", "--workers", "2", "--no-models", "--output-dir", "out",
+        *small(local_dir / "mlflow.db"),
+    )  # fmt: skip
+    assert local.returncode == 0, local.stderr
+
+    log = (tmp_path / "audit.log").open("w")
+    audit = subprocess.Popen(
+        [str(BIN / "reprolab"), "--config-dir", str(CONF_DIR), "audit", "--seeds", "0-1", "--no-models",
+         "--scheduler", cluster.address, "--output-dir", "out", *small(dask_dir / "mlflow.db")],
+        cwd=dask_dir, env=clean_env(), stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        from distributed import Client
+
+        with Client(cluster.address, timeout=60) as client:
+            victim, deadline = None, time.time() + 300
+            while victim is None and time.time() < deadline and audit.poll() is None:
+                time.sleep(0.2)
+                names = {address: info["name"] for address, info in client.scheduler_info()["workers"].items()}
+                busy = [names[address] for address, tasks in client.processing().items() if tasks]
+                done = (tmp_path / "audit.log").read_text().count("] ")  # "[k/n] ..." lines
+                if busy and done >= 2:  # both workers have started; kill one in the middle of a job
+                    victim = busy[0]
+            assert victim is not None, (tmp_path / "audit.log").read_text()
+            cluster.kill(victim)
+        code = audit.wait(timeout=600)
+    finally:
+        if audit.poll() is None:
+            audit.kill()
+            audit.wait(timeout=60)
+    output = (tmp_path / "audit.log").read_text()
+    assert code == 0, output
+    assert metrics(dask_dir / "out/runs.csv") == metrics(local_dir / "out/runs.csv")
+    assert not running_runs(dask_dir / "mlflow.db")
+    assert (dask_dir / "out/audit.md").read_text().count("**Verdict.**") == 1
+
+
+def test_compare_through_the_environment_variable_equals_the_local_one(cluster, tmp_path):
+    tables = {}
+    for backend, env in (("local", {}), ("dask", {"DASK_SCHEDULER_ADDRESS": cluster.address})):
+        work = tmp_path / backend
+        work.mkdir()
+        done = reprolab(
+            work, "compare", "--seeds", "0-1", "--presets", "baseline,gru", *small(work / "mlflow.db"), env=env
+        )
+        assert done.returncode == 0, done.stderr
+        tables[backend] = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert tables["dask"] == tables["local"] and len(tables["local"]) > 6
+
+
+def test_an_unreachable_scheduler_is_one_line(tmp_path):
+    done = reprolab(
+        tmp_path, "compare", "--seeds", "0-1", "--scheduler", f"tcp://127.0.0.1:{free_port()}",
+        *small(tmp_path / "mlflow.db"),
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "cannot reach the Dask scheduler" in line and "dask scheduler" in line
+
+
+def test_the_cli_starts_processes_that_stay_on_loopback(cluster):
+    """Every socket the cluster's processes listen on is bound to 127.0.0.1."""
+    import psutil
+
+    pids = {process.pid for process in cluster.processes.values()}
+    pids |= {child.pid for pid in list(pids) for child in psutil.Process(pid).children(recursive=True)}
+    listening = [
+        connection.laddr.ip
+        for connection in psutil.net_connections(kind="inet")
+        if connection.status == psutil.CONN_LISTEN and connection.pid in pids
+    ]
+    assert listening and set(listening) == {"127.0.0.1"}, listening
