@@ -45,7 +45,10 @@ class Cluster:
         )
 
     def up(self, workers: int) -> None:
-        self.start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard")
+        # --host binds the comm port only: each process also serves HTTP (health, metrics) on
+        # all interfaces unless --dashboard-address says otherwise.
+        loopback = ("--dashboard-address", "127.0.0.1:0")
+        self.start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", str(self.port), *loopback)
         for index in range(workers):
             self.start(
                 f"worker-{index}",
@@ -57,7 +60,7 @@ class Cluster:
                 "1",
                 "--name",
                 f"worker-{index}",
-                "--no-dashboard",
+                *loopback,
             )
         from distributed import Client
 

@@ -264,7 +264,7 @@ def _on_dask(jobs: Sequence[Job], order: list[int], address: str, finish: Callab
             for rank, index in enumerate(reversed(order))  # Dask runs higher priorities first
         }
         try:
-            for future in as_completed(futures):
+            for future in as_completed(futures, loop=client.loop):
                 try:
                     trained, result = future.result()
                 except UserError:
