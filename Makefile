@@ -3,7 +3,8 @@
 #   make test       set up .venv, check lint, formatting and types, run every test (what CI runs)
 # Also: make test-fast (unit tests, under 2 minutes), make check (ruff + mypy),
 #       make compare (all presets over seeds 0-4), make audit, make history,
-#       make ui (MLflow UI on 127.0.0.1:5000), make server-start / server-stop (docs/tracking.md),
+#       make ui (MLflow UI on 127.0.0.1:5000, with the links to open), make screenshots (docs/*.png),
+#       make server-start / server-stop (docs/tracking.md),
 #       make benchmark (pipeline overhead, tracking cost, audit scaling, repro after a change).
 VENV ?= .venv
 PYTHON ?= python3
@@ -14,7 +15,7 @@ BIN := $(VENV)/bin
 # Stage commands in dvc.yaml call `python -m reprolab.stages...`: the venv's bin goes first on PATH.
 RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
 
-.PHONY: setup pipeline compare audit history test test-fast check ui server-start server-stop server-status benchmark clean
+.PHONY: setup pipeline compare audit history test test-fast check ui screenshots server-start server-stop server-status benchmark clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -44,7 +45,11 @@ test-fast: setup
 	$(RUN) $(BIN)/python -m pytest -m "not slow and not server"
 
 ui: setup
-	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" --host 127.0.0.1 --port 5000
+	$(RUN) $(BIN)/reprolab ui
+
+# The README's screenshots of the MLflow UI, from the pipeline's store (after make pipeline).
+screenshots: setup
+	$(BIN)/python scripts/check_mlflow_ui.py --store "sqlite:///$(CURDIR)/mlflow.db" --screenshots docs
 
 audit: setup
 	$(RUN) dvc repro audit

@@ -21,6 +21,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 PRESETS = ("baseline", "regularized", "lstm", "gru")
 BIN = Path(sys.executable).parent
+# Debian's chromium, headless, as root in a machine with no outside network (scripts/check_mlflow_ui.py).
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+from check_mlflow_ui import CHROMIUM, CHROMIUM_ARGS  # noqa: E402, F401  (used by the browser tests)
 
 
 def quick_overrides(tmp_path: Path, epochs: int = 2) -> list[str]:

@@ -132,3 +132,21 @@ def test_a_stage_refuses_bad_input_with_one_line_and_exit_2(workdir):
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "results/gru/train.json not found" in done.stderr
     assert "dvc repro --force train@gru" in done.stderr
+
+
+def test_dvc_plots_use_the_current_template_and_one_orientation():
+    """The per-epoch template's colours and presets are the project's (scripts/plots_templates.py),
+    the page renders offline, and confusion matrices put the actual class on y everywhere."""
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts/plots_templates.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    page = (REPO_ROOT / ".dvc/plots/offline.html").read_text()
+    assert "{plot_divs}" in page and "<script src=" not in page and "cdn.jsdelivr" not in page
+    plots = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["plots"]
+    confusions = [next(iter(p.values())) for p in plots if isinstance(p, dict) and "predictions" in next(iter(p))]
+    assert confusions and all((c["x"], c["y"]) == ("predicted", "actual") for c in confusions)
+    assert "plots/offline.html" in (REPO_ROOT / ".dvc/config").read_text()

@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,8 @@ import pytest
 import yaml
 
 from conftest import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
     PRESETS,
     REPO_ROOT,
     clean_env,
@@ -283,12 +286,51 @@ def test_push_and_pull_through_the_default_remote(repo, tmp_path):
     assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
 
 
-def test_dvc_metrics_and_params_commands_work(repo):
+def test_dvc_metrics_show_holds_headline_metrics_in_200_columns(repo):
     metrics = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
     files = next(iter(metrics.values()))["data"]
     assert {f"results/{preset}/metrics.json" for preset in PRESETS} == set(files)
-    sh(repo, "dvc", "plots", "show", "-o", str(repo / ".plots"))
-    assert (repo / ".plots/index.html").is_file()
+    for file in files.values():
+        assert set(file["data"]) == {"train_accuracy", "val_accuracy", "test_accuracy", "train_val_gap", "target_met"}
+    shown = sh(repo, "dvc", "metrics", "show", extra_env={"COLUMNS": "200"}).stdout
+    assert max(len(line) for line in shown.splitlines()) <= 200, shown
+
+
+def test_dvc_dag_in_the_docs_is_the_pipelines(repo):
+    """docs/pipeline.md shows `dvc dag --mermaid`; the ASCII form is unreadable at 256 columns."""
+    mermaid = sh(repo, "dvc", "dag", "--mermaid").stdout.strip()
+    assert f"```mermaid\n{mermaid}\n```" in (REPO_ROOT / "docs/pipeline.md").read_text()
+
+
+def test_dvc_plots_show_renders_every_chart_offline(repo, tmp_path):
+    """`dvc plots show`'s page in headless Chromium with the network off: every vega chart drawn,
+    every image loaded, and not one request beyond the page's own files."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    sh(repo, "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
+    index = tmp_path / "plots/index.html"
+    definitions = yaml.safe_load((repo / "dvc.yaml").read_text())["plots"]
+    images = [d for d in definitions if isinstance(d, str) and d.endswith(".png")]
+    charts = len(definitions) - len(images)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(offline=True)
+        page = context.new_page()
+        requests, errors = [], []
+        page.on("request", lambda request: requests.append(request.url))
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(index.as_uri())
+        page.wait_for_function(
+            f"document.querySelectorAll('.vega-embed canvas, .vega-embed svg.marks').length >= {charts}",
+            timeout=60_000,
+        )
+        loaded = page.evaluate("Array.from(document.images).map(image => image.naturalWidth > 0)")
+        browser.close()
+    assert not errors, errors
+    assert loaded == [True] * len(images)
+    assert not [url for url in requests if not url.startswith(("file:", "data:"))], requests
 
 
 def test_stale_params_are_refused(repo):
@@ -433,3 +475,14 @@ def test_dvc_exp_run_with_hydra_overrides_and_queue(repo):
     assert "Failed" not in status and status.count("Success") == 2, status
     assert all(run.info.status == "FINISHED" for run in queued)
     assert all(run.data.tags.get("reprolab.dvc_experiment") for run in queued)
+    # With experiments to compare, docs/pipeline.md's `dvc exp show` fits 200 columns and
+    # shows neither run ids nor unchanged parameters.
+    (command,) = [
+        line.split("  #")[0].strip()
+        for line in (REPO_ROOT / "docs/pipeline.md").read_text().splitlines()
+        if line.startswith("dvc exp show --only-changed")
+    ]
+    shown = sh(repo, *shlex.split(command), "--no-pager", extra_env={"COLUMNS": "200"}).stdout
+    assert max(len(line) for line in shown.splitlines()) <= 200, shown
+    assert "hidden_size" in shown and "val_accuracy" in shown and "mlflow_run_id" not in shown
+    assert "…" not in shown.splitlines()[1], shown  # no column cut to an ellipsis

@@ -109,3 +109,22 @@ def test_fixed_dataset_reproduces_overfitting_and_the_fix(tmp_path):
     fixed = run_one(config, "regularized", seed=0, data=dataset, progress=False)[1].metrics
     assert baseline["train_accuracy"] >= 0.97 and 0.65 <= baseline["val_accuracy"] <= 0.76
     assert meets_target(fixed, config.data.target)
+
+
+@pytest.mark.slow
+def test_the_gpu_check_script_runs_its_check_on_the_cpu():
+    """scripts/check_gpu.py is for GPU machines; `--device cpu` runs the same check here."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts/check_gpu.py"), "--device", "cpu", "--epochs", "2"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "cpu runs repeat exactly: True" in done.stdout and "ms per epoch" in done.stdout

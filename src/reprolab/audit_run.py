@@ -18,6 +18,7 @@ from reprolab.config import Config, ConfigError, TrackingConfig, load_params
 from reprolab.files import atomic_directory, write_csv
 from reprolab.jobs import Job
 from reprolab.metrics import meets_target
+from reprolab.plots import preset_colour
 from reprolab.results import RunResult
 from reprolab.sweep import run_sweep
 
@@ -134,16 +135,16 @@ def _summary_json(summary: audit.AuditSummary, audit_id: str, reused: int) -> di
 
 
 def _summary_metrics(summary: audit.AuditSummary) -> dict[str, float]:
-    """Headline numbers for the MLflow summary run (names within MLflow's allowed characters)."""
-    metrics = {}
+    """Headline numbers for the MLflow summary run: before's and after's mean accuracies and
+    each change's effect on validation accuracy within after. Few, so that the UI's chart view
+    is not flooded; summary.json holds the rest."""
+    metrics = {
+        f"{label}/{key}": summary.variants[label].stats[key].mean
+        for label in (audit.BEFORE, audit.AFTER)
+        for key in ("val_accuracy", "train_accuracy")
+    }
     for effect in summary.effects:
-        for context in ("alone", "in_after"):
-            for key, interval in getattr(effect, context).items():
-                metrics[f"effect/{effect.change.name}/{context}/{key}"] = interval.mean
-    for label, check in summary.variants.items():
-        name = label.replace(" + ", " plus ").replace(" - ", " minus ")
-        metrics[f"config/{name}/val_accuracy"] = check.stats["val_accuracy"].mean
-        metrics[f"config/{name}/holds"] = float(check.holds)
+        metrics[f"effect/{effect.change.name}/val_accuracy"] = effect.in_after["val_accuracy"].mean
     return metrics
 
 
@@ -186,10 +187,12 @@ def run_audit(
     with tracking.summary_run(config, f"audit {before.preset} -> {after.preset}", "audit-summary", tags) as summary_run:
 
         def describe(job: Job, result: RunResult) -> tuple[str, dict[str, str]]:
+            side = before if job.preset.startswith(audit.BEFORE) else after
             return f"{job.preset} seed{job.seed}", {
                 "reprolab.audit_id": audit_id,
                 "reprolab.audit.variant": job.preset,
                 "reprolab.target_met": str(meets_target(result.metrics, config.data.target)).lower(),
+                "mlflow.runColor": preset_colour(side.preset, list(config.experiments)),
             }
 
         runs = run_sweep(
@@ -229,8 +232,11 @@ def run_audit(
             (tmp / "summary.json").write_text(json.dumps(_summary_json(summary, audit_id, reused), indent=2) + "\n")
             rows = [_run_row(run.result, run.run_id, run.reused) for run in runs]
             write_csv(tmp / "runs.csv", rows, list(rows[0]))
+            titles = {label: f"{label}: {getattr(summary, label)}" for label in by_label}
+            presets = list(config.experiments)
             plots.seed_bands(
-                {f"{label}: {getattr(summary, label)}": group for label, group in by_label.items()},
+                {titles[label]: group for label, group in by_label.items()},
+                {titles[label]: preset_colour(getattr(summary, label), presets) for label in by_label},
                 config.data.target,
                 tmp / FIGURES["learning_curves"],
             )

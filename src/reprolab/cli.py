@@ -223,6 +223,23 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from reprolab import tracking
+    from reprolab.config import load_config
+
+    config = load_config(args.overrides, args.config_dir)
+    for what, link in tracking.ui_links(config).items():
+        print(f"{what}: {link}")
+    uri = tracking.tracking_uri(config.tracking)
+    if args.links_only or not uri.startswith("sqlite:"):
+        return 0
+    port = tracking.UI_ADDRESS.rsplit(":", 1)[1]
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", port]
+    return subprocess.run(command, check=False).returncode
+
+
 def _emit(text: str, output: Optional[str]) -> None:
     if output:
         from reprolab.files import atomic_write
@@ -277,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare_cmd.add_argument("--output", default=None, help="also write the runs as JSON here")
     for sweep_cmd in (compare_cmd,):
         _sweep_options(sweep_cmd)
+    ui_cmd = command(
+        "ui", cmd_ui, "Print the MLflow UI's links for this project; serve a SQLite store on 127.0.0.1:5000."
+    )
+    ui_cmd.add_argument("--links-only", action="store_true", help="print the links, start nothing")
     audit_cmd = command(
         "audit", cmd_audit, "Which change closed the gap: an ablation over seeds with intervals (or --history)."
     )

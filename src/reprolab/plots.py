@@ -14,8 +14,15 @@ if TYPE_CHECKING:
     from reprolab.config import TargetConfig
     from reprolab.results import RunResult
 
-# matplotlib's tab10, in order: preset i gets COLOURS[i] in every figure.
+# matplotlib's tab10, in order: preset i gets COLOURS[i] in every figure, in MLflow's runs list
+# and charts (the `mlflow.runColor` tag), and in DVC's plots (.dvc/plots/by_preset.json).
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def preset_colour(preset: str, presets: Sequence[str]) -> str:
+    """The colour of `preset`, by its place among `presets` (grey for any other name)."""
+    names = list(presets)
+    return COLOURS[names.index(preset) % len(COLOURS)] if preset in names else "#7f7f7f"
 
 
 def _figure(width: float, height: float, panels: int = 1, sharey: bool = False) -> tuple[Any, Any]:
@@ -79,14 +86,14 @@ def confusion_matrices(matrices: dict[str, list[list[int]]], path: Path) -> None
     _save(figure, path)
 
 
-def seed_bands(runs: dict[str, Sequence[RunResult]], target: TargetConfig, path: Path) -> None:
-    """Training (eval mode) and validation accuracy per epoch: mean line and min-max band over
-    seeds, one panel per configuration, with the target's bounds as dashed lines."""
+def seed_bands(runs: dict[str, Sequence[RunResult]], colours: dict[str, str], target: TargetConfig, path: Path) -> None:
+    """Validation (solid) and training accuracy in eval mode (dashed) per epoch: mean line and
+    min-max band over seeds, one panel per configuration in its preset's colour (`colours`), as
+    in the learning curves; the target's bounds as grey lines."""
     figure, axes = _figure(5 * len(runs), 3.8, len(runs), sharey=True)
     for axis, (label, results) in zip(axes, runs.items()):
-        for colour, (key, name) in zip(
-            COLOURS, (("train_eval_accuracy", "training (eval mode)"), ("val_accuracy", "validation"))
-        ):
+        colour = colours[label]
+        for key, name, style in (("val_accuracy", "validation", "-"), ("train_eval_accuracy", "training", "--")):
             longest = max(len(r.history) for r in results)
             epochs, means, lows, highs = [], [], [], []
             for epoch in range(longest):
@@ -95,12 +102,11 @@ def seed_bands(runs: dict[str, Sequence[RunResult]], target: TargetConfig, path:
                 means.append(sum(values) / len(values))
                 lows.append(min(values))
                 highs.append(max(values))
-            axis.plot(epochs, means, color=colour, label=f"{name}, mean")
-            axis.fill_between(epochs, lows, highs, color=colour, alpha=0.2, label=f"{name}, min-max")
-        if target.max_train_accuracy is not None:
-            axis.axhline(target.max_train_accuracy, color=COLOURS[0], linestyle="--", linewidth=0.8)
-        if target.min_val_accuracy is not None:
-            axis.axhline(target.min_val_accuracy, color=COLOURS[1], linestyle="--", linewidth=0.8)
+            axis.plot(epochs, means, color=colour, linestyle=style, label=f"{name}, mean")
+            axis.fill_between(epochs, lows, highs, color=colour, alpha=0.15, label=f"{name}, min-max")
+        for bound, name in ((target.min_val_accuracy, "validation floor"), (target.max_train_accuracy, "training cap")):
+            if bound is not None:
+                axis.axhline(bound, color="grey", linestyle=":", linewidth=1, label=name)
         axis.set_title(f"{label} ({len(results)} seeds)", fontsize=10)
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)

@@ -44,6 +44,7 @@ import yaml
 from reprolab.config import Config, RunConfig, TrackingConfig, flatten, to_dict
 from reprolab.entrypoint import UserError, one_line, signals_deferred
 from reprolab.metrics import train_val_gap
+from reprolab.plots import preset_colour
 from reprolab.results import RunResult
 
 # Fail in seconds, not minutes, when a tracking server is unreachable: MLflow's defaults
@@ -539,6 +540,8 @@ def run_tags(config: Config, run: RunConfig, data, kind: str) -> dict[str, str]:
         "reprolab.run_key": run_key(run, data.digest),
         "reprolab.dataset_digest": data.digest,
         "mlflow.note.content": config.experiments[run.preset].description,
+        # The UI draws each run in this colour: before and after told apart at a glance.
+        "mlflow.runColor": preset_colour(run.preset, list(config.experiments)),
         **provenance_tags(),
     }
 
@@ -669,6 +672,66 @@ def finish_summary(
     )
     for path in files:
         store.client.log_artifact(run_id, str(path), folder)
+
+
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `reprolab ui` serves a SQLite store
+TRAINING_RUNS = "tags.`reprolab.kind` = 'train'"
+
+
+def ui_paths(experiment_id: str, data_name: str) -> dict[str, str]:
+    """Where to look in the MLflow UI, below its address: the training runs, every run, the
+    registered model of the after preset.
+
+    MLflow 3.17's UI picks its views from the GenAI / Model training switch in its side bar
+    (kept in the browser, GenAI by default), not from the experiment's `mlflow.experimentKind`
+    tag, so every link sets `workflowType=machine_learning`."""
+    import urllib.parse
+
+    runs = f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning&searchFilter="
+    return {
+        "training runs": runs + urllib.parse.quote(TRAINING_RUNS),
+        # An empty filter, said outright: the UI would keep the last one from the browser.
+        "every run (sweeps folded under their summary runs)": runs,
+        "the after preset's registered model": (
+            f"/#/models/{REGISTERED_MODEL.format(data=data_name)}?workflowType=machine_learning"
+        ),
+    }
+
+
+def ui_links(config: Config) -> dict[str, str]:
+    """`ui_paths` at the UI's address: the server's, or `reprolab ui`'s for a SQLite store."""
+    uri = tracking_uri(config.tracking)
+    base = UI_ADDRESS if uri.startswith("sqlite:") else redact(uri).rstrip("/")
+    paths = ui_paths(connect(config.tracking).experiment_id, config.data.name)
+    return {what: base + path for what, path in paths.items()}
+
+
+REGISTERED_MODEL = "reprolab-{data}"  # one registered model per dataset
+AFTER_ALIAS = "after"  # the version of the audit's after preset: models:/reprolab-<data>@after
+
+
+@_during_run
+def register_model(config: Config, run_id: str, tags: dict[str, str]) -> Optional[str]:
+    """Register the model logged by `run_id` as a version of `reprolab-<data.name>` (once per run)
+    and point the `after` alias at it; return the version (None without tracking)."""
+    if not config.tracking.enabled:
+        return None
+    store = connect(config.tracking)
+    name = REGISTERED_MODEL.format(data=config.data.name)
+    outputs = store.client.get_run(run_id).outputs
+    if not outputs or not outputs.model_outputs:
+        raise TrackingError(
+            f"tracking: MLflow run {run_id} logged no model, so none can be registered; set tracking.log_model=true "
+            f"and rerun its training"
+        )
+    existing = store.client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    if existing:
+        version = existing[0].version
+    else:
+        model_id = outputs.model_outputs[0].model_id
+        version = mlflow.register_model(f"models:/{model_id}", name, tags=tags).version
+    store.client.set_registered_model_alias(name, AFTER_ALIAS, version)
+    return str(version)
 
 
 @_during_run

@@ -3,7 +3,9 @@
 Writes `reports/comparison.md` (every preset's metrics and whether it met the target, naming the
 bound it missed), `reports/learning_curves.png`, `reports/confusion.png` and `reports/summary.json`.
 In MLflow it tags each preset's training run with its target verdict and adds its confusion
-matrix, and logs a `report` run that holds the report and names the runs it compares.
+matrix, registers the model of `audit.after` under the `after` alias of `reprolab-<data.name>`
+(`models:/reprolab-synthetic@after`), and logs a `report` run that holds the report and names
+the runs it compares.
 """
 
 from __future__ import annotations
@@ -87,6 +89,13 @@ def main() -> int:
                 run_id,
                 {"reprolab.target_met": str(not missed).lower(), "reprolab.target_missed": "; ".join(missed) or "-"},
                 [own],
+            )
+        after = config.audit.after
+        if after in run_ids:
+            tracking.register_model(
+                config,
+                run_ids[after],
+                {"reprolab.preset": after, "reprolab.target_met": str(summary[after]["target_met"]).lower()},
             )
         names = ["comparison.md", "summary.json", *FIGURES.values()]
         with tracking.summary_run(
