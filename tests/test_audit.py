@@ -113,10 +113,11 @@ CLEAR = {
 }
 
 
-def _summary(table, seeds=(0, 1, 2), sizes=SIZES):
+def _summary(table, seeds=(0, 1, 2), sizes=SIZES, results=None):
+    """The audit of made-up `results` (default: each label's (val, train) in `table`)."""
     labels = _labels(sizes)
     return summarize(
-        _results(table, seeds, labels),
+        results if results is not None else _results(table, seeds, labels),
         TWO_CHANGES,
         "baseline",
         "regularized",
@@ -156,16 +157,7 @@ def test_intervals_are_bootstrap_intervals_over_seeds_and_examples():
     val = summary.variants["after"].stats["val_accuracy"]
     assert 0.02 < (val.high - val.low) / 2 < 0.05
     # A configuration compared with itself has no effect, on every resample.
-    same = summarize(
-        _results({**CLEAR, "after - learning rate": CLEAR["after"]}),
-        TWO_CHANGES,
-        "baseline",
-        "regularized",
-        TARGET,
-        0.95,
-        {"before": "d", "after": "d"},
-        {"before": _labels(), "after": _labels()},
-    )
+    same = _summary({**CLEAR, "after - learning rate": CLEAR["after"]})
     nothing = same.effects[1].in_after["val_accuracy"]
     assert (nothing.mean, nothing.low, nothing.high) == (0, 0, 0)
 
@@ -207,16 +199,7 @@ def test_a_target_that_holds_only_on_some_seeds_does_not_hold():
         }
     )
     results[3] = _result("after", 0, 0.80, 0.88)  # one seed of after misses the floor
-    summary = summarize(
-        results,
-        TWO_CHANGES,
-        "baseline",
-        "regularized",
-        TARGET,
-        0.95,
-        {"before": "d", "after": "d"},
-        {"before": _labels(), "after": _labels()},
-    )
+    summary = _summary({}, results=results)
     after = summary.variants["after"]
     assert after.seeds_met == 2 and not after.holds
     assert all(effect.needed is None for effect in summary.effects)

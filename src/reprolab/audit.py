@@ -125,18 +125,22 @@ class Interval:
 
 
 class Bootstrap:
-    """Resamples of seeds and of each split's examples, drawn once and shared by every
+    """Resamples of seeds and of the held-out splits' examples, drawn once and shared by every
     configuration of a side, so that paired differences use the same draws on both sides.
 
-    A resample draws the seeds with replacement and weights each split's examples with
+    A resample draws the seeds with replacement and weights each held-out split's examples with
     Dirichlet(1, ..., 1) weights (the Bayesian bootstrap), shared by every seed: the split's
     sampling noise is common to all seeds, and averaging over seeds does not shrink it. One
-    pseudo-example, half right, joins each split with the weight of a real one, so that a split
-    whose every example is right still leaves room for error (8 of 8 gives about [0.8, 1]); on
-    thousands of examples it changes nothing. A configuration's accuracy on a resample is the
-    seed-weighted mean of its weighted accuracies; the interval is the percentile interval of
-    those values, so an accuracy's interval stays inside [0, 1].
+    pseudo-example, half right, joins each held-out split with the weight of a real one, so that
+    a split whose every example is right still leaves room for error (8 of 8 gives about
+    [0.8, 1]); on thousands of examples it changes nothing. The training split is not
+    resampled: its accuracy is a property of the fit on those very sequences (the target's
+    "training below 92%"), not an estimate for unseen ones, so its interval is over seeds only.
+    A configuration's accuracy on a resample is the seed-weighted mean of its weighted
+    accuracies; the interval is the percentile interval of those values, inside [0, 1].
     """
+
+    RESAMPLED = ("val", "test")
 
     def __init__(self, seeds: int, split_sizes: dict[str, int]):
         # At most about 4e7 weights per split (160 MB): fewer resamples for very large splits,
@@ -145,8 +149,8 @@ class Bootstrap:
         rng = np.random.default_rng(BOOTSTRAP_SEED)
         self.seed_weights = rng.multinomial(seeds, [1 / seeds] * seeds, size=resamples) / seeds
         self.example_weights = {}
-        for split, size in split_sizes.items():
-            weights = rng.standard_exponential((resamples, size + 1), dtype=np.float32)
+        for split in self.RESAMPLED:
+            weights = rng.standard_exponential((resamples, split_sizes[split] + 1), dtype=np.float32)
             self.example_weights[split] = weights / weights.sum(axis=1, keepdims=True)
 
     def draws(self, runs: Sequence[RunResult], labels: Labels) -> dict[str, np.ndarray]:
@@ -154,8 +158,11 @@ class Bootstrap:
         values = {}
         for key, split in SPLIT_OF.items():
             correct = np.array([np.asarray(run.predictions[split]) == labels[split] for run in runs], dtype=float)
-            correct = np.hstack([correct, np.full((len(runs), 1), 0.5)])  # the pseudo-example
-            weighted = np.einsum("bs,sn,bn->b", self.seed_weights, correct, self.example_weights[split])
+            if split in self.RESAMPLED:
+                correct = np.hstack([correct, np.full((len(runs), 1), 0.5)])  # the pseudo-example
+                weighted = np.einsum("bs,sn,bn->b", self.seed_weights, correct, self.example_weights[split])
+            else:
+                weighted = self.seed_weights @ correct.mean(axis=1)
             values[key] = np.clip(weighted, 0.0, 1.0)  # float32 weights can sum to 1 +- 1e-7
         values["train_val_gap"] = values["train_accuracy"] - values["val_accuracy"]
         return values
