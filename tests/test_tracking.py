@@ -14,7 +14,7 @@ from reprolab.config import TrackingConfig, flatten
 
 
 def config(uri=None) -> TrackingConfig:
-    return TrackingConfig(enabled=True, uri=uri, experiment_name="reprolab", log_model=True)
+    return TrackingConfig(enabled=True, uri=uri, experiment_name="reprolab", log_model=True, log_sweep_models=False)
 
 
 def test_uri_precedence(monkeypatch, tmp_path):
@@ -46,7 +46,7 @@ def test_parallel_first_use_of_a_new_store_does_not_race(tmp_path):
     """Two processes creating the same new SQLite store: MLflow alone fails one of them."""
     code = (
         "import sys; from reprolab import tracking; from reprolab.config import TrackingConfig, flatten; "
-        "print(tracking.connect(TrackingConfig(True, sys.argv[1], 'reprolab', True)).experiment_id)"
+        "print(tracking.connect(TrackingConfig(True, sys.argv[1], 'reprolab', True, False)).experiment_id)"
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     processes = [

@@ -142,7 +142,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             kind="compare",
             parent_run_id=parent,
             describe=describe,
-            log_models=config.tracking.log_model,
+            log_models=config.tracking.log_sweep_models,
             workers=args.workers or config.compute.workers,
             scheduler=scheduler_address(config.compute, args.scheduler),
             reuse=config.compute.reuse and not args.retrain,
@@ -215,7 +215,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
             output,
             workers=args.workers or config.compute.workers,
             allow_dataset_mismatch=args.allow_dataset_mismatch,
-            log_models=config.audit.log_models and not args.no_models,
+            log_models=config.tracking.log_sweep_models and not args.no_models,
             scheduler=scheduler_address(config.compute, args.scheduler),
             reuse=config.compute.reuse and not args.retrain,
         )

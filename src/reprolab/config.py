@@ -232,6 +232,7 @@ class TrackingConfig:
     uri: Optional[str] = field()
     experiment_name: str = field()
     log_model: bool = field()
+    log_sweep_models: bool = field()  # the runs of an audit or a compare log their models too
 
     def check(self) -> None:
         require(bool(self.experiment_name.strip()), "tracking.experiment_name", "must not be empty")
@@ -253,7 +254,6 @@ class AuditConfig:
     after: str = field()
     seeds: list[int] = field(metadata=SEED)
     confidence: float = field(metadata=ranged(0.5, 1, high_open=True))
-    log_models: bool = field()  # log each ablation run's model to MLflow too
 
     def check(self, presets: Sequence[str]) -> None:
         for side in ("before", "after"):

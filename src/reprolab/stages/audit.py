@@ -29,7 +29,7 @@ def main() -> int:
         config.audit.seeds,
         AUDIT_DIR,
         workers=config.compute.workers,
-        log_models=config.audit.log_models,
+        log_models=config.tracking.log_sweep_models,
         scheduler=scheduler_address(config.compute),
         reuse=config.compute.reuse,
     )
