@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import logging
 import os
 import tempfile
 import time
@@ -61,6 +62,7 @@ def main() -> None:
             host="127.0.0.1",
             dashboard_address="127.0.0.1:0",
             worker_dashboard_address="127.0.0.1:0",
+            silence_logs=logging.WARNING,
         ) as cluster,
         tempfile.TemporaryDirectory() as tmp,
     ):

@@ -248,7 +248,8 @@ def _on_dask(jobs: Sequence[Job], order: list[int], address: str, finish: Callab
         shared: dict[int, Any] = {}
         for job in jobs:
             if id(job.data) not in shared:
-                shared[id(job.data)] = client.scatter(job.data, hash=False)
+                # On every worker: a dataset held by one would draw every job to it (locality).
+                shared[id(job.data)] = client.scatter(job.data, hash=False, broadcast=True)
         batch = uuid.uuid4().hex[:8]
         futures = {
             client.submit(
