@@ -456,6 +456,7 @@ def test_ctrl_c_marks_the_run_killed(repo):
 
 
 def test_dvc_exp_run_with_hydra_overrides_and_queue(repo):
+    commit(repo, "pipeline results")  # as a user commits dvc.lock before experimenting
     saved = {name: (repo / name).read_text() for name in ("params.yaml", "dvc.lock")}
     sh(repo, "dvc", "exp", "run", "-S", "experiments.gru.model.hidden_size=16")
     assert yaml.safe_load((repo / "params.yaml").read_text())["experiments"]["gru"]["model"]["hidden_size"] == 16
