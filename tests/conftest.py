@@ -69,6 +69,35 @@ def sh(
     return done
 
 
+def reprolab(
+    cwd: Path, *args: str, check: bool = True, env: dict | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """`reprolab --config-dir conf ARGS` in `cwd`, the installed package, a clean environment and a
+    time limit; fail with its output on exit != 0 unless check=False."""
+    done = subprocess.run(
+        [str(BIN / "reprolab"), "--config-dir", str(CONF_DIR), *args],
+        cwd=cwd,
+        env={**clean_env(), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def small_overrides(folder: Path, epochs: int) -> list[str]:
+    """Small synthetic data, `epochs` for both audit sides, data and store in `folder`."""
+    return [
+        "data=synthetic_small",
+        f"data.prepared_path={folder / 'small.npz'}",
+        f"experiments.baseline.train.max_epochs={epochs}",
+        f"experiments.regularized.train.max_epochs={epochs}",
+        f"tracking.uri=sqlite:///{folder / 'mlflow.db'}",
+    ]
+
+
 def copy_repository(target: Path) -> Path:
     """The working tree as git sees it (tracked and untracked, not ignored), as a fresh repo."""
     files = subprocess.run(

@@ -5,40 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import BIN, CONF_DIR, clean_env
+from conftest import reprolab, small_overrides
 
 pytestmark = pytest.mark.slow
 CHANGES = ("hidden size", "dropout", "learning rate", "early stopping")
-
-
-def audit(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(
-        [str(BIN / "reprolab"), "--config-dir", str(CONF_DIR), "audit", *args],
-        cwd=cwd,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check:
-        assert done.returncode == 0, done.stdout + done.stderr
-    return done
-
-
-def small(tmp_path: Path) -> list[str]:
-    """Small data, 3 epochs for both sides, a store of the test's own."""
-    return [
-        "data=synthetic_small",
-        f"data.prepared_path={tmp_path / 'small.npz'}",
-        "experiments.baseline.train.max_epochs=3",
-        "experiments.regularized.train.max_epochs=3",
-        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-    ]
 
 
 def client(tmp_path: Path):
@@ -50,7 +24,9 @@ def client(tmp_path: Path):
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory) -> Path:
     tmp_path = tmp_path_factory.mktemp("audit")
-    audit(tmp_path, "--seeds", "0-1", "--workers", "2", "--output-dir", "out", *small(tmp_path))
+    reprolab(
+        tmp_path, "audit", "--seeds", "0-1", "--workers", "2", "--output-dir", "out", *small_overrides(tmp_path, 3)
+    )
     return tmp_path
 
 
@@ -106,7 +82,18 @@ def test_every_run_is_a_finished_mlflow_run_linked_from_the_summary_run(audited)
 
 
 def test_results_do_not_depend_on_the_worker_count(audited, tmp_path):
-    audit(tmp_path, "--seeds", "0-1", "--workers", "1", "--no-models", "--output-dir", "serial", *small(tmp_path))
+    reprolab(
+        tmp_path,
+        "audit",
+        "--seeds",
+        "0-1",
+        "--workers",
+        "1",
+        "--no-models",
+        "--output-dir",
+        "serial",
+        *small_overrides(tmp_path, 3),
+    )
 
     def metrics(path: Path) -> dict:
         with path.open() as handle:
@@ -119,41 +106,18 @@ def test_a_dataset_digest_mismatch_is_refused_unless_allowed(tmp_path):
     # The before side comes from a params file with the default (full) dataset; the after side
     # from the composed config with the small one.
     before = tmp_path / "before-params.yaml"
-    subprocess.run(
-        [
-            str(BIN / "reprolab"),
-            "--config-dir",
-            str(CONF_DIR),
-            "compose",
-            "-o",
-            str(before),
-            f"data.prepared_path={tmp_path / 'full.npz'}",
-            "experiments.baseline.train.max_epochs=3",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    refused = audit(
-        tmp_path, "--before-params", str(before), "--seeds", "0-1", "--output-dir", "out", *small(tmp_path), check=False
-    )
+    reprolab(
+        tmp_path, "compose", "-o", str(before), f"data.prepared_path={tmp_path / 'full.npz'}",
+        "experiments.baseline.train.max_epochs=3", timeout=120,
+    )  # fmt: skip
+    audit = ["audit", "--before-params", str(before), "--seeds", "0-1", "--output-dir", "out"]
+    refused = reprolab(tmp_path, *audit, *small_overrides(tmp_path, 3), check=False)
     assert refused.returncode == 2
     error = refused.stderr.strip()
     assert "\n" not in error and "different datasets" in error and "--allow-dataset-mismatch" in error
     assert not (tmp_path / "out").exists() and not (tmp_path / "mlflow.db").exists()  # nothing recorded
 
-    allowed = audit(
-        tmp_path,
-        "--before-params",
-        str(before),
-        "--seeds",
-        "0-1",
-        "--output-dir",
-        "out",
-        "--allow-dataset-mismatch",
-        "--no-models",
-        *small(tmp_path),
-    )
+    allowed = reprolab(tmp_path, *audit, "--allow-dataset-mismatch", "--no-models", *small_overrides(tmp_path, 3))
     assert "**Different datasets**" in (tmp_path / "out/audit.md").read_text(), allowed.stdout
     digests = json.loads((tmp_path / "out/summary.json").read_text())["dataset_digests"]
     assert digests["before"] != digests["after"]

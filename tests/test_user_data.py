@@ -15,23 +15,9 @@ import numpy as np
 import pytest
 
 import userdata
-from conftest import BIN, CONF_DIR, PRESETS, clean_env
+from conftest import PRESETS, reprolab
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
-
-
-def cli(tmp_path: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(
-        [str(BIN / "reprolab"), "--config-dir", str(CONF_DIR), *args],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=540,
-    )
-    if check:
-        assert done.returncode == 0, done.stdout + done.stderr
-    return done
 
 
 def on_file(tmp_path: Path, path: Path, *overrides: str) -> list[str]:
@@ -72,14 +58,14 @@ def test_train_on_a_then_b_trains_on_b_and_records_both(tmp_path):
     a = userdata.save(tmp_path / "A.npz", X=X, y=y)
     X2, y2, _ = userdata.series(n=90, classes=3, seed=2)
     b = userdata.save(tmp_path / "B.npz", X=X2, y=y2)
-    first = train_output(cli(tmp_path, "train", *on_file(tmp_path, a)))
-    second = train_output(cli(tmp_path, "train", *on_file(tmp_path, b)))
+    first = train_output(reprolab(tmp_path, "train", *on_file(tmp_path, a)))
+    second = train_output(reprolab(tmp_path, "train", *on_file(tmp_path, b)))
     assert first["dataset_digest"] != second["dataset_digest"]
     assert first["val_accuracy"] != second["val_accuracy"] or first["train_loss"] != second["train_loss"]
     # B's numbers: the same as training on B alone, in a store of its own.
     alone = tmp_path / "alone"
     alone.mkdir()
-    again = train_output(cli(alone, "train", *on_file(alone, b)))
+    again = train_output(reprolab(alone, "train", *on_file(alone, b)))
     assert {k: again[k] for k in ("dataset_digest", "val_accuracy", "train_loss")} == {
         k: second[k] for k in ("dataset_digest", "val_accuracy", "train_loss")
     }
@@ -91,7 +77,9 @@ def test_train_on_a_then_b_trains_on_b_and_records_both(tmp_path):
         assert run.data.tags["reprolab.dataset_digest"] == output["dataset_digest"]
         assert {i.dataset.digest for i in run.inputs.dataset_inputs} == {output["dataset_digest"][:36]}
 
-    missing = one_line_refusal(cli(tmp_path, "train", *on_file(tmp_path, tmp_path / "nonexistent.npz"), check=False))
+    missing = one_line_refusal(
+        reprolab(tmp_path, "train", *on_file(tmp_path, tmp_path / "nonexistent.npz"), check=False)
+    )
     assert "nonexistent.npz not found" in missing
     assert {run.info.status for run in store_runs(tmp_path)} == {"FINISHED"}
 
@@ -99,10 +87,12 @@ def test_train_on_a_then_b_trains_on_b_and_records_both(tmp_path):
 def test_changed_generator_settings_are_refused_or_built_afresh(tmp_path):
     base = [f"data.prepared_path={tmp_path / 'p.npz'}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
     small = ["data=synthetic_small", *base, "experiments.regularized.train.max_epochs=2"]
-    cli(tmp_path, "prepare", *small)
-    pinned = one_line_refusal(cli(tmp_path, "train", *small, "data.generator.n_train=32", check=False))
+    reprolab(tmp_path, "prepare", *small)
+    pinned = one_line_refusal(reprolab(tmp_path, "train", *small, "data.generator.n_train=32", check=False))
     assert "data.expected_digest" in pinned
-    unpinned = train_output(cli(tmp_path, "train", *small, "data.generator.n_train=32", "data.expected_digest=null"))
+    unpinned = train_output(
+        reprolab(tmp_path, "train", *small, "data.generator.n_train=32", "data.expected_digest=null")
+    )
     assert unpinned["dataset_digest"] != load_digest(tmp_path / "p.npz")  # not the prepared file
 
 
@@ -118,13 +108,13 @@ def test_many_classes_train_compare_and_audit(tmp_path, classes, channels):
     X, y, _ = userdata.series(n=180, classes=classes, channels=channels, seed=classes)
     path = userdata.save(tmp_path / "mine.npz", X=X, y=y)
     overrides = on_file(tmp_path, path, "data.target.min_val_accuracy=0.99")
-    train = train_output(cli(tmp_path, "train", *overrides))
+    train = train_output(reprolab(tmp_path, "train", *overrides))
     assert 0 <= train["val_accuracy"] <= 1
-    summary = json.loads(cli(tmp_path, "prepare", *overrides).stdout)
+    summary = json.loads(reprolab(tmp_path, "prepare", *overrides).stdout)
     assert summary["num_classes"] == classes and summary["num_features"] == channels
     assert sum(summary["train"]["class_counts"]) == summary["train"]["size"] and "positive_rate" not in summary
 
-    compare = cli(tmp_path, "compare", "--seeds", "0-2", "--presets", "baseline,regularized", *overrides)
+    compare = reprolab(tmp_path, "compare", "--seeds", "0-2", "--presets", "baseline,regularized", *overrides)
     assert "Bayes" not in compare.stdout  # unknown for user data: nothing printed
     assert "no: validation accuracy" in compare.stdout and "< 0.99" in compare.stdout  # the bound that failed
     # `train` above ran regularized with seed 0: compare reuses that run and trains the 5 others.
@@ -134,7 +124,7 @@ def test_many_classes_train_compare_and_audit(tmp_path, classes, channels):
     assert len(children) == 5 and {run.data.tags["mlflow.parentRunId"] for run in children} == {parent.info.run_id}
     assert {run.info.status for run in store_runs(tmp_path)} == {"FINISHED"}
 
-    cli(tmp_path, "audit", "--seeds", "0-1", "--output-dir", "audit", "--no-models", *overrides)
+    reprolab(tmp_path, "audit", "--seeds", "0-1", "--output-dir", "audit", "--no-models", *overrides)
     audit = json.loads((tmp_path / "audit/summary.json").read_text())
     assert audit["runs_reused"] == 4  # before and after, seeds 0-1: compare trained them
     for configuration in audit["configurations"].values():
@@ -152,9 +142,9 @@ def test_padding_side_does_not_matter_with_lengths(tmp_path):
     with_nan[np.arange(X.shape[1])[None, :] >= lengths[:, None]] = np.nan
     nan_padded = userdata.save(tmp_path / "nan.npz", X=with_nan, y=y)
     outputs = [
-        train_output(cli(tmp_path, "train", *on_file(tmp_path, end, "data.padding=end"))),
-        train_output(cli(tmp_path, "train", *on_file(tmp_path, front, "data.padding=front"))),
-        train_output(cli(tmp_path, "train", *on_file(tmp_path, nan_padded))),
+        train_output(reprolab(tmp_path, "train", *on_file(tmp_path, end, "data.padding=end"))),
+        train_output(reprolab(tmp_path, "train", *on_file(tmp_path, front, "data.padding=front"))),
+        train_output(reprolab(tmp_path, "train", *on_file(tmp_path, nan_padded))),
     ]
     assert len({output["dataset_digest"] for output in outputs}) == 1  # the same sequences
     assert len({output["val_accuracy"] for output in outputs}) == 1 and len({o["train_loss"] for o in outputs}) == 1
@@ -164,7 +154,7 @@ def test_a_tiny_validation_split_gives_honest_intervals_and_a_warning(tmp_path):
     X, y, _ = userdata.series(n=40, classes=2, seed=3)
     path = userdata.save(tmp_path / "tiny.npz", X=X, y=y)
     overrides = on_file(tmp_path, path, "data.val_fraction=0.25", "data.test_fraction=0.25")
-    cli(tmp_path, "audit", "--seeds", "0-2", "--output-dir", "audit", "--no-models", *overrides)
+    reprolab(tmp_path, "audit", "--seeds", "0-2", "--output-dir", "audit", "--no-models", *overrides)
     audit = json.loads((tmp_path / "audit/summary.json").read_text())
     assert audit["split_sizes"]["val"] == 10
     assert any("only 10 sequences" in warning for warning in audit["warnings"])
@@ -178,13 +168,13 @@ def test_a_tiny_validation_split_gives_honest_intervals_and_a_warning(tmp_path):
 def test_a_transposed_array_is_refused_with_the_fix_or_read_as_told(tmp_path):
     X, y, _ = userdata.series(n=60, classes=2, channels=1, steps=150, seed=4)
     path = userdata.save(tmp_path / "channels_first.npz", X=X.transpose(0, 2, 1), y=y)  # [N, 1, T]
-    refused = one_line_refusal(cli(tmp_path, "train", *on_file(tmp_path, path), check=False))
+    refused = one_line_refusal(reprolab(tmp_path, "train", *on_file(tmp_path, path), check=False))
     assert "[60, 1, 150]" in refused and "data.layout=nft" in refused
-    told = train_output(cli(tmp_path, "train", *on_file(tmp_path, path, "data.layout=nft")))
+    told = train_output(reprolab(tmp_path, "train", *on_file(tmp_path, path, "data.layout=nft")))
     assert told["epochs_run"] == 3
     # Short sequences stay legitimate: 5 steps of 10 features is not mistaken for a transposition.
     short, y5, _ = userdata.series(n=60, classes=2, channels=10, steps=5, seed=6)
-    train_output(cli(tmp_path, "train", *on_file(tmp_path, userdata.save(tmp_path / "short.npz", X=short, y=y5))))
+    train_output(reprolab(tmp_path, "train", *on_file(tmp_path, userdata.save(tmp_path / "short.npz", X=short, y=y5))))
 
 
 @pytest.mark.parametrize(
@@ -199,6 +189,6 @@ def test_a_transposed_array_is_refused_with_the_fix_or_read_as_told(tmp_path):
 def test_bad_labels_are_refused_with_the_fix(tmp_path, labels, message):
     X, y, _ = userdata.series(n=60, classes=2, seed=7)
     path = userdata.save(tmp_path / "labels.npz", X=X, y=labels(y))
-    refused = one_line_refusal(cli(tmp_path, "train", *on_file(tmp_path, path), check=False))
+    refused = one_line_refusal(reprolab(tmp_path, "train", *on_file(tmp_path, path), check=False))
     assert message in refused
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "prepared.npz").exists()
