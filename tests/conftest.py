@@ -69,13 +69,17 @@ def sh(
     return done
 
 
+# The installed `reprolab` command on the repository's conf/.
+REPROLAB = [str(BIN / "reprolab"), "--config-dir", str(CONF_DIR)]
+
+
 def reprolab(
-    cwd: Path, *args: str, check: bool = True, env: dict | None = None, timeout: int = 600
+    cwd: Path, *args: str, check: bool = True, env: dict | None = None, timeout: int = 540
 ) -> subprocess.CompletedProcess:
     """`reprolab --config-dir conf ARGS` in `cwd`, the installed package, a clean environment and a
     time limit; fail with its output on exit != 0 unless check=False."""
     done = subprocess.run(
-        [str(BIN / "reprolab"), "--config-dir", str(CONF_DIR), *args],
+        [*REPROLAB, *args],
         cwd=cwd,
         env={**clean_env(), **(env or {})},
         capture_output=True,

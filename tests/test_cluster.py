@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, CONF_DIR, clean_env, reprolab, small_overrides
+from conftest import BIN, REPROLAB, clean_env, reprolab, small_overrides
 
 pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.timeout(900)]
 
@@ -121,7 +121,7 @@ def test_an_audit_on_dask_survives_a_killed_worker_and_equals_the_local_one(clus
 
     log = (tmp_path / "audit.log").open("w")
     audit = subprocess.Popen(
-        [str(BIN / "reprolab"), "--config-dir", str(CONF_DIR), "audit", "--seeds", "0-1", "--no-models",
+        [*REPROLAB, "audit", "--seeds", "0-1", "--no-models",
          "--scheduler", cluster.address, "--output-dir", "out", *small_overrides(dask_dir, 40)],
         cwd=dask_dir, env=clean_env(), stdout=log, stderr=log,
     )  # fmt: skip
