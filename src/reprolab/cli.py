@@ -223,6 +223,28 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from reprolab.config import load_config
+    from reprolab.reproduce import DIFFERS, reproduce, verdict_of
+
+    config = load_config(args.overrides, args.config_dir)
+    outcomes, note = reproduce(config, args.run, tolerance=args.tolerance, workers=args.workers)
+    for outcome in outcomes:
+        print(outcome.summary())
+        for name in outcome.altered_code:
+            print(f"  captured code altered since the run: {name}")
+        for difference in outcome.differences[1:6]:
+            print(f"  also: {difference}")
+        if len(outcome.differences) > 6:
+            print(f"  ... {len(outcome.differences) - 6} more differences (reproduction.json of the new run)")
+        if outcome.environment:
+            print("  environment differences: " + "; ".join(outcome.environment[:10]))
+        print(f"  recorded as MLflow run {outcome.reproduction_id}")
+    if note:
+        print(note)
+    return 1 if verdict_of(outcomes) == DIFFERS else 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -274,8 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config-dir", default=None, help="Hydra config directory (default: ./conf)")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], int], help_text: str, first: Optional[tuple[str, str]] = None
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
+        if first is not None:  # a positional argument before the overrides
+            sub.add_argument(first[0], help=first[1])
         sub.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=baseline seed=3")
         sub.set_defaults(handler=handler)
         return sub
@@ -294,6 +320,21 @@ def build_parser() -> argparse.ArgumentParser:
     compare_cmd.add_argument("--output", default=None, help="also write the runs as JSON here")
     for sweep_cmd in (compare_cmd,):
         _sweep_options(sweep_cmd)
+    reproduce_cmd = command(
+        "reproduce",
+        cmd_reproduce,
+        "Rebuild a recorded run (code, config, data) from its MLflow run, train it again, say whether it matched.",
+        ("run", "a run id, runs:/<id>, a run's URL from the MLflow UI, or models:/<name>@<alias>"),
+    )
+    reproduce_cmd.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        help="largest difference in any metric still called a match (another device or library); 0: bit for bit",
+    )
+    reproduce_cmd.add_argument(
+        "--workers", type=positive, default=None, help="runs at once for a sweep (default: cores)"
+    )
     ui_cmd = command(
         "ui", cmd_ui, "Print the MLflow UI's links for this project; serve a SQLite store on 127.0.0.1:5000."
     )

@@ -3,8 +3,9 @@ summarised by reports and the audit. No torch here."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 # What each epoch's record holds besides its number (`history.csv`, MLflow's `epoch/*` metrics).
 HISTORY_KEYS = ("train_loss", "train_accuracy", "train_eval_accuracy", "val_loss", "val_accuracy")
@@ -25,10 +26,19 @@ class RunResult:
     predictions: dict[str, list[int]] = field(default_factory=dict)
     # Test-split counts, rows = actual class, columns = predicted class.
     confusion: list[list[int]] = field(default_factory=list)
+    # SHA-256 of the trained weights (`reprolab.models.weights_digest`); empty in older results.
+    weights_sha256: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> RunResult:
-        return cls(**json.loads(text))
+        """Read a result.json; fields a newer reprolab added are left out."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in json.loads(text).items() if key in known})
+
+
+def text_digest(text: str) -> str:
+    """SHA-256 of a text file's UTF-8 bytes: what a run records of its result.json."""
+    return hashlib.sha256(text.encode()).hexdigest()

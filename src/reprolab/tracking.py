@@ -26,9 +26,9 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,11 +41,12 @@ from typing import Any, Optional, TypeVar, cast
 
 import yaml
 
+from reprolab import provenance
 from reprolab.config import Config, RunConfig, TrackingConfig, flatten, to_dict
 from reprolab.entrypoint import UserError, one_line, signals_deferred
 from reprolab.metrics import train_val_gap
 from reprolab.plots import preset_colour
-from reprolab.results import RunResult
+from reprolab.results import RunResult, text_digest
 
 # Fail in seconds, not minutes, when a tracking server is unreachable: MLflow's defaults
 # (7 retries with exponential backoff, 120 s timeout) took 246 s to give up here.
@@ -74,6 +75,9 @@ MODEL_SERIALIZATION = "pickle"
 FLUSH_SECONDS = 5.0  # how often a training run sends its buffered per-epoch metrics
 MLFLOW_DIGEST_LENGTH = 36  # MLflow keeps 36 characters of a dataset digest; the full SHA-256 is a tag
 RESULT_FILE = "result.json"  # every training run's RunResult, what a sweep reuses
+RESULT_DIGEST_TAG = "reprolab.result_sha256"  # result.json's digest, checked before it is reused
+ENVIRONMENT_FILE = "environment.json"  # where a run ran (reprolab.provenance.environment)
+SOURCE_FOLDER = "source"  # the source archive (reprolab.provenance.capture_source)
 SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 
 
@@ -286,21 +290,10 @@ def close_orphaned_runs(store: Store) -> list[str]:
 # -- runs ------------------------------------------------------------------------------------------
 
 
-def _git(*args: str) -> Optional[str]:
-    try:
-        done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True)
-        return done.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def provenance_tags() -> dict[str, str]:
-    """Git commit and dirty state, DVC stage and experiment names when running under DVC."""
-    tags = {}
-    commit = _git("rev-parse", "HEAD")
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
-        tags["reprolab.git_dirty"] = str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower()
+    """The source that runs (its digest; in git, HEAD, the commit that holds the source and
+    whether it differs from HEAD), and DVC's stage and experiment names when running under DVC."""
+    tags = provenance.capture_source().tags()
     for env, tag in (
         ("DVC_STAGE", "reprolab.dvc_stage"),
         ("DVC_EXP_NAME", "reprolab.dvc_experiment"),
@@ -309,6 +302,25 @@ def provenance_tags() -> dict[str, str]:
         if os.environ.get(env):
             tags[tag] = os.environ[env]
     return tags
+
+
+@functools.lru_cache(maxsize=8)
+def _file_digests(path: str, size: int, mtime_ns: int) -> dict[str, str]:
+    return provenance.file_digests(Path(path))
+
+
+def data_tags(config: Config) -> dict[str, str]:
+    """Where a user file can be found again: its path, SHA-256 and MD5 (DVC's cache address)."""
+    if not config.data.user_file:
+        return {}
+    path = Path(config.data.user_file)
+    stat = path.stat()
+    digests = _file_digests(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return {
+        "reprolab.data.file": config.data.user_file,
+        "reprolab.data.file_sha256": digests["sha256"],
+        "reprolab.data.file_md5": digests["md5"],
+    }
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -443,15 +455,16 @@ class TrackedRun:
             )
             metrics.append(Metric(key, float(value), now, 0, model_id=model_id, **dataset))
         metrics.append(Metric("train_val_gap", train_val_gap(result.metrics), now, 0, model_id=model_id))
-        self.store.client.log_batch(self.run_id, metrics=metrics)
-        self.store.client.log_text(self.run_id, result.to_json(), RESULT_FILE)
+        text = result.to_json()
+        self.store.client.log_batch(self.run_id, metrics=metrics, tags=[RunTag(RESULT_DIGEST_TAG, text_digest(text))])
+        self.store.client.log_text(self.run_id, text, RESULT_FILE)
+        device = trained.device if trained is not None else ""
+        self.store.client.log_dict(self.run_id, provenance.environment(device), ENVIRONMENT_FILE)
 
     def _log_model(self, model, data) -> Optional[str]:
         import mlflow.pytorch
         import torch
         from mlflow.models import infer_signature
-
-        import reprolab
 
         # The pickle format is chosen on purpose (see the module docstring); MLflow warns
         # about it on every call, which would bury the stage's own output.
@@ -459,17 +472,19 @@ class TrackedRun:
         example = data.splits["val"].X[:2]
         with torch.no_grad():
             output = model.eval()(torch.from_numpy(example)).numpy()
-        info = mlflow.pytorch.log_model(
-            model,
-            name=self.model_name,
-            serialization_format=MODEL_SERIALIZATION,
-            signature=infer_signature(example, output),
-            input_example=example,
-            # The pickled model refers to reprolab.models: ship the package (models.py needs
-            # torch only) so the model loads in an environment without this repository.
-            code_paths=[str(Path(reprolab.__file__).parent)],
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"],
-        )
+        with tempfile.TemporaryDirectory(prefix="reprolab-code-") as scratch:
+            info = mlflow.pytorch.log_model(
+                model,
+                name=self.model_name,
+                serialization_format=MODEL_SERIALIZATION,
+                signature=infer_signature(example, output),
+                input_example=example,
+                # The pickled model refers to reprolab.models: ship the package's source files
+                # (models.py needs torch only) so the model loads without this repository, and
+                # nothing else that lies in its folder (a stray .env file, caches).
+                code_paths=[str(_package_source(Path(scratch)))],
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"],
+            )
         return info.model_id
 
     @_during_run
@@ -481,6 +496,18 @@ class TrackedRun:
             self.store.client.log_artifact(self.run_id, str(path), folder)
 
 
+def _package_source(folder: Path) -> Path:
+    """A copy of the package's Python files only, as `folder/reprolab`."""
+    from reprolab.sources import PACKAGE_DIR
+
+    target = folder / "reprolab"
+    for path in PACKAGE_DIR.rglob("*.py"):
+        copy = target / path.relative_to(PACKAGE_DIR)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, copy)
+    return target
+
+
 @_during_run
 def _log_inputs(store: Store, run_id: str, config: Config, run: RunConfig, data) -> None:
     """A training run's inputs: its resolved configuration (flattened as params, and as YAML with
@@ -488,6 +515,10 @@ def _log_inputs(store: Store, run_id: str, config: Config, run: RunConfig, data)
     store.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in flatten(to_dict(run)).items()])
     store.client.log_text(run_id, yaml.safe_dump(to_dict(config), sort_keys=False), "config/params.yaml")
     store.client.log_text(run_id, yaml.safe_dump(to_dict(run), sort_keys=False), "config/run.yaml")
+    with tempfile.TemporaryDirectory(prefix="reprolab-source-") as scratch:
+        archive = Path(scratch) / provenance.ARCHIVE
+        archive.write_bytes(provenance.capture_source().archive)
+        store.client.log_artifact(run_id, str(archive), SOURCE_FOLDER)
     _log_dataset(data, str(data.path) if data.path else str(config.data.user_file or config.data.prepared_path))
 
 
@@ -543,6 +574,7 @@ def run_tags(config: Config, run: RunConfig, data, kind: str) -> dict[str, str]:
         # The UI draws each run in this colour: before and after told apart at a glance.
         "mlflow.runColor": preset_colour(run.preset, list(config.experiments)),
         **provenance_tags(),
+        **data_tags(config),
     }
 
 
@@ -616,7 +648,8 @@ def record_run(
 
 @_during_run
 def finished_runs(config: Config, keys: Sequence[str]) -> dict[str, tuple[str, RunResult]]:
-    """For each run key, the newest FINISHED run with that key and the result it recorded."""
+    """For each run key, the newest FINISHED run with that key whose result checks out
+    (`checked_result`), and that result."""
     if not config.tracking.enabled:
         return {}
     store = connect(config.tracking)
@@ -629,14 +662,39 @@ def finished_runs(config: Config, keys: Sequence[str]) -> dict[str, tuple[str, R
                 max_results=5,
                 order_by=["attributes.start_time DESC"],
             ):
-                run_id = candidate.info.run_id
                 try:
-                    path = store.client.download_artifacts(run_id, RESULT_FILE, scratch)
-                    found[key] = (run_id, RunResult.from_json(Path(path).read_text()))
-                    break
-                except (MlflowException, OSError, ValueError, TypeError):
-                    continue  # no readable result.json: not reusable
+                    result = checked_result(store, candidate, Path(scratch) / candidate.info.run_id)
+                except ValueError as error:
+                    print(f"reprolab: not reusing MLflow run {candidate.info.run_id}: {error}", file=sys.stderr)
+                    continue
+                found[key] = (candidate.info.run_id, result)
+                break
     return found
+
+
+def checked_result(store: Store, run, folder: Path) -> RunResult:
+    """A run's result.json, checked against what was recorded with the run: the digest kept in
+    its tags when it was written, and the final metrics it logged. ValueError names what fails."""
+    try:
+        text = Path(store.client.download_artifacts(run.info.run_id, RESULT_FILE, str(folder))).read_text()
+        result = RunResult.from_json(text)
+    except (MlflowException, OSError, ValueError, TypeError) as error:
+        raise ValueError(f"its {RESULT_FILE} cannot be read ({one_line(error)[:120]})") from error
+    recorded = run.data.tags.get(RESULT_DIGEST_TAG)
+    if recorded is None:
+        raise ValueError(
+            f"it carries no {RESULT_DIGEST_TAG} tag (recorded by an older reprolab), so it cannot be checked"
+        )
+    if text_digest(text) != recorded:
+        raise ValueError(
+            f"its {RESULT_FILE} is not the one recorded with it "
+            f"(digest {text_digest(text)[:12]}…, recorded {recorded[:12]}…)"
+        )
+    logged = run.data.metrics
+    differing = [k for k, v in result.metrics.items() if k not in logged or logged[k] != float(v)]
+    if differing:
+        raise ValueError(f"its {RESULT_FILE} disagrees with the metrics it logged ({', '.join(differing[:3])})")
+    return result
 
 
 @contextmanager
@@ -752,3 +810,133 @@ def annotate_run(
     store.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     for path in files:
         store.client.log_artifact(run_id, str(path), folder)
+
+
+# -- reading runs back (reprolab.reproduce) ---------------------------------------------------------
+
+_RUN_ID = r"[0-9a-f]{32}"
+
+
+@_during_run
+def resolve_run(store: Store, reference: str):
+    """The run that `reference` names: a run id, `runs:/<id>[/path]`, a run's page URL from the
+    MLflow UI, `models:/<name>@<alias>`, `models:/<name>/<version>` or `models:/<model id>`."""
+    import re
+
+    text = reference.strip()
+    run_id: Optional[str] = None
+    try:
+        if text.startswith("models:/"):
+            rest = text[len("models:/") :].strip("/")
+            if "@" in rest:
+                name, alias = rest.split("@", 1)
+                run_id = store.client.get_model_version_by_alias(name, alias).run_id
+            elif "/" in rest:
+                name, version = rest.rsplit("/", 1)
+                run_id = store.client.get_model_version(name, version).run_id
+            else:
+                run_id = store.client.get_logged_model(rest).source_run_id
+        else:
+            match = re.search(rf"(?:^runs:/|/runs/|^)({_RUN_ID})(?:$|[/?#])", text)
+            run_id = match.group(1) if match else None
+    except MlflowException as error:
+        raise TrackingError(
+            f"reproduce: {reference} is not in {redact(store.uri)} ({one_line(error)[:160]})"
+        ) from error
+    if run_id is None:
+        raise TrackingError(
+            f"reproduce: {reference!r} names no run; give a run id (32 hex digits), runs:/<id>, a run's page URL "
+            f"from the MLflow UI, or models:/<name>@<alias>"
+        )
+    try:
+        return store.client.get_run(run_id)
+    except MlflowException as error:
+        raise TrackingError(
+            f"reproduce: MLflow run {run_id} is not in {redact(store.uri)}; point MLFLOW_TRACKING_URI (or "
+            f"tracking.uri) at the store that recorded it"
+        ) from error
+
+
+@_during_run
+def child_runs(store: Store, run_id: str) -> list:
+    """The training runs nested under a sweep's summary run, oldest first."""
+    return [
+        run
+        for run in store.client.search_runs(
+            [store.experiment_id],
+            f"tags.`mlflow.parentRunId` = '{run_id}'",
+            max_results=10000,
+            order_by=["attributes.start_time ASC"],
+        )
+        if run.data.tags.get("reprolab.run_key")
+    ]
+
+
+def download(store: Store, run_id: str, path: str, folder: Path) -> Optional[Path]:
+    """One artifact of a run, or None when the run has none at `path`."""
+    try:
+        with signals_deferred():
+            return Path(store.client.download_artifacts(run_id, path, str(folder)))
+    except (MlflowException, OSError):
+        return None
+
+
+@_during_run
+def record_reproduction(
+    store: Store, original, result: RunResult, outcome: dict, environment: dict, parent_run_id: Optional[str]
+) -> str:
+    """Record a reproduction as its own run linked to the original (`reprolab.reproduces`), and
+    tag the original with the outcome and the date, which the UI shows beside it."""
+    tags = {
+        "reprolab.kind": "reproduce",
+        "reprolab.reproduces": original.info.run_id,
+        "reprolab.reproduce.verdict": outcome["verdict"],
+        "mlflow.note.content": outcome["summary"],
+        **{
+            k: v
+            for k, v in original.data.tags.items()
+            if k in ("reprolab.preset", "reprolab.seed", "reprolab.dataset_digest")
+        },
+        **provenance_tags(),
+    }
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    with _open(store, f"reproduce {original.info.run_name}", tags) as run_id:
+        now = int(time.time() * 1000)
+        store.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in result.metrics.items()],
+            params=[Param(k, v) for k, v in original.data.params.items()],
+        )
+        store.client.log_text(run_id, result.to_json(), RESULT_FILE)
+        store.client.log_dict(run_id, environment, ENVIRONMENT_FILE)
+        store.client.log_dict(run_id, outcome, "reproduction.json")
+    _tag_reproduced(store, original.info.run_id, outcome["verdict"], run_id)
+    return run_id
+
+
+def _tag_reproduced(store: Store, run_id: str, verdict: str, by: str) -> None:
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    store.client.log_batch(
+        run_id,
+        tags=[
+            RunTag("reprolab.reproduced", verdict),
+            RunTag("reprolab.reproduced_at", when),
+            RunTag("reprolab.reproduced_by", by),
+        ],
+    )
+
+
+@contextmanager
+def reproduction_summary(store: Store, original) -> Iterator[tuple[str, Callable[[str, str], None]]]:
+    """A summary run for reproducing a sweep, its runs' reproductions nested under it; call the
+    yielded `finish(verdict, note)` once they are done."""
+    tags = {"reprolab.kind": "reproduce-summary", "reprolab.reproduces": original.info.run_id, **provenance_tags()}
+    ended: dict[str, str] = {}
+    with _open(store, f"reproduce {original.info.run_name}", tags) as run_id:
+        yield run_id, lambda verdict, note: ended.update(verdict=verdict, note=note)
+        _during_run(store.client.log_batch)(
+            run_id,
+            tags=[RunTag("reprolab.reproduce.verdict", ended["verdict"]), RunTag("mlflow.note.content", ended["note"])],
+        )
+    _during_run(_tag_reproduced)(store, original.info.run_id, ended["verdict"], run_id)

@@ -18,9 +18,10 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
+from reprolab.data import content_digest
 from reprolab.entrypoint import UserError
 from reprolab.metrics import confusion_matrix
-from reprolab.models import SequenceClassifier, build_model
+from reprolab.models import SequenceClassifier, build_model, save_arrays
 from reprolab.results import RunResult
 
 if TYPE_CHECKING:
@@ -246,5 +247,6 @@ def run_one(
         dataset_digest=data.digest,
         predictions={split: values.tolist() for split, values in evaluation.predictions.items()},
         confusion=confusion_matrix(data.splits["test"].y, evaluation.predictions["test"], data.num_classes),
+        weights_sha256=content_digest(save_arrays(trained.model)),
     )
     return trained, result

@@ -1,0 +1,260 @@
+"""What a run records about itself so that it can be rebuilt: the source that ran, the
+environment it ran in, and the address of its data. Plain values; no MLflow, no torch.
+
+- **Source**: the project's code and configuration as they were on disk (committed or not:
+  staged and unstaged edits, new files git does not ignore), as a deterministic tar archive
+  with a digest. In a git repository it is also kept as a commit object under
+  `refs/reprolab/sources/` (the way `dvc exp` keeps experiments under `refs/exps/`), so
+  `git diff HEAD <commit>` shows what differed; the archive lets a run carry its code without
+  the repository. "Dirty" means that source differs from HEAD, not that outputs changed.
+- **Environment**: Python, the platform, the processor, and every installed distribution.
+- **Data**: a user file's path with its SHA-256 and its MD5, which is DVC's address of the
+  file in its cache and remote.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from reprolab.sources import PACKAGE_DIR
+
+SCHEMA = 1  # of the archive's manifest and of environment.json: a newer one is refused, not misread
+# What a run's source is: the package, its configuration and how it installs.
+SOURCE_PATHS = ("src", "conf", "pyproject.toml", "requirements.lock")
+SOURCE_REF = "refs/reprolab/sources"
+ARCHIVE = "source.tar.gz"
+MANIFEST = "reprolab-source.json"  # inside the archive: schema, files and their digests, the commit
+# A fixed identity and date make the same source the same commit object, whoever records it.
+_FIXED_GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "reprolab",
+    "GIT_AUTHOR_EMAIL": "reprolab@localhost",
+    "GIT_COMMITTER_NAME": "reprolab",
+    "GIT_COMMITTER_EMAIL": "reprolab@localhost",
+    "GIT_AUTHOR_DATE": "1970-01-01T00:00:00Z",
+    "GIT_COMMITTER_DATE": "1970-01-01T00:00:00Z",
+}
+
+
+def project_root() -> Path:
+    """The folder the running package was installed from (`<root>/src/reprolab`)."""
+    return PACKAGE_DIR.parents[1]
+
+
+def _git(root: Path, *args: str, env: Optional[dict[str, str]] = None) -> Optional[str]:
+    try:
+        done = subprocess.run(
+            ["git", *args],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+            env={**os.environ, **(env or {})},
+        )
+        return done.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@dataclass(frozen=True)
+class Source:
+    """The source a run used: its files' digest, the archive's bytes, and, in git, HEAD, the
+    commit object that holds the source (HEAD itself when nothing differs) and whether it differs."""
+
+    digest: str
+    archive: bytes
+    files: dict[str, str]  # path -> SHA-256
+    head: Optional[str] = None
+    commit: Optional[str] = None
+    dirty: Optional[bool] = None
+
+    def tags(self) -> dict[str, str]:
+        tags = {"reprolab.source.digest": self.digest}
+        if self.head:
+            tags["mlflow.source.git.commit"] = self.head
+        if self.commit:
+            tags["reprolab.source.commit"] = self.commit
+        if self.dirty is not None:
+            tags["reprolab.git_dirty"] = str(self.dirty).lower()
+        return tags
+
+
+def _source_files(root: Path) -> dict[str, Path]:
+    """The source files by their path in the project: as git sees them (tracked and untracked,
+    not ignored), else every file under SOURCE_PATHS but caches; for a package installed
+    outside a project, its own Python files."""
+    if (root / "src" / "reprolab").resolve() != PACKAGE_DIR:
+        return {f"src/reprolab/{p.relative_to(PACKAGE_DIR)}": p for p in sorted(PACKAGE_DIR.rglob("*.py"))}
+    listed = _git(root, "ls-files", "-co", "--exclude-standard", "-z", "--", *SOURCE_PATHS)
+    if listed is not None:
+        names = [name for name in listed.split("\0") if name]
+    else:
+        names = []
+        for top in SOURCE_PATHS:
+            path = root / top
+            if path.is_file():
+                names.append(top)
+            elif path.is_dir():
+                names.extend(
+                    str(p.relative_to(root))
+                    for p in path.rglob("*")
+                    if p.is_file() and "__pycache__" not in p.parts and ".egg-info" not in str(p)
+                )
+    return {name: root / name for name in sorted(set(names)) if (root / name).is_file()}
+
+
+def source_digest(files: dict[str, str]) -> str:
+    """One digest of a set of files: their paths and contents' digests, in path order."""
+    return hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
+
+
+def _archive(paths: dict[str, Path], manifest: dict) -> bytes:
+    """A tar.gz of the files, byte for byte the same for the same files (no dates, no owners)."""
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped, tarfile.open(fileobj=zipped, mode="w") as tar:
+
+        def add(name: str, content: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(content), 0o644
+            tar.addfile(info, io.BytesIO(content))
+
+        add(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+        for name, path in paths.items():
+            add(name, path.read_bytes())
+    return buffer.getvalue()
+
+
+def _git_capture(root: Path) -> tuple[Optional[str], Optional[str], Optional[bool]]:
+    """HEAD, a commit object holding HEAD with the source paths as on disk, and whether they
+    differ. A temporary index is used: the user's index and work tree are not touched."""
+    head = _git(root, "rev-parse", "--verify", "-q", "HEAD")
+    if not head or _git(root, "rev-parse", "--show-toplevel") != str(root.resolve()):
+        return None, None, None
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="reprolab-index-") as scratch:
+        env = {"GIT_INDEX_FILE": str(Path(scratch) / "index"), **_FIXED_GIT_IDENTITY}
+        if _git(root, "read-tree", "HEAD", env=env) is None:
+            return head, None, None
+        present = [path for path in SOURCE_PATHS if (root / path).exists()]
+        if _git(root, "add", "-A", "--", *present, env=env) is None:
+            return head, None, None
+        tree = _git(root, "write-tree", env=env)
+    if tree is None:
+        return head, None, None
+    if tree == _git(root, "rev-parse", "HEAD^{tree}"):
+        return head, head, False
+    commit = _git(root, "commit-tree", tree, "-p", head, "-m", "reprolab: the source of a run", env=_FIXED_GIT_IDENTITY)
+    if commit:
+        _git(root, "update-ref", f"{SOURCE_REF}/{commit}", commit)
+    return head, commit, True
+
+
+@functools.lru_cache(maxsize=4)
+def capture_source(root: Optional[Path] = None) -> Source:
+    """The running project's source (once per process: the code that runs does not change)."""
+    root = root or project_root()
+    paths = _source_files(root)
+    files = {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in paths.items()}
+    digest = source_digest(files)
+    head, commit, dirty = _git_capture(root) if (root / "src" / "reprolab").resolve() == PACKAGE_DIR else (None,) * 3
+    manifest = {"schema": SCHEMA, "digest": digest, "files": files, "git_head": head, "git_commit": commit}
+    return Source(digest, _archive(paths, manifest), files, head, commit, dirty)
+
+
+def read_archive(archive: Path, into: Path) -> dict:
+    """Unpack a source archive into `into`; return its manifest, with `altered` listing the
+    files whose bytes no longer match the manifest (or that are missing or extra)."""
+    with tarfile.open(archive, mode="r:gz") as tar:
+        tar.extractall(into, filter="data")
+    manifest = json.loads((into / MANIFEST).read_text())
+    if manifest.get("schema", 0) > SCHEMA:
+        raise ValueError(f"its source archive has schema {manifest['schema']}; this reprolab reads up to {SCHEMA}")
+    (into / MANIFEST).unlink()
+    found = {
+        str(p.relative_to(into)): hashlib.sha256(p.read_bytes()).hexdigest() for p in into.rglob("*") if p.is_file()
+    }
+    recorded = manifest["files"]
+    manifest["altered"] = sorted(name for name in set(found) | set(recorded) if found.get(name) != recorded.get(name))
+    manifest["digest_now"] = source_digest(found)
+    return manifest
+
+
+# -- environment -------------------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+@functools.lru_cache(maxsize=1)
+def _distributions() -> dict[str, str]:
+    from importlib.metadata import distributions
+
+    found: dict[str, str] = {}
+    for dist in distributions():
+        name = dist.metadata["Name"]
+        if name:
+            found[name.lower().replace("_", "-")] = dist.version
+    return dict(sorted(found.items()))
+
+
+def environment(device: str = "") -> dict:
+    """Where a run ran: Python, the platform, the processor, the device and every distribution."""
+    return {
+        "schema": SCHEMA,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "byteorder": sys.byteorder,
+        "device": device,
+        "distributions": _distributions(),
+    }
+
+
+def environment_differences(recorded: dict, current: dict) -> list[str]:
+    """Each way `current` differs from `recorded`, as `what: old -> new`."""
+    found = []
+    for key in sorted(set(recorded) | set(current)):
+        if key in ("schema", "distributions"):
+            continue
+        if recorded.get(key) != current.get(key):
+            found.append(f"{key}: {recorded.get(key) or '-'} -> {current.get(key) or '-'}")
+    old, new = recorded.get("distributions", {}), current.get("distributions", {})
+    for name in sorted(set(old) | set(new)):
+        if name != "reprolab" and old.get(name) != new.get(name):
+            found.append(f"{name}: {old.get(name, 'absent')} -> {new.get(name, 'absent')}")
+    return found
+
+
+# -- data --------------------------------------------------------------------------------------
+
+
+def file_digests(path: Path) -> dict[str, str]:
+    """A file's SHA-256 and MD5 (DVC's cache address), in one read."""
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            sha.update(block)
+            md5.update(block)
+    return {"sha256": sha.hexdigest(), "md5": md5.hexdigest()}

@@ -1,0 +1,354 @@
+"""Reproduce a recorded run from its MLflow run id, and say whether the result is the same.
+
+In: a reference to a run (`reprolab.tracking.resolve_run`). For a training run, its record is
+read back and what made it is rebuilt in a scratch folder, never in the user's workspace:
+- the code: the run's source archive (`reprolab.provenance`), else its commit from git;
+- the configuration: the run's `config/params.yaml`;
+- the data: generated again from the generator settings, or the user's file found by its
+  digests at its recorded path, in DVC's cache, or through DVC from the run's commit;
+- the environment: this one, compared with the run's `environment.json`.
+The run is trained again by its own code, in a separate Python process whose `reprolab` is
+the captured one. Out: a verdict per run (`identical`, `within tolerance`, or `differs` with the
+first epoch and metric where the two part), recorded as a run linked to the original, with the
+original tagged. A sweep's summary run reproduces all of its runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from reprolab import provenance, tracking
+from reprolab.config import Config
+from reprolab.entrypoint import UserError, one_line
+from reprolab.results import HISTORY_KEYS, RunResult, text_digest
+
+IDENTICAL, WITHIN_TOLERANCE, DIFFERS = "identical", "within tolerance", "differs"
+
+# Run by the captured code in its own process: the contract with every recorded version is
+# `reprolab.config.validate`, `reprolab.data.build` and `reprolab.training.run_one`.
+_WORKER = """
+import json, sys, yaml
+import reprolab
+from reprolab.config import validate
+from reprolab.data import build
+from reprolab.training import run_one
+params, preset, seed, code, out = sys.argv[1:]
+if not reprolab.__file__.startswith(code):
+    sys.exit(f"the captured code did not load: reprolab came from {reprolab.__file__}")
+config = validate(yaml.safe_load(open(params)))
+trained, result = run_one(config, preset, int(seed), build(config.data), progress=False)
+open(out, "w").write(json.dumps({"result": json.loads(result.to_json()), "device": trained.device}))
+"""
+
+
+class ReproduceError(UserError, RuntimeError):
+    """A run that cannot be rebuilt: its code, data or record cannot be had."""
+
+
+@dataclass
+class Outcome:
+    """One run's reproduction: the verdict, the first difference, and what else differed."""
+
+    run_id: str
+    name: str
+    verdict: str
+    first_difference: Optional[str] = None
+    differences: list[str] = field(default_factory=list)
+    environment: list[str] = field(default_factory=list)
+    altered_code: list[str] = field(default_factory=list)
+    reproduction_id: Optional[str] = None
+
+    def summary(self) -> str:
+        text = f"{self.name} ({self.run_id}): {self.verdict}"
+        if self.first_difference:
+            text += f"; first difference: {self.first_difference}"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "summary": self.summary()}
+
+
+# -- the verdict -------------------------------------------------------------------------------
+
+
+def _differ(old: Any, new: Any, tolerance: float) -> bool:
+    if isinstance(old, (int, float)) and isinstance(new, (int, float)) and not isinstance(old, bool):
+        return abs(float(old) - float(new)) > tolerance
+    return old != new
+
+
+def compare(original: RunResult, again: RunResult, tolerance: float = 0.0) -> tuple[str, list[str]]:
+    """The verdict, and every difference in order: per-epoch history first (the first entry
+    is where the two runs part), then the fit, the final metrics, predictions and weights."""
+    found: list[str] = []
+    for old, new in zip(original.history, again.history):
+        for key in HISTORY_KEYS:
+            if _differ(old.get(key), new.get(key), tolerance):
+                found.append(f"epoch {int(old['epoch'])}, {key}: {old.get(key)} recorded, {new.get(key)} now")
+    if len(original.history) != len(again.history):
+        found.append(f"epochs run: {len(original.history)} recorded, {len(again.history)} now")
+    for key in ("best_epoch", "epochs_run", "stopped_early"):
+        if original.fit.get(key) != again.fit.get(key):
+            found.append(f"{key}: {original.fit.get(key)} recorded, {again.fit.get(key)} now")
+    for key in sorted(set(original.metrics) | set(again.metrics)):
+        if _differ(original.metrics.get(key), again.metrics.get(key), tolerance):
+            found.append(f"{key}: {original.metrics.get(key)} recorded, {again.metrics.get(key)} now")
+    exact = list(found)
+    for split in sorted(set(original.predictions) | set(again.predictions)):
+        old_p, new_p = original.predictions.get(split, []), again.predictions.get(split, [])
+        changed = sum(a != b for a, b in zip(old_p, new_p)) + abs(len(old_p) - len(new_p))
+        if changed:
+            exact.append(f"{split} predictions: {changed} of {len(old_p)} differ")
+    if original.weights_sha256 and original.weights_sha256 != again.weights_sha256:
+        exact.append(f"weights: digest {original.weights_sha256[:12]}… recorded, {again.weights_sha256[:12]}… now")
+    if not exact:
+        return IDENTICAL, []
+    if tolerance > 0 and not found:
+        return WITHIN_TOLERANCE, exact
+    return DIFFERS, exact
+
+
+# -- rebuilding ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Rebuilt:
+    """What one run needs to be trained again, laid out in `folder`."""
+
+    run: Any
+    folder: Path
+    code: Path
+    params: Path
+    preset: str
+    seed: int
+    original: RunResult
+    environment: dict
+    altered_code: list[str]
+
+
+def _code(store: tracking.Store, run, folder: Path) -> tuple[Path, list[str]]:
+    """The run's source in `folder/code`: its archive, else its commit from this repository's git;
+    and the files that no longer match what was recorded."""
+    code = folder / "code"
+    archive = tracking.download(store, run.info.run_id, f"{tracking.SOURCE_FOLDER}/{provenance.ARCHIVE}", folder)
+    if archive is not None:
+        try:
+            manifest = provenance.read_archive(archive, code)
+        except (OSError, ValueError, KeyError) as error:
+            raise ReproduceError(
+                f"reproduce: run {run.info.run_id}'s source archive is unreadable ({one_line(error)})"
+            ) from error
+        altered = list(manifest["altered"])
+        recorded = run.data.tags.get("reprolab.source.digest")
+        if recorded and recorded != manifest["digest_now"] and not altered:
+            altered = ["(the archive's manifest)"]
+        return code, altered
+    commit = run.data.tags.get("reprolab.source.commit") or run.data.tags.get("mlflow.source.git.commit")
+    root = tracking.repo_root()
+    if commit:
+        code.mkdir(parents=True)
+        tar = folder / "commit.tar"
+        done = subprocess.run(
+            ["git", "archive", "-o", str(tar), commit, "--", "src"], cwd=root, capture_output=True, timeout=120
+        )
+        if done.returncode == 0:
+            shutil.unpack_archive(tar, code)
+            return code, []
+    raise ReproduceError(
+        f"reproduce: run {run.info.run_id} recorded no source archive, and its commit {commit or '(none)'} is not in "
+        f"the git repository at {root}; run reproduce in a clone that has it (`git fetch`)"
+    )
+
+
+def _dvc_cached(root: Path, md5: str) -> Optional[Path]:
+    try:
+        from dvc.repo import Repo
+
+        with Repo(str(root)) as repo:
+            path = Path(repo.cache.local.oid_to_path(md5))
+        return path if path.is_file() else None
+    except Exception:  # not a DVC repository, or no cache: look elsewhere
+        return None
+
+
+def _dvc_remote(root: Path, name: str, commit: Optional[str], into: Path) -> Optional[Path]:
+    try:
+        import dvc.api
+
+        with dvc.api.open(name, repo=str(root), rev=commit, mode="rb") as stream, into.open("wb") as copy:
+            shutil.copyfileobj(stream, copy)
+        return into
+    except Exception:  # not tracked by DVC at that commit, or no remote holds it
+        return None
+
+
+def _user_file(run, raw: dict, folder: Path) -> Path:
+    """The run's user file with the SHA-256 it was recorded with, copied into `folder`."""
+    tags = run.data.tags
+    name, sha, md5 = (
+        tags.get("reprolab.data.file"),
+        tags.get("reprolab.data.file_sha256"),
+        tags.get("reprolab.data.file_md5"),
+    )
+    name = name or raw["data"]["user_file"]
+    root = tracking.repo_root()
+    copy = folder / "data" / Path(name).name
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    at_path = Path(name) if Path(name).is_absolute() else root / name
+    candidates = [at_path] + ([c] if md5 and (c := _dvc_cached(root, md5)) else [])
+    for candidate in candidates:
+        if candidate.is_file() and (sha is None or provenance.file_digests(candidate)["sha256"] == sha):
+            shutil.copyfile(candidate, copy)
+            return copy
+    commit = tags.get("mlflow.source.git.commit")
+    fetched = _dvc_remote(root, name, commit, copy)
+    if fetched is not None and (sha is None or provenance.file_digests(fetched)["sha256"] == sha):
+        return fetched
+    raise ReproduceError(
+        f"reproduce: the data file {name} of run {run.info.run_id} (md5 {md5 or '?'}, sha256 {(sha or '?')[:12]}…) "
+        f"is neither at its path, nor in DVC's cache, nor in the DVC remote; run `dvc pull` (or `dvc fetch`) in a "
+        f"clone that has it, or put that file back at {name}"
+    )
+
+
+def rebuild(store: tracking.Store, run, folder: Path) -> Rebuilt:
+    """Lay out in `folder` the code, configuration and data that made `run`."""
+    run_id = run.info.run_id
+    params_file = tracking.download(store, run_id, "config/params.yaml", folder)
+    run_file = tracking.download(store, run_id, "config/run.yaml", folder)
+    result_file = tracking.download(store, run_id, tracking.RESULT_FILE, folder)
+    if params_file is None or run_file is None or result_file is None:
+        raise ReproduceError(
+            f"reproduce: MLflow run {run_id} ({run.info.run_name}) is not a training run that finished: it has no "
+            f"config/params.yaml, config/run.yaml or {tracking.RESULT_FILE}"
+        )
+    text = result_file.read_text()
+    recorded = run.data.tags.get(tracking.RESULT_DIGEST_TAG)
+    if recorded and text_digest(text) != recorded:
+        raise ReproduceError(
+            f"reproduce: MLflow run {run_id}'s {tracking.RESULT_FILE} was changed after the run recorded it "
+            f"(digest {text_digest(text)[:12]}…, recorded {recorded[:12]}…): there is no honest result to compare with"
+        )
+    raw = yaml.safe_load(params_file.read_text())
+    chosen = yaml.safe_load(run_file.read_text())
+    if raw["data"].get("source") == "npz":
+        raw["data"]["user_file"] = str(_user_file(run, raw, folder))
+    raw["data"]["prepared_path"] = str(folder / "prepared.npz")
+    raw["tracking"]["enabled"] = False
+    params = folder / "params.yaml"
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    code, altered = _code(store, run, folder)
+    environment_file = tracking.download(store, run_id, tracking.ENVIRONMENT_FILE, folder)
+    environment = json.loads(environment_file.read_text()) if environment_file else {}
+    return Rebuilt(
+        run,
+        folder,
+        code,
+        params,
+        chosen["preset"],
+        int(chosen["seed"]),
+        RunResult.from_json(text),
+        environment,
+        altered,
+    )
+
+
+def train_again(rebuilt: Rebuilt) -> tuple[RunResult, str]:
+    """Train the rebuilt run with its own code in a fresh process; its result and device."""
+    out = rebuilt.folder / "again.json"
+    source = rebuilt.code / "src"
+    env = {**os.environ, "PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1"}
+    command = [
+        sys.executable,
+        "-c",
+        _WORKER,
+        str(rebuilt.params),
+        rebuilt.preset,
+        str(rebuilt.seed),
+        str(source),
+        str(out),
+    ]
+    done = subprocess.run(
+        command, cwd=rebuilt.folder, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        cause = lines[-1] if lines else f"exit status {done.returncode}"
+        raise ReproduceError(f"reproduce: run {rebuilt.run.info.run_id}'s code failed to train again: {cause}")
+    payload = json.loads(out.read_text())
+    return RunResult.from_json(json.dumps(payload["result"])), payload["device"]
+
+
+def _reproduce_one(store: tracking.Store, run, tolerance: float, scratch: Path, parent: Optional[str]) -> Outcome:
+    rebuilt = rebuild(store, run, scratch / run.info.run_id)
+    again, device = train_again(rebuilt)
+    verdict, differences = compare(rebuilt.original, again, tolerance)
+    here = provenance.environment(device)
+    outcome = Outcome(
+        run.info.run_id,
+        run.info.run_name,
+        verdict,
+        differences[0] if differences else None,
+        differences,
+        provenance.environment_differences(rebuilt.environment, here) if rebuilt.environment else ["not recorded"],
+        rebuilt.altered_code,
+    )
+    if again.dataset_digest != rebuilt.original.dataset_digest:
+        outcome.verdict = DIFFERS
+        outcome.first_difference = (
+            f"dataset digest {rebuilt.original.dataset_digest[:12]}… recorded, {again.dataset_digest[:12]}… now"
+        )
+    outcome.reproduction_id = tracking.record_reproduction(store, run, again, outcome.as_dict(), here, parent)
+    return outcome
+
+
+def reproduce(
+    config: Config, reference: str, tolerance: float = 0.0, workers: Optional[int] = None
+) -> tuple[list[Outcome], Optional[str]]:
+    """Reproduce the run `reference` names, or every run of a sweep's summary run (then with a
+    note on whether the sweep's verdict stands)."""
+    store = tracking.connect(config.tracking)
+    run = tracking.resolve_run(store, reference)
+    kind = run.data.tags.get("reprolab.kind", "")
+    with tempfile.TemporaryDirectory(prefix="reprolab-reproduce-") as scratch:
+        if not kind.endswith("-summary"):
+            return [_reproduce_one(store, run, tolerance, Path(scratch), None)], None
+        children = tracking.child_runs(store, run.info.run_id)
+        if not children:
+            raise ReproduceError(f"reproduce: the summary run {run.info.run_id} holds no training runs to reproduce")
+        with tracking.reproduction_summary(store, run) as (parent, finish):
+            with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+                outcomes = list(
+                    pool.map(lambda child: _reproduce_one(store, child, tolerance, Path(scratch), parent), children)
+                )
+            note = stands(run, outcomes)
+            finish(verdict_of(outcomes), note)
+        return outcomes, note
+
+
+def verdict_of(outcomes: list[Outcome]) -> str:
+    verdicts = {outcome.verdict for outcome in outcomes}
+    return DIFFERS if DIFFERS in verdicts else WITHIN_TOLERANCE if WITHIN_TOLERANCE in verdicts else IDENTICAL
+
+
+def stands(run, outcomes: list[Outcome]) -> str:
+    """What the reproduction says of a sweep's own verdict, which its runs' results decide."""
+    what = "audit's verdict" if run.data.tags.get("reprolab.kind") == "audit-summary" else "comparison"
+    differing = [outcome for outcome in outcomes if outcome.verdict == DIFFERS]
+    if not differing:
+        return f"the {what} stands: all {len(outcomes)} runs gave {verdict_of(outcomes)} results"
+    return (
+        f"the {what} is not confirmed: {len(differing)} of {len(outcomes)} runs differ; rerun it on these results "
+        f"to see whether it still holds"
+    )
