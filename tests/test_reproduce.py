@@ -1,0 +1,161 @@
+"""`reprolab reproduce RUN`: a recorded run rebuilt from its record (code as it ran, config, data by
+digest) and trained again, in a copy of the project on the small built-in dataset, 2 epochs a run."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from conftest import client_for, commit, copy_repository, runs, sh
+from userdata import save, series
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+QUICK = ["experiments.regularized.train.max_epochs=2", "experiments.baseline.train.max_epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    repo = copy_repository(tmp_path_factory.mktemp("reproduce"))
+    commit(repo, "the project")
+    return repo
+
+
+def train(repo: Path, *overrides: str) -> str:
+    data = [] if any(o.startswith("data=") for o in overrides) else ["data=synthetic_small"]
+    done = sh(repo, "reprolab", "train", "--no-progress", *QUICK, *data, *overrides)
+    return json.loads(done.stdout[done.stdout.index("{") :])["mlflow_run_id"]
+
+
+def reproduce(repo: Path, *args: str, check: bool = True):
+    return sh(repo, "reprolab", "reproduce", *args, check=check)
+
+
+def status(repo: Path) -> str:
+    return sh(repo, "git", "status", "--porcelain", "--untracked-files=all").stdout
+
+
+def test_uncommitted_code_is_captured_and_reproduced_without_touching_the_workspace(repo):
+    # Pipeline outputs that change under git are not "dirty": only the source counts.
+    (repo / "dvc.lock").write_text((repo / "dvc.lock").read_text() + "\n")
+    clean = train(repo)
+    assert client_for(repo).get_run(clean).data.tags["reprolab.git_dirty"] == "false"
+    sh(repo, "git", "checkout", "dvc.lock")
+    # A staged edit, an unstaged edit and a new module that git does not know yet, all used.
+    (repo / "src/reprolab/scaling.py").write_text("LR_SCALE = 0.5\n")
+    training = repo / "src/reprolab/training.py"
+    text = training.read_text().replace("lr=run.train.lr,", "lr=run.train.lr * LR_SCALE,")
+    training.write_text(text.replace("import torch\n", "import torch\n\nfrom reprolab.scaling import LR_SCALE\n", 1))
+    sh(repo, "git", "add", "src/reprolab/training.py")
+    metrics = repo / "src/reprolab/metrics.py"
+    metrics.write_text(metrics.read_text() + "\n# an unstaged edit\n")
+    dirty = train(repo)
+    tags = client_for(repo).get_run(dirty).data.tags
+    assert tags["reprolab.git_dirty"] == "true"
+    captured = tags["reprolab.source.commit"]
+    assert sh(repo, "git", "diff", "--name-only", "HEAD", captured).stdout.split() == [
+        "src/reprolab/metrics.py",
+        "src/reprolab/scaling.py",
+        "src/reprolab/training.py",
+    ]
+    assert f"refs/reprolab/sources/{captured}" in sh(repo, "git", "for-each-ref").stdout
+    # Back to the commit: the workspace no longer has the code that made the run.
+    sh(repo, "git", "reset", "-q", "--hard")
+    sh(repo, "git", "clean", "-qfd", "src")
+    before = status(repo)
+    done = reproduce(repo, dirty)
+    assert f"({dirty}): identical" in done.stdout, done.stdout
+    assert status(repo) == before
+    client = client_for(repo)
+    assert client.get_run(dirty).data.tags["reprolab.reproduced"] == "identical"
+    (again,) = [r for r in runs(repo, "reproduce") if r.data.tags["reprolab.reproduces"] == dirty]
+    assert again.info.status == "FINISHED" and again.data.tags["reprolab.reproduce.verdict"] == "identical"
+    assert again.data.metrics["val_accuracy"] == client.get_run(dirty).data.metrics["val_accuracy"]
+
+
+def _alter_archive(archive: Path, name: str, old: str, new: str) -> None:
+    """Rewrite one file inside a run's source archive, as a damaged or tampered store would."""
+    members = {}
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar.getmembers():
+            members[member.name] = tar.extractfile(member).read()
+    assert old.encode() in members[name]
+    members[name] = members[name].replace(old.encode(), new.encode())
+    with tarfile.open(archive, "w:gz") as tar:
+        for member_name, content in members.items():
+            info = tarfile.TarInfo(member_name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+
+
+def test_altered_captured_code_differs_and_names_where(repo):
+    run_id = train(repo, "seed=1")
+    artifacts = Path(client_for(repo).get_run(run_id).info.artifact_uri.removeprefix("file://"))
+    _alter_archive(artifacts / "source/source.tar.gz", "src/reprolab/training.py", "lr=run.train.lr,", "lr=0.05,")
+    done = reproduce(repo, f"runs:/{run_id}", check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    # Full-batch training: the first loss is measured before the first step, so epoch 1 parts after it.
+    assert "differs; first difference: epoch 1, train_eval_accuracy" in done.stdout, done.stdout
+    assert "captured code altered since the run: src/reprolab/training.py" in done.stdout
+    assert client_for(repo).get_run(run_id).data.tags["reprolab.reproduced"] == "differs"
+
+
+def test_a_replaced_user_file_is_found_in_dvcs_cache_and_a_lost_one_is_one_line(repo):
+    X, y, _ = series(n=60, classes=2, steps=10, seed=3)
+    data = save(repo / "data/raw/mine.npz", X=X, y=y)
+    sh(repo, "dvc", "add", "data/raw/mine.npz")
+    commit(repo, "my data")
+    on_file = ["data=npz", "data.name=mine", "data.user_file=data/raw/mine.npz", "experiment=regularized"]
+    run_id = train(repo, *on_file)
+    md5 = client_for(repo).get_run(run_id).data.tags["reprolab.data.file_md5"]
+    # The file is replaced (the old bytes stay in DVC's cache only).
+    X2, y2, _ = series(n=60, classes=2, steps=10, seed=4)
+    data.unlink()
+    save(data, X=X2, y=y2)
+    sh(repo, "dvc", "add", "data/raw/mine.npz")
+    done = reproduce(repo, run_id)
+    assert f"({run_id}): identical" in done.stdout, done.stdout
+    # Gone from the cache too, and no remote holds it: one line naming the file and the fix.
+    cached = repo / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+    assert cached.is_file()
+    cached.unlink()
+    done = reproduce(repo, run_id, check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "data/raw/mine.npz" in line and md5 in line and "dvc pull" in line, line
+
+
+def test_a_sweep_child_and_its_summary_reproduce_and_a_forged_result_is_not_reused(repo):
+    sweep = ["--presets", "baseline,regularized", "--seeds", "0", "--workers", "1", *QUICK, "data=synthetic_small"]
+    sh(repo, "reprolab", "compare", "--retrain", *sweep)
+    client = client_for(repo)
+    (summary,) = runs(repo, "compare-summary")
+    children = sorted(runs(repo, "compare"), key=lambda r: r.info.run_name)
+    assert len(children) == 2
+    done = reproduce(repo, summary.info.run_id)
+    assert done.stdout.count(": identical") == 2 and "the comparison stands" in done.stdout, done.stdout
+    assert client.get_run(summary.info.run_id).data.tags["reprolab.reproduced"] == "identical"
+    # A result.json changed after the run recorded it is not reused: that run trains again.
+    forged = children[0]
+    path = Path(forged.info.artifact_uri.removeprefix("file://")) / "result.json"
+    result = json.loads(path.read_text())
+    result["metrics"]["val_accuracy"] = 0.99
+    path.write_text(json.dumps(result))
+    done = sh(repo, "reprolab", "compare", *sweep)
+    assert f"not reusing MLflow run {forged.info.run_id}: its result.json is not the one recorded" in done.stderr
+    assert "1 of 2 runs reused" in done.stdout, done.stdout
+    # And reproducing it refuses to compare with a record that was changed.
+    done = reproduce(repo, forged.info.run_id, check=False)
+    assert done.returncode == 2 and "was changed after the run recorded it" in done.stderr
+
+
+def test_models_alias_and_bad_references_resolve_or_say_what_to_give(repo):
+    done = reproduce(repo, "not-a-run", check=False)
+    assert done.returncode == 2 and "names no run" in done.stderr and "Traceback" not in done.stderr
+    done = reproduce(repo, "0" * 32, check=False)
+    assert done.returncode == 2 and "is not in" in done.stderr and "MLFLOW_TRACKING_URI" in done.stderr
+    done = reproduce(repo, "models:/nothing@after", check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
