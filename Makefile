@@ -5,7 +5,8 @@
 #       make compare (all presets over seeds 0-4), make audit, make history,
 #       make ui (MLflow UI on 127.0.0.1:5000, with the links to open), make screenshots (docs/*.png),
 #       make server-start / server-stop (docs/tracking.md),
-#       make benchmark (pipeline overhead, tracking cost, audit scaling, repro after a change).
+#       make benchmark (pipeline overhead, tracking cost, audit scaling, repro after a change, reproduce),
+#       make lock (update requirements.lock from pyproject.toml's ranges).
 VENV ?= .venv
 PYTHON ?= python3
 # The CPU build that lies on this project's machines; override for another platform.
@@ -15,14 +16,23 @@ BIN := $(VENV)/bin
 # Stage commands in dvc.yaml call `python -m reprolab.stages...`: the venv's bin goes first on PATH.
 RUN := PATH="$(CURDIR)/$(BIN):$$PATH"
 
-.PHONY: setup pipeline compare audit history test test-fast check ui screenshots server-start server-stop server-status benchmark clean
+.PHONY: setup lock pipeline compare audit history test test-fast check ui screenshots server-start server-stop server-status benchmark clean
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The versions in requirements.lock, torch's beside them: every clone runs what the runs recorded.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH)"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev]"
 	touch $@
+
+# Update the lock: a fresh environment from pyproject.toml's ranges, frozen (torch stays pinned apart).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --disable-pip-version-check "$(TORCH)"
+	.lock-venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	{ sed -n '1,2p' requirements.lock; .lock-venv/bin/python -m pip freeze --exclude-editable | grep -iv '^torch=='; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock && rm -rf .lock-venv
 
 pipeline: setup
 	$(RUN) dvc repro
