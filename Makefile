@@ -84,6 +84,7 @@ benchmark: setup
 	$(BIN)/python benchmarks/tracking_overhead.py
 	$(BIN)/python benchmarks/audit_parallel.py
 	$(RUN) $(BIN)/python benchmarks/repro_after_change.py
+	$(RUN) $(BIN)/python benchmarks/reproduce.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
