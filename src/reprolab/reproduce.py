@@ -82,19 +82,19 @@ class Outcome:
 # -- the verdict -------------------------------------------------------------------------------
 
 
-def _differ(old: Any, new: Any, tolerance: float) -> bool:
+def _numbers_differ(old: Any, new: Any, tolerance: float) -> bool:
     if isinstance(old, (int, float)) and isinstance(new, (int, float)) and not isinstance(old, bool):
         return abs(float(old) - float(new)) > tolerance
     return old != new
 
 
-def compare(original: RunResult, again: RunResult, tolerance: float = 0.0) -> tuple[str, list[str]]:
-    """The verdict, and every difference in order: per-epoch history first (the first entry
-    is where the two runs part), then the fit, the final metrics, predictions and weights."""
+def _number_differences(original: RunResult, again: RunResult, tolerance: float) -> list[str]:
+    """Per-epoch history first (the first entry is where the two runs part), the fit, then the
+    final metrics: each that differs by more than `tolerance`."""
     found: list[str] = []
     for old, new in zip(original.history, again.history):
         for key in HISTORY_KEYS:
-            if _differ(old.get(key), new.get(key), tolerance):
+            if _numbers_differ(old.get(key), new.get(key), tolerance):
                 found.append(f"epoch {int(old['epoch'])}, {key}: {old.get(key)} recorded, {new.get(key)} now")
     if len(original.history) != len(again.history):
         found.append(f"epochs run: {len(original.history)} recorded, {len(again.history)} now")
@@ -102,9 +102,15 @@ def compare(original: RunResult, again: RunResult, tolerance: float = 0.0) -> tu
         if original.fit.get(key) != again.fit.get(key):
             found.append(f"{key}: {original.fit.get(key)} recorded, {again.fit.get(key)} now")
     for key in sorted(set(original.metrics) | set(again.metrics)):
-        if _differ(original.metrics.get(key), again.metrics.get(key), tolerance):
+        if _numbers_differ(original.metrics.get(key), again.metrics.get(key), tolerance):
             found.append(f"{key}: {original.metrics.get(key)} recorded, {again.metrics.get(key)} now")
-    exact = list(found)
+    return found
+
+
+def compare(original: RunResult, again: RunResult, tolerance: float = 0.0) -> tuple[str, list[str]]:
+    """The verdict, and every difference in order: the numbers (`_number_differences`), then
+    predictions and the weights' digest. Within a tolerance, only the numbers are judged."""
+    exact = _number_differences(original, again, 0.0)
     for split in sorted(set(original.predictions) | set(again.predictions)):
         old_p, new_p = original.predictions.get(split, []), again.predictions.get(split, [])
         changed = sum(a != b for a, b in zip(old_p, new_p)) + abs(len(old_p) - len(new_p))
@@ -114,9 +120,10 @@ def compare(original: RunResult, again: RunResult, tolerance: float = 0.0) -> tu
         exact.append(f"weights: digest {original.weights_sha256[:12]}… recorded, {again.weights_sha256[:12]}… now")
     if not exact:
         return IDENTICAL, []
-    if tolerance > 0 and not found:
+    beyond = _number_differences(original, again, tolerance)
+    if tolerance > 0 and not beyond:
         return WITHIN_TOLERANCE, exact
-    return DIFFERS, exact
+    return DIFFERS, beyond + [d for d in exact if d not in beyond]
 
 
 # -- rebuilding ----------------------------------------------------------------------------------
