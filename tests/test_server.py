@@ -200,6 +200,17 @@ def test_pipeline_and_audit_land_on_the_server_and_in_postgresql(repo, server):
     assert server.sql("SELECT DISTINCT status FROM runs") == [["FINISHED"]]
 
 
+def test_a_run_on_the_server_reproduces_identically(repo, server):
+    run_id = json.loads((repo / "results/lstm/train.json").read_text())["mlflow_run_id"]
+    done = sh(repo, "reprolab", "reproduce", run_id)
+    assert f"lstm-seed0 ({run_id}): identical" in done.stdout, done.stdout
+    (again,) = [r for r in runs(repo, "reproduce", uri=server.uri) if r.data.tags["reprolab.reproduces"] == run_id]
+    assert again.info.status == "FINISHED" and again.info.artifact_uri.startswith("mlflow-artifacts:")
+    assert server.sql(f"SELECT value FROM tags WHERE run_uuid = '{run_id}' AND key = 'reprolab.reproduced'") == [
+        ["identical"]
+    ]
+
+
 def test_the_ui_lists_the_runs_with_their_validation_accuracy(repo, server, tmp_path):
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
