@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPROLAB, clean_env, reprolab, small_overrides
+from conftest import BIN, REPROLAB, clean_env, reprolab, runs, small_overrides
 
 pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.timeout(900)]
 
@@ -161,6 +161,11 @@ def test_compare_through_the_environment_variable_equals_the_local_one(cluster, 
         assert done.returncode == 0, done.stderr
         tables[backend] = [line for line in done.stdout.splitlines() if line.startswith("| ")]
     assert tables["dask"] == tables["local"] and len(tables["local"]) > 6
+    # The Dask sweep's runs, reproduced on the cluster from its summary run: identical.
+    work = tmp_path / "dask"
+    (summary,) = runs(work, "compare-summary", uri=f"sqlite:///{work / 'mlflow.db'}")
+    done = reprolab(work, "reproduce", summary.info.run_id, "--scheduler", cluster.address, *small_overrides(work, 40))
+    assert done.stdout.count(": identical") == 4 and "the comparison stands" in done.stdout, done.stdout
 
 
 def test_an_unreachable_scheduler_is_one_line(tmp_path):

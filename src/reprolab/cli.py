@@ -51,6 +51,16 @@ def positive(text: str) -> int:
     return value
 
 
+def tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, e.g. 1e-4; got {text!r}")
+    return value
+
+
 def cmd_compose(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
@@ -225,10 +235,17 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from reprolab.config import load_config
+    from reprolab.jobs import scheduler_address
     from reprolab.reproduce import DIFFERS, reproduce, verdict_of
 
     config = load_config(args.overrides, args.config_dir)
-    outcomes, note = reproduce(config, args.run, tolerance=args.tolerance, workers=args.workers)
+    outcomes, note = reproduce(
+        config,
+        args.run,
+        tolerance=args.tolerance,
+        workers=args.workers or config.compute.workers,
+        scheduler=scheduler_address(config.compute, args.scheduler),
+    )
     for outcome in outcomes:
         print(outcome.summary())
         for name in outcome.altered_code:
@@ -328,12 +345,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce_cmd.add_argument(
         "--tolerance",
-        type=float,
+        type=tolerance,
         default=0.0,
         help="largest difference in any metric still called a match (another device or library); 0: bit for bit",
     )
     reproduce_cmd.add_argument(
         "--workers", type=positive, default=None, help="runs at once for a sweep (default: cores)"
+    )
+    reproduce_cmd.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="a sweep's runs on this Dask scheduler; else DASK_SCHEDULER_ADDRESS, compute.scheduler, or local",
     )
     ui_cmd = command(
         "ui", cmd_ui, "Print the MLflow UI's links for this project; serve a SQLite store on 127.0.0.1:5000."
@@ -384,7 +407,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the console script: parse, then run under `reprolab.entrypoint`'s rules."""
     entrypoint.install_signal_handlers()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Overrides may also follow options (`reproduce RUN --tolerance 1e-4 data=mine`), which
+    # argparse leaves over once it has filled the positionals.
+    args, left = parser.parse_known_args(argv)
+    options = [text for text in left if text.startswith("-")]
+    if options:
+        parser.error(f"unrecognized arguments: {' '.join(options)}")
+    args.overrides = [*args.overrides, *left]
     return entrypoint.call(lambda: args.handler(args))
 
 

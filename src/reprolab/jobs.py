@@ -21,7 +21,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -254,18 +254,7 @@ def _on_local_processes(jobs: Sequence[Job], order: list[int], workers: int, fin
 
 def _on_dask(jobs: Sequence[Job], order: list[int], address: str, finish: Callable) -> None:
     """Submit every job to the scheduler (each dataset is sent once), highest cost first."""
-    try:
-        from distributed import Client, as_completed
-    except ImportError:
-        raise WorkerError("compute: Dask is not installed here; pip install 'dask[distributed]'") from None
-    try:
-        client = Client(address, timeout=10, set_as_default=False)
-    except (OSError, TimeoutError, ValueError) as error:
-        raise WorkerError(
-            f"compute: cannot reach the Dask scheduler at {address} ({one_line(error)[:200]}); start it with "
-            f"`dask scheduler`, or run locally without --scheduler / DASK_SCHEDULER_ADDRESS / compute.scheduler"
-        ) from error
-    with client:
+    with _dask_client(address) as client:
         shared: dict[int, Any] = {}
         for job in jobs:
             if id(job.data) not in shared:
@@ -285,16 +274,73 @@ def _on_dask(jobs: Sequence[Job], order: list[int], address: str, finish: Callab
             ): index
             for rank, index in enumerate(reversed(order))  # Dask runs higher priorities first
         }
+        for index, (trained, result) in _as_completed(client, futures, address):
+            finish(index, trained, result)
+
+
+def _dask_client(address: str):
+    """A client of the scheduler at `address`, or one line saying why there is none."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise WorkerError("compute: Dask is not installed here; pip install 'dask[distributed]'") from None
+    try:
+        return Client(address, timeout=10, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as error:
+        raise WorkerError(
+            f"compute: cannot reach the Dask scheduler at {address} ({one_line(error)[:200]}); start it with "
+            f"`dask scheduler`, or run locally without --scheduler / DASK_SCHEDULER_ADDRESS / compute.scheduler"
+        ) from error
+
+
+def _as_completed(client: Any, futures: dict, address: str) -> Iterator[tuple[int, Any]]:
+    """(index, value) of each future as it finishes; a job's own UserError passes as it is, the
+    cluster's failures become one line; what is left is cancelled when the caller stops."""
+    from distributed import as_completed
+
+    try:
+        for future in as_completed(futures, loop=client.loop):
+            try:
+                value = future.result()
+            except UserError:
+                raise
+            except Exception as error:
+                raise WorkerError(
+                    f"compute: the Dask cluster at {address} failed a job ({one_line(error)[:200]})"
+                ) from error
+            yield futures[future], value
+    finally:
+        client.cancel(list(futures))
+
+
+def call_each(
+    function: Callable[..., Any],
+    calls: Sequence[tuple],
+    finish: Callable[[int, Any], None],
+    workers: Optional[int] = None,
+    scheduler: Optional[str] = None,
+) -> None:
+    """`function(*call)` for each call, on the Dask cluster at `scheduler` or in `workers` threads
+    here (for functions whose work runs in processes of their own); `finish(index, value)` in
+    this thread as each one ends."""
+    if scheduler:
+        with _dask_client(scheduler) as client:
+            batch = uuid.uuid4().hex[:8]
+            futures = {
+                client.submit(function, *call, key=f"reprolab-{batch}-{index}", pure=False): index
+                for index, call in enumerate(calls)
+            }
+            for index, value in _as_completed(client, futures, scheduler):
+                finish(index, value)
+        return
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers or os.cpu_count() or 1, len(calls)))) as pool:
+        pending = {pool.submit(function, *call): index for index, call in enumerate(calls)}
         try:
-            for future in as_completed(futures, loop=client.loop):
-                try:
-                    trained, result = future.result()
-                except UserError:
-                    raise
-                except Exception as error:
-                    raise WorkerError(
-                        f"compute: the Dask cluster at {address} failed a job ({one_line(error)[:200]})"
-                    ) from error
-                finish(futures[future], trained, result)
-        finally:
-            client.cancel(list(futures))
+            for future in as_completed(pending):
+                finish(pending[future], future.result())
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise

@@ -26,7 +26,7 @@ import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from reprolab.sources import PACKAGE_DIR
 
@@ -179,10 +179,13 @@ def read_archive(archive: Path, into: Path) -> dict:
     files whose bytes no longer match the manifest (or that are missing or extra)."""
     with tarfile.open(archive, mode="r:gz") as tar:
         tar.extractall(into, filter="data")
-    manifest = json.loads((into / MANIFEST).read_text())
+    if not (into / MANIFEST).is_file():  # git's archive of a commit: nothing to check against
+        manifest: dict[str, Any] = {"schema": SCHEMA, "digest": None, "files": None}
+    else:
+        manifest = json.loads((into / MANIFEST).read_text())
+        (into / MANIFEST).unlink()
     if manifest.get("schema", 0) > SCHEMA:
         raise ValueError(f"its source archive has schema {manifest['schema']}; this reprolab reads up to {SCHEMA}")
-    (into / MANIFEST).unlink()
     found = {
         str(p.relative_to(into)): hashlib.sha256(p.read_bytes()).hexdigest() for p in into.rglob("*") if p.is_file()
     }

@@ -15,13 +15,14 @@ original tagged. A sweep's summary run reproduces all of its runs.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -31,6 +32,7 @@ import yaml
 from reprolab import provenance, tracking
 from reprolab.config import Config
 from reprolab.entrypoint import UserError, one_line
+from reprolab.jobs import call_each
 from reprolab.results import HISTORY_KEYS, RunResult, text_digest
 
 IDENTICAL, WITHIN_TOLERANCE, DIFFERS = "identical", "within tolerance", "differs"
@@ -131,47 +133,35 @@ def compare(original: RunResult, again: RunResult, tolerance: float = 0.0) -> tu
 
 @dataclass
 class Rebuilt:
-    """What one run needs to be trained again, laid out in `folder`."""
+    """What one run needs to be trained again, as plain values that travel (to a Dask worker)."""
 
     run: Any
-    folder: Path
-    code: Path
-    params: Path
+    archive: bytes  # the source: the run's archive, else git's archive of its commit
+    params: dict  # its config/params.yaml, tracking off
+    data_file: Optional[tuple[str, bytes]]  # the user file's name and bytes
     preset: str
     seed: int
     original: RunResult
     environment: dict
-    altered_code: list[str]
 
 
-def _code(store: tracking.Store, run, folder: Path) -> tuple[Path, list[str]]:
-    """The run's source in `folder/code`: its archive, else its commit from this repository's git;
-    and the files that no longer match what was recorded."""
-    code = folder / "code"
+def _archive(store: tracking.Store, run, folder: Path) -> bytes:
+    """The run's source archive, else git's archive of its commit from this repository."""
     archive = tracking.download(store, run.info.run_id, f"{tracking.SOURCE_FOLDER}/{provenance.ARCHIVE}", folder)
     if archive is not None:
-        try:
-            manifest = provenance.read_archive(archive, code)
-        except (OSError, ValueError, KeyError) as error:
-            raise ReproduceError(
-                f"reproduce: run {run.info.run_id}'s source archive is unreadable ({one_line(error)})"
-            ) from error
-        altered = list(manifest["altered"])
-        recorded = run.data.tags.get("reprolab.source.digest")
-        if recorded and recorded != manifest["digest_now"] and not altered:
-            altered = ["(the archive's manifest)"]
-        return code, altered
+        return archive.read_bytes()
     commit = run.data.tags.get("reprolab.source.commit") or run.data.tags.get("mlflow.source.git.commit")
     root = tracking.repo_root()
     if commit:
-        code.mkdir(parents=True)
-        tar = folder / "commit.tar"
+        tar = folder / "commit.tar.gz"
         done = subprocess.run(
-            ["git", "archive", "-o", str(tar), commit, "--", "src"], cwd=root, capture_output=True, timeout=120
+            ["git", "archive", "--format=tar.gz", "-o", str(tar), commit, "--", "src", "conf"],
+            cwd=root,
+            capture_output=True,
+            timeout=120,
         )
         if done.returncode == 0:
-            shutil.unpack_archive(tar, code)
-            return code, []
+            return tar.read_bytes()
     raise ReproduceError(
         f"reproduce: run {run.info.run_id} recorded no source archive, and its commit {commit or '(none)'} is not in "
         f"the git repository at {root}; run reproduce in a clone that has it (`git fetch`)"
@@ -230,8 +220,9 @@ def _user_file(run, raw: dict, folder: Path) -> Path:
 
 
 def rebuild(store: tracking.Store, run, folder: Path) -> Rebuilt:
-    """Lay out in `folder` the code, configuration and data that made `run`."""
+    """Read back what made `run`: its code, configuration, data, environment and result."""
     run_id = run.info.run_id
+    folder.mkdir(parents=True, exist_ok=True)
     params_file = tracking.download(store, run_id, "config/params.yaml", folder)
     run_file = tracking.download(store, run_id, "config/run.yaml", folder)
     result_file = tracking.download(store, run_id, tracking.RESULT_FILE, folder)
@@ -249,59 +240,62 @@ def rebuild(store: tracking.Store, run, folder: Path) -> Rebuilt:
         )
     raw = yaml.safe_load(params_file.read_text())
     chosen = yaml.safe_load(run_file.read_text())
+    data_file = None
     if raw["data"].get("source") == "npz":
-        raw["data"]["user_file"] = str(_user_file(run, raw, folder))
-    raw["data"]["prepared_path"] = str(folder / "prepared.npz")
+        found = _user_file(run, raw, folder)
+        data_file = (found.name, found.read_bytes())
     raw["tracking"]["enabled"] = False
-    params = folder / "params.yaml"
-    params.write_text(yaml.safe_dump(raw, sort_keys=False))
-    code, altered = _code(store, run, folder)
     environment_file = tracking.download(store, run_id, tracking.ENVIRONMENT_FILE, folder)
-    environment = json.loads(environment_file.read_text()) if environment_file else {}
     return Rebuilt(
         run,
-        folder,
-        code,
-        params,
+        _archive(store, run, folder),
+        raw,
+        data_file,
         chosen["preset"],
         int(chosen["seed"]),
         RunResult.from_json(text),
-        environment,
-        altered,
+        json.loads(environment_file.read_text()) if environment_file else {},
     )
 
 
-def train_again(rebuilt: Rebuilt) -> tuple[RunResult, str]:
-    """Train the rebuilt run with its own code in a fresh process; its result and device."""
-    out = rebuilt.folder / "again.json"
-    source = rebuilt.code / "src"
-    env = {**os.environ, "PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1"}
-    command = [
-        sys.executable,
-        "-c",
-        _WORKER,
-        str(rebuilt.params),
-        rebuilt.preset,
-        str(rebuilt.seed),
-        str(source),
-        str(out),
-    ]
-    done = subprocess.run(
-        command, cwd=rebuilt.folder, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL
-    )
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        cause = lines[-1] if lines else f"exit status {done.returncode}"
-        raise ReproduceError(f"reproduce: run {rebuilt.run.info.run_id}'s code failed to train again: {cause}")
-    payload = json.loads(out.read_text())
-    return RunResult.from_json(json.dumps(payload["result"])), payload["device"]
+def retrain(archive: bytes, params: dict, data_file: Optional[tuple[str, bytes]], preset: str, seed: int) -> dict:
+    """Train a rebuilt run with its own code in a fresh process, here or on a Dask worker: the
+    result, the device, and the source files that no longer match the archive's manifest."""
+    with tempfile.TemporaryDirectory(prefix="reprolab-retrain-") as scratch:
+        folder = Path(scratch)
+        (folder / provenance.ARCHIVE).write_bytes(archive)
+        try:
+            manifest = provenance.read_archive(folder / provenance.ARCHIVE, folder / "code")
+        except (OSError, ValueError, KeyError, tarfile.TarError) as error:
+            raise ReproduceError(f"reproduce: the run's source archive is unreadable ({one_line(error)})") from error
+        params = copy.deepcopy(params)
+        if data_file is not None:
+            (folder / "data").mkdir()
+            (folder / "data" / data_file[0]).write_bytes(data_file[1])
+            params["data"]["user_file"] = str(folder / "data" / data_file[0])
+        params["data"]["prepared_path"] = str(folder / "prepared.npz")
+        (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        source, out = folder / "code" / "src", folder / "again.json"
+        env = {**os.environ, "PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1"}
+        command = [sys.executable, "-c", _WORKER, str(folder / "params.yaml"), preset, str(seed), str(source), str(out)]
+        done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if done.returncode != 0:
+            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+            cause = lines[-1] if lines else f"exit status {done.returncode}"
+            raise ReproduceError(f"reproduce: the run's code failed to train again: {cause}")
+        return {**json.loads(out.read_text()), "altered": manifest["altered"], "digest_now": manifest["digest_now"]}
 
 
-def _reproduce_one(store: tracking.Store, run, tolerance: float, scratch: Path, parent: Optional[str]) -> Outcome:
-    rebuilt = rebuild(store, run, scratch / run.info.run_id)
-    again, device = train_again(rebuilt)
-    verdict, differences = compare(rebuilt.original, again, tolerance)
-    here = provenance.environment(device)
+def judge(rebuilt: Rebuilt, again: dict, tolerance: float) -> tuple[Outcome, RunResult, dict]:
+    """The outcome of one reproduction, the new result, and the environment it ran in."""
+    run = rebuilt.run
+    result = RunResult.from_json(json.dumps(again["result"]))
+    verdict, differences = compare(rebuilt.original, result, tolerance)
+    here = provenance.environment(again["device"])
+    altered = list(again["altered"])
+    recorded = run.data.tags.get("reprolab.source.digest")
+    if recorded and recorded != again["digest_now"] and not altered:
+        altered = ["(the archive's manifest)"]
     outcome = Outcome(
         run.info.run_id,
         run.info.run_name,
@@ -309,19 +303,48 @@ def _reproduce_one(store: tracking.Store, run, tolerance: float, scratch: Path, 
         differences[0] if differences else None,
         differences,
         provenance.environment_differences(rebuilt.environment, here) if rebuilt.environment else ["not recorded"],
-        rebuilt.altered_code,
+        altered,
     )
-    if again.dataset_digest != rebuilt.original.dataset_digest:
+    if result.dataset_digest != rebuilt.original.dataset_digest:
         outcome.verdict = DIFFERS
         outcome.first_difference = (
-            f"dataset digest {rebuilt.original.dataset_digest[:12]}… recorded, {again.dataset_digest[:12]}… now"
+            f"dataset digest {rebuilt.original.dataset_digest[:12]}… recorded, {result.dataset_digest[:12]}… now"
         )
-    outcome.reproduction_id = tracking.record_reproduction(store, run, again, outcome.as_dict(), here, parent)
-    return outcome
+    return outcome, result, here
+
+
+def _reproduce_all(
+    store: tracking.Store,
+    runs: list,
+    tolerance: float,
+    scratch: Path,
+    parent: Optional[str],
+    workers: Optional[int],
+    scheduler: Optional[str],
+) -> list[Outcome]:
+    """Rebuild every run here, train them again (in local processes or on Dask), then judge and
+    record each as it finishes."""
+    rebuilt = [rebuild(store, run, scratch / run.info.run_id) for run in runs]
+    outcomes: dict[int, Outcome] = {}
+
+    def finish(index: int, again: dict) -> None:
+        outcome, result, here = judge(rebuilt[index], again, tolerance)
+        outcome.reproduction_id = tracking.record_reproduction(
+            store, rebuilt[index].run, result, outcome.as_dict(), here, parent
+        )
+        outcomes[index] = outcome
+
+    calls = [(r.archive, r.params, r.data_file, r.preset, r.seed) for r in rebuilt]
+    call_each(retrain, calls, finish, workers=workers, scheduler=scheduler)
+    return [outcomes[index] for index in range(len(runs))]
 
 
 def reproduce(
-    config: Config, reference: str, tolerance: float = 0.0, workers: Optional[int] = None
+    config: Config,
+    reference: str,
+    tolerance: float = 0.0,
+    workers: Optional[int] = None,
+    scheduler: Optional[str] = None,
 ) -> tuple[list[Outcome], Optional[str]]:
     """Reproduce the run `reference` names, or every run of a sweep's summary run (then with a
     note on whether the sweep's verdict stands)."""
@@ -330,15 +353,12 @@ def reproduce(
     kind = run.data.tags.get("reprolab.kind", "")
     with tempfile.TemporaryDirectory(prefix="reprolab-reproduce-") as scratch:
         if not kind.endswith("-summary"):
-            return [_reproduce_one(store, run, tolerance, Path(scratch), None)], None
+            return _reproduce_all(store, [run], tolerance, Path(scratch), None, 1, None), None
         children = tracking.child_runs(store, run.info.run_id)
         if not children:
             raise ReproduceError(f"reproduce: the summary run {run.info.run_id} holds no training runs to reproduce")
         with tracking.reproduction_summary(store, run) as (parent, finish):
-            with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-                outcomes = list(
-                    pool.map(lambda child: _reproduce_one(store, child, tolerance, Path(scratch), parent), children)
-                )
+            outcomes = _reproduce_all(store, children, tolerance, Path(scratch), parent, workers, scheduler)
             note = stands(run, outcomes)
             finish(verdict_of(outcomes), note)
         return outcomes, note
