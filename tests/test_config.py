@@ -52,6 +52,7 @@ def test_overrides_reach_the_selected_preset():
         ("experiment=transformer", "experiment"),
         ("data=nonexistent", "config"),
         ("data.generator.label_noise=0.7", "data.generator.label_noise"),
+        ("data.generator.margin=10", "data.generator.margin"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_key(override, key):

@@ -26,6 +26,20 @@ def test_uri_precedence(monkeypatch, tmp_path):
     assert tracking.tracking_uri(config("http://127.0.0.1:5000")) == "http://127.0.0.1:6000"
 
 
+def test_a_relative_sqlite_store_resolves_against_the_repository_root(monkeypatch, tmp_path):
+    """A queued experiment runs in DVC's temporary copy (the working directory) with DVC_ROOT the
+    user's repository: its relative store is the user's, not one deleted with the copy."""
+    copy = tmp_path / "dvc-temporary-copy"
+    copy.mkdir()
+    monkeypatch.chdir(copy)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///stores/rel.db")
+    assert tracking.tracking_uri(config()) == f"sqlite:///{tmp_path.resolve()}/stores/rel.db"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert tracking.tracking_uri(config("sqlite:///rel.db")) == f"sqlite:///{tmp_path.resolve()}/rel.db"
+    assert tracking.tracking_uri(config(f"sqlite:///{copy}/abs.db")) == f"sqlite:///{copy}/abs.db"
+
+
 def test_flatten_and_redact():
     assert flatten({"a": {"b": 1, "c": {"d": None}}, "e": "x"}) == {"a.b": 1, "a.c.d": None, "e": "x"}
     assert tracking.redact("postgresql://user:secret@db:5432/mlflow") == "postgresql://***@db:5432/mlflow"

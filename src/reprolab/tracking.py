@@ -96,8 +96,16 @@ def _default_uri() -> str:
 
 
 def tracking_uri(config: TrackingConfig) -> str:
-    """MLFLOW_TRACKING_URI, else `tracking.uri`, else the SQLite store at the repository root."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or config.uri or _default_uri()
+    """MLFLOW_TRACKING_URI, else `tracking.uri`, else the SQLite store at the repository root.
+
+    A relative SQLite path (`sqlite:///rel.db`) is resolved once, against the repository root,
+    whatever the entry point: a queued experiment runs in DVC's temporary copy, where it would
+    otherwise name a store that is deleted with the copy."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or config.uri or _default_uri()
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not Path(uri[len(prefix) :]).is_absolute():
+        uri = f"{prefix}{repo_root() / uri[len(prefix) :]}"
+    return uri
 
 
 def redact(uri: str) -> str:
