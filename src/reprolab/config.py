@@ -11,6 +11,7 @@ whose message starts with the full key.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
@@ -173,6 +174,13 @@ class DataConfig:
             self.expected_digest is None or len(self.expected_digest) == 64,
             f"{where}.expected_digest",
             "must be a 64-character SHA-256 (as printed by `reprolab prepare`) or null",
+        )
+        prepared = os.path.normpath(self.prepared_path)
+        require(
+            os.path.isabs(prepared) or not prepared.startswith(".."),
+            f"{where}.prepared_path",
+            f"{self.prepared_path!r} leaves the repository; give a path inside it (data/prepared/...) or an "
+            f"absolute path",
         )
 
 

@@ -38,6 +38,30 @@ def _temporary(path: Path) -> Path:
     return Path(tmp)
 
 
+def check_output_path(path: Path) -> None:
+    """Refuse to replace what is not an output of ours: a directory, a device, a FIFO or a
+    socket (a rename would turn it into a regular file), or an `.npz` path that holds a file
+    of another kind (someone's document, not an array file this project wrote)."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(21, "Is a directory", str(path))
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise FileFormatError(
+            f"{path} is {kind}, not a regular file: an output would replace it; choose another output path"
+        )
+    if path.suffix == ".npz" and path.stat().st_size and not zipfile.is_zipfile(path):
+        raise FileFormatError(
+            f"{path} exists and is not an .npz array file: it is not an output of this project, so it is left as it "
+            f"is; move it aside or choose another output path"
+        )
+
+
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call `write` on a temporary file beside `path`, then rename it into place."""
     with Outputs() as outputs:
@@ -51,6 +75,7 @@ class Outputs:
         self._staged: list[tuple[Path, Path]] = []
 
     def add(self, path: Path, write: Callable[[Path], object]) -> Path:
+        check_output_path(Path(path))
         tmp = _temporary(Path(path))
         self._staged.append((tmp, Path(path)))
         try:
@@ -78,8 +103,7 @@ class Outputs:
         try:
             if kind is None:
                 for _, path in self._staged:  # what would stop a rename, found before the first one
-                    if path.is_dir():
-                        raise IsADirectoryError(21, "Is a directory", str(path))
+                    check_output_path(path)
                 for tmp, path in self._staged:
                     os.replace(tmp, path)
         finally:
