@@ -22,6 +22,9 @@ from reprolab import entrypoint
 # imported (see reprolab.entrypoint), so each command imports what it uses itself.
 
 
+MAX_SEEDS = 1000  # bounds the work (and the memory for planning it) that one command accepts
+
+
 def seed_list(text: str) -> list[int]:
     """'0-4' or '0,2,5' -> a list of distinct seeds in the seed range."""
     from reprolab.config import SEED_MAX
@@ -31,11 +34,17 @@ def seed_list(text: str) -> list[int]:
             first, last = (int(part) for part in text.split("-", 1))
             if last < first:
                 raise argparse.ArgumentTypeError(f"seed range {text!r} runs backwards; write {last}-{first}")
+            if last - first + 1 > MAX_SEEDS:
+                raise argparse.ArgumentTypeError(
+                    f"{text!r} is {last - first + 1} seeds; a command takes at most {MAX_SEEDS} (one training each)"
+                )
             seeds = list(range(first, last + 1))
         else:
             seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"seeds must look like 0-4 or 0,1,2; got {text!r}") from None
+    if len(seeds) > MAX_SEEDS:
+        raise argparse.ArgumentTypeError(f"{len(seeds)} seeds; a command takes at most {MAX_SEEDS}")
     if not seeds or min(seeds) < 0 or max(seeds) > SEED_MAX or len(set(seeds)) != len(seeds):
         raise argparse.ArgumentTypeError(f"seeds must be distinct numbers in 0..{SEED_MAX}; got {text!r}")
     return seeds
