@@ -125,6 +125,7 @@ def _background_main(job: Job, channel: Connection, progress: bool) -> None:
     """The forked worker: train, sending ("epoch", record) per epoch and ("done", result) or
     ("error", exception) at the end. A driver that is gone ends it at the next epoch."""
     driver = os.getppid()
+    die_with_parent()
 
     def send(kind: str, payload: Any) -> None:
         # Plain pickle: multiprocessing's own would pass tensors as handles into this
@@ -237,15 +238,55 @@ def run_jobs(
     return [results[index] for index in range(len(jobs))]
 
 
+MAX_LOST_POOLS = 3  # local worker deaths a sweep outlives (a job that kills its worker every time stops it)
+
+
+def die_with_parent() -> None:
+    """Ask Linux to kill this process when the process that started it dies (SIGKILL of the
+    driver would otherwise leave its workers running for good); elsewhere, nothing."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _on_local_processes(jobs: Sequence[Job], order: list[int], workers: int, finish: Callable) -> None:
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_context()) as pool:
-        futures = {pool.submit(_run_job, jobs[index]): index for index in order}
+    """The jobs in a pool of local processes. A worker that dies (killed, out of memory) breaks
+    the pool: a new one reruns the jobs not finished, as Dask does, so a lost worker costs time."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    remaining, lost = list(order), 0
+    while remaining:
+        try:
+            _one_pool(jobs, remaining, workers, finish)
+        except BrokenProcessPool as error:
+            lost += 1
+            if lost > MAX_LOST_POOLS:
+                raise WorkerError(
+                    f"compute: local worker processes died {lost} times ({one_line(error)[:120]}); look for the "
+                    f"out-of-memory killer in the system log, or lower --workers"
+                ) from error
+            print(
+                f"reprolab: a worker process died; rerunning the {len(remaining)} runs not finished in new workers",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _one_pool(jobs: Sequence[Job], remaining: list[int], workers: int, finish: Callable) -> None:
+    """Run the jobs of `remaining` in one pool, taking each out of it as it finishes."""
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=die_with_parent) as pool:
+        futures = {pool.submit(_run_job, jobs[index]): index for index in remaining}
         pending = set(futures)
         try:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     finish(futures[future], *future.result())
+                    remaining.remove(futures[future])
         except BaseException:
             for future in pending:
                 future.cancel()

@@ -1,0 +1,76 @@
+"""Local worker processes of a sweep: one killed costs time, not the sweep; killing the driver
+takes its workers with it (issue: "nothing lost when a process stops")."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import REPROLAB, clean_env, runs, small_overrides
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def start_compare(work: Path, log: Path) -> subprocess.Popen:
+    argv = [*REPROLAB, "compare", "--presets", "baseline", "--seeds", "0-3", "--workers", "2", "--retrain"]
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [*argv, *small_overrides(work, 400)],
+            cwd=work,
+            env=clean_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+        )
+
+
+def busy_workers(driver: subprocess.Popen, count: int, timeout: float = 120) -> list[psutil.Process]:
+    """The driver's worker processes, once `count` of them have trained for a moment."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and driver.poll() is None:
+        workers = [p for p in psutil.Process(driver.pid).children() if p.cpu_times().user > 2.0]
+        if len(workers) >= count:
+            return workers
+        time.sleep(0.2)
+    raise AssertionError(f"no {count} busy workers (driver exit status {driver.poll()})")
+
+
+def test_a_killed_worker_costs_time_not_the_sweep(tmp_path):
+    driver = start_compare(tmp_path, tmp_path / "compare.log")
+    try:
+        busy_workers(driver, 1)[0].kill()
+        code = driver.wait(timeout=500)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait(timeout=60)
+    output = (tmp_path / "compare.log").read_text()
+    assert code == 0, output
+    assert "a worker process died; rerunning the" in output and "Traceback" not in output
+    assert sum(line.startswith("| baseline") for line in output.splitlines()) >= 1
+    compare_runs = runs(tmp_path, "compare", uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert sorted(r.info.run_name for r in compare_runs) == [f"baseline-seed{s}" for s in range(4)]
+    assert {r.info.status for r in compare_runs} == {"FINISHED"}
+
+
+def test_workers_die_with_their_driver(tmp_path):
+    driver = start_compare(tmp_path, tmp_path / "compare.log")
+    workers: list[psutil.Process] = []
+    try:
+        workers = busy_workers(driver, 2)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=60)
+        _, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, f"workers outlived their driver: {[p.pid for p in alive]}"
+    finally:
+        for process in workers:
+            if process.is_running():
+                process.kill()
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait(timeout=60)
