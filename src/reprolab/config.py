@@ -247,6 +247,12 @@ class TrackingConfig:
 
     def check(self) -> None:
         require(bool(self.experiment_name.strip()), "tracking.experiment_name", "must not be empty")
+        # MLflow keeps 500 characters; a longer name fails only when the store is first written.
+        require(
+            len(self.experiment_name) <= 500,
+            "tracking.experiment_name",
+            f"must be at most 500 characters (MLflow's limit), got {len(self.experiment_name)}",
+        )
         # params.yaml is committed and logged as an artifact: no secrets in it.
         host = (self.uri or "").split("://", 1)[-1].split("/", 1)[0]
         require(
@@ -497,4 +503,10 @@ def _composition_message(error: Exception) -> str:
         return f"{cause.full_key}: no such key (`reprolab compose -o -` prints every key)"
     lines = [line.strip().rstrip(".:") for line in str(error).splitlines() if line.strip()]
     lines = [line for line in lines if not line.startswith(("Config search path", "provider="))]
-    return "config: " + ("; ".join(lines) if lines else type(error).__name__)
+    text = "; ".join(lines) if lines else type(error).__name__
+    if "LexerNoViableAltException" in text or "mismatched input" in text or "no viable alternative" in text:
+        text += (
+            "; a value with spaces, quotes or brackets must be quoted inside the override, e.g. "
+            "'data.name=\"my data (1)\"' in the shell"
+        )
+    return "config: " + text

@@ -145,10 +145,32 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def not_a_file(path: Path) -> str:
+    """Why `path` is not a file to read: missing, or which kind of thing stands there."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "not found"
+    except OSError as error:
+        return f"cannot be read ({one_line(error)})"
+    kind = (
+        "a directory"
+        if stat.S_ISDIR(mode)
+        else "a FIFO"
+        if stat.S_ISFIFO(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a device"
+    )
+    return f"is {kind}, not a file: give the path of your .npz file"
+
+
 def read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
     """Every array in an `.npz`, or one line saying why it cannot be read."""
     if not path.is_file():
-        raise DataError(f"{what}: {path} not found")
+        raise DataError(f"{what}: {path} {not_a_file(path)}")
     how = "write it with np.savez(path, X=X, y=y)"
     with path.open("rb") as handle:
         magic = handle.read(6)
@@ -290,6 +312,8 @@ def _labels(y: np.ndarray, count: int, where: str) -> np.ndarray:
         hint = (
             " (they look like whole numbers: y.astype(int))"
             if np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all()
+            else " (two classes as True/False: y.astype(int))"
+            if y.dtype == np.bool_
             else ""
         )
         raise DataError(f"{where}: labels must be integers 0..K-1, got dtype {y.dtype}{hint}")
@@ -384,7 +408,7 @@ def source_fingerprint(config: DataConfig) -> str:
         assert config.user_file is not None
         path = Path(config.user_file)
         if not path.is_file():
-            raise DataError(f"data.user_file: {path} not found")
+            raise DataError(f"data.user_file: {path} {not_a_file(path)}")
         settings["user_file_sha256"] = file_sha256(path)
     else:
         for key in ("user_file", "layout", "padding", "val_fraction", "test_fraction", "split_seed"):
