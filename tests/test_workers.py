@@ -40,6 +40,16 @@ def busy_workers(driver: subprocess.Popen, count: int, timeout: float = 120) -> 
     raise AssertionError(f"no {count} busy workers (driver exit status {driver.poll()})")
 
 
+def running_runs(store: Path) -> list[str]:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=1) as connection:
+            return [row[0] for row in connection.execute("SELECT run_uuid FROM runs WHERE status = 'RUNNING'")]
+    except sqlite3.Error:  # not created yet
+        return []
+
+
 def test_a_killed_worker_costs_time_not_the_sweep(tmp_path):
     driver = start_compare(tmp_path, tmp_path / "compare.log")
     try:
@@ -74,3 +84,42 @@ def test_workers_die_with_their_driver(tmp_path):
         if driver.poll() is None:
             driver.kill()
             driver.wait(timeout=60)
+
+
+def test_a_stage_stops_with_dvc_repro(tmp_path):
+    """SIGTERM to `dvc repro` itself: the running stage ends its run KILLED and writes nothing,
+    instead of finishing behind DVC's back (a stale dvc.lock, then a duplicate run)."""
+    from conftest import copy_repository, set_in_yaml, sh
+
+    repo = copy_repository(tmp_path / "repo")
+    set_in_yaml(repo / "conf/train/default.yaml", r"^max_epochs: \d+", "max_epochs: 5000")
+    sh(repo, "reprolab", "compose")
+    sh(repo, "dvc", "repro", "prepare")
+    before = (repo / "results/baseline/train.json").read_bytes()
+    with (tmp_path / "repro.log").open("w") as log:
+        dvc = subprocess.Popen(
+            ["dvc", "repro", "train@baseline"], cwd=repo, env=clean_env(code_from=repo), stdin=subprocess.DEVNULL,
+            stdout=log, stderr=log,
+        )  # fmt: skip
+    stage = None
+    try:
+        deadline = time.time() + 180
+        while stage is None and time.time() < deadline and dvc.poll() is None:
+            time.sleep(0.2)
+            if running_runs(repo / "mlflow.db"):  # the stage's run is open, training under way
+                found = psutil.Process(dvc.pid).children(recursive=True)
+                stage = next(p for p in found if "reprolab.stages.train" in " ".join(p.cmdline()))
+        assert stage is not None, (tmp_path / "repro.log").read_text()
+        dvc.send_signal(signal.SIGKILL)  # DVC gone at once, as after an uncaught signal or a crash
+        dvc.wait(timeout=60)
+        _, alive = psutil.wait_procs([stage], timeout=60)
+        assert not alive, "the stage went on after DVC was gone"
+    finally:
+        if dvc.poll() is None:
+            dvc.kill()
+            dvc.wait(timeout=60)
+        if stage is not None and stage.is_running():
+            stage.kill()
+    assert (repo / "results/baseline/train.json").read_bytes() == before
+    (run,) = runs(repo)
+    assert run.info.status == "KILLED"

@@ -87,8 +87,26 @@ def os_error_message(error: OSError) -> str:
     return f"{where}{reason}" + (f" ({hint})" if hint else "")
 
 
+def die_with_parent(signum: int = signal.SIGKILL) -> None:
+    """Ask Linux to send `signum` to this process when the process that started it dies (a
+    no-op elsewhere). A worker is killed with its driver; a DVC stage gets SIGTERM when `dvc
+    repro` is stopped, so it ends its run KILLED and writes nothing, instead of finishing behind
+    DVC's back with `dvc.lock` left stale."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signum))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+
+
 def run(main: Callable[[], int]) -> NoReturn:
-    """Call `main` under the rules above and exit with its status (a stage's `__main__`)."""
+    """Call `main` under the rules above and exit with its status (a stage's `__main__`); under
+    `dvc repro` the stage stops with DVC."""
+    if os.environ.get("DVC_STAGE"):
+        die_with_parent(signal.SIGTERM)
+        if os.getppid() == 1:  # DVC was gone before the request was made
+            sys.exit(INTERRUPTED)
     sys.exit(call(main))
 
 

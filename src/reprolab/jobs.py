@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from reprolab.config import ComputeConfig, Config
 from reprolab.data import Dataset
-from reprolab.entrypoint import UserError, one_line
+from reprolab.entrypoint import UserError, die_with_parent, one_line
 from reprolab.results import RunResult
 
 if TYPE_CHECKING:
@@ -239,18 +239,6 @@ def run_jobs(
 
 
 MAX_LOST_POOLS = 3  # local worker deaths a sweep outlives (a job that kills its worker every time stops it)
-
-
-def die_with_parent() -> None:
-    """Ask Linux to kill this process when the process that started it dies (SIGKILL of the
-    driver would otherwise leave its workers running for good); elsewhere, nothing."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _on_local_processes(jobs: Sequence[Job], order: list[int], workers: int, finish: Callable) -> None:

@@ -362,6 +362,7 @@ def _open(
     `fluent` makes it MLflow's active run, which `log_model` and `log_input` need; the summary
     run of a sweep stays open through the client only, while its child runs take turns as the
     active run."""
+    run_id: Optional[str] = None
     try:
         with signals_deferred():
             run_id = store.client.create_run(
@@ -371,6 +372,12 @@ def _open(
                 mlflow.start_run(run_id=run_id)
     except STORE_ERRORS as error:
         raise TrackingError(f"tracking: could not start an MLflow run: {one_line(error)[:300]}") from error
+    except KeyboardInterrupt:
+        # A signal that arrived while the run was being created: end it KILLED here, or MLflow's
+        # exit hook would end the active run FINISHED, with no result in it.
+        if run_id is not None:
+            _end(store, run_id, "KILLED", fluent and mlflow.active_run() is not None)
+        raise
     try:
         yield run_id
     except KeyboardInterrupt:
