@@ -104,3 +104,13 @@ def test_the_run_key_is_what_makes_a_result(monkeypatch, tmp_path):
         monkeypatch.undo()
         tracking._training_code.cache_clear()
     assert tracking.run_key(run, "d" * 64) == key
+
+
+def test_a_deleted_experiment_names_the_restore(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = tracking.connect(config(uri))
+    store.client.delete_experiment(store.experiment_id)
+    with pytest.raises(tracking.TrackingError) as caught:
+        tracking.connect(config(uri))
+    message = str(caught.value)
+    assert "was deleted" in message and f"mlflow experiments restore --experiment-id {store.experiment_id}" in message

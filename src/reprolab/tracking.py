@@ -213,6 +213,12 @@ def _connect(config: TrackingConfig, uri: str) -> Store:
         _set_fluent_uri(uri)
         client = MlflowClient(tracking_uri=uri)
         experiment = client.get_experiment_by_name(config.experiment_name)
+        if experiment is not None and experiment.lifecycle_stage == "deleted":
+            raise TrackingError(
+                f"tracking: the MLflow experiment {config.experiment_name!r} in {redact(uri)} was deleted; restore it "
+                f"(`mlflow experiments restore --experiment-id {experiment.experiment_id}`, with MLFLOW_TRACKING_URI "
+                f"set) or record elsewhere with tracking.experiment_name=<a new name>"
+            )
         if experiment is not None:
             experiment_id = experiment.experiment_id
         else:
