@@ -186,7 +186,11 @@ start_mlflow() {
     else
         command -v "$MLFLOW" >/dev/null || die "mlflow executable '$MLFLOW' not found (set MLFLOW or PATH)"
         if healthy; then die "something else already answers on $TRACKING_URI"; fi
+        # What the auth protects must not be readable around it: the artifacts, the log and
+        # anything the server writes are private to the user that runs it.
+        umask 077
         mkdir -p "$ARTIFACTS"
+        chmod 700 "$ARTIFACTS"
         local app=()
         if [ "$AUTH" = 1 ]; then
             auth_setup

@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -364,6 +365,10 @@ def test_a_client_without_credentials_is_refused_and_secrets_stay_out_of_the_sto
     run_id = json.loads(done.stdout[done.stdout.index("{") :])["mlflow_run_id"]
     assert auth_server.sql(f"SELECT status FROM runs WHERE run_uuid = '{run_id}'") == [["FINISHED"]]
 
+    # What the auth protects is not readable around it on the server's host.
+    artifacts = [auth_server.state / "artifacts", *(auth_server.state / "artifacts").rglob("*")]
+    for path in [*artifacts, auth_server.state / "mlflow.log"]:
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, f"{path} is {oct(path.stat().st_mode)}"
     # Neither password is in the tracking store's tables, its artifacts, the logs, or any
     # process's command line.
     for secret in (password, pg_password):
