@@ -114,3 +114,53 @@ def test_a_deleted_experiment_names_the_restore(tmp_path):
         tracking.connect(config(uri))
     message = str(caught.value)
     assert "was deleted" in message and f"mlflow experiments restore --experiment-id {store.experiment_id}" in message
+
+
+def _connect_after(uri: str, delay: float, results) -> None:
+    time.sleep(delay)
+    try:
+        tracking.connect(config(uri))
+        results.put("ok")
+    except Exception as error:  # the test reports it
+        results.put(f"{type(error).__name__}: {error}")
+
+
+@pytest.mark.slow  # twenty new stores: MLflow's migrations take seconds each
+@pytest.mark.timeout(900)
+def test_two_commands_starting_on_a_new_store_at_random_offsets_never_fail(tmp_path):
+    """Twenty trials: two processes open a new store, the second while the first may be creating
+    its tables (forked from this process, so no start-up cost hides the race)."""
+    import multiprocessing
+    import random
+    import sqlite3
+
+    context, rng = multiprocessing.get_context("fork"), random.Random(0)
+    for trial in range(20):
+        uri = f"sqlite:///{tmp_path / f'store-{trial}.db'}"
+        results = context.Queue()
+        processes = [
+            context.Process(target=_connect_after, args=(uri, delay, results)) for delay in (0, rng.uniform(0, 1.5))
+        ]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(timeout=120)
+        outcomes = [results.get(timeout=5) for _ in processes]
+        assert outcomes == ["ok", "ok"], f"trial {trial}: {outcomes}"
+        with sqlite3.connect(tmp_path / f"store-{trial}.db") as database:
+            names = [row[0] for row in database.execute("SELECT name FROM sqlite_master")]
+        assert not [name for name in names if name.startswith("_alembic_tmp_")], names
+
+
+def test_a_half_migrated_store_is_named_with_its_repair(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "mlflow.db"
+    tracking.connect(config(f"sqlite:///{path}"))
+    with sqlite3.connect(path) as database:
+        database.execute("CREATE TABLE _alembic_tmp_tags (key TEXT)")
+    tracking._initialized.clear()
+    with pytest.raises(tracking.TrackingError) as caught:
+        tracking.connect(config(f"sqlite:///{path}"))
+    assert "half-migrated: table _alembic_tmp_tags" in str(caught.value)
+    assert f"sqlite3 {path} 'DROP TABLE _alembic_tmp_tags'" in str(caught.value)

@@ -152,32 +152,56 @@ class Store:
     uri: str
 
 
+_initialized: set[str] = set()  # SQLite stores this process has opened under the lock
+
+
 def _ensure_sqlite_store(uri: str) -> None:
-    """Check an existing SQLite store, or create a new one once, under a file lock.
+    """Check an existing SQLite store, then open it (creating or migrating it) once per process,
+    under a file lock.
 
     MLflow retries a store it cannot open for minutes (with backoff, logging each try), so a
     path that is not a file, or a file that is not SQLite, is refused here in milliseconds.
-    MLflow's own first-time table creation races when two processes start on a new file
-    ("table experiments already exists"), hence the lock."""
+    MLflow's first-time table creation races: a second process that opens the store while the
+    first is creating its tables migrates them again ("table ... already exists"), hence the
+    lock, taken by every process, not only the one that finds no file."""
     from filelock import FileLock
 
     path = Path(uri[len("sqlite:///") :])
-    if path.exists():
-        if not path.is_file():
-            raise TrackingError(
-                f"tracking: the MLflow store {path} is not a file; move it aside (a new store is made on the "
-                f"next run) or point tracking.uri / MLFLOW_TRACKING_URI elsewhere"
-            )
-        try:
-            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as database:
-                database.execute("PRAGMA schema_version").fetchone()
-        except sqlite3.DatabaseError as error:
-            raise TrackingError(_store_message(uri, error)) from error
+    if path.exists() and not path.is_file():
+        raise TrackingError(
+            f"tracking: the MLflow store {path} is not a file; move it aside (a new store is made on the "
+            f"next run) or point tracking.uri / MLFLOW_TRACKING_URI elsewhere"
+        )
+    if uri in _initialized:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock"):
-        if not path.exists():
-            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        if path.exists():
+            _check_sqlite_store(uri, path)
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    _initialized.add(uri)
+
+
+def _check_sqlite_store(uri: str, path: Path) -> None:
+    """A file that SQLite can read, and that no interrupted migration left half-done (a client
+    outside reprolab, such as `mlflow ui`, that opened it while it was being created)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as database:
+            tables = {row[0] for row in database.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as error:
+        raise TrackingError(_store_message(uri, error)) from error
+    for table in sorted(name for name in tables if name.startswith("_alembic_tmp_")):
+        original = table[len("_alembic_tmp_") :]
+        fix = (
+            f"`sqlite3 {path} 'DROP TABLE {table}'` (its table {original} is intact)"
+            if original in tables
+            else f"move the store aside: its table {original} is gone and its rows are in {table}"
+        )
+        raise TrackingError(
+            f"tracking: the MLflow store {path} was left half-migrated: table {table} remains from a migration that "
+            f"was interrupted (another MLflow client, e.g. `mlflow ui`, opened it while it was being created); "
+            f"with no other MLflow process on it, run {fix}"
+        )
 
 
 def _set_fluent_uri(uri: str) -> None:
