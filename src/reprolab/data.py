@@ -465,7 +465,8 @@ def load(config: DataConfig, path: Optional[Path | str] = None) -> Dataset:
     """Read a prepared dataset; refuse one that is missing, damaged, not the pinned one, or
     built from another source than the configuration's."""
     target = Path(path or config.prepared_path)
-    rebuild = "rebuild it with `dvc repro prepare` (or `reprolab prepare`)"
+    # --force: DVC trusts its record of a file that its cache shares, and would skip the stage.
+    rebuild = "rebuild it with `dvc repro --force prepare` (or `reprolab prepare`)"
     if not target.is_file():
         raise DataError(f"{target} not found: {rebuild}")
     try:
