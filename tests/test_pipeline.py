@@ -1,7 +1,7 @@
 """The real DVC pipeline in a temporary copy of the repository, checked through MlflowClient.
 
 The copy trains every preset for a few epochs (conf/train/default.yaml edited, params.yaml
-recomposed); it is built once per test run, and each test gets a copy of it as built.
+recomposed) so the whole module takes a few minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -27,11 +27,9 @@ from conftest import (
     CHROMIUM_ARGS,
     PRESETS,
     REPO_ROOT,
-    built_once,
     clean_env,
     client_for,
     commit,
-    copy_built_repository,
     copy_repository,
     mlflow_uri,
     queue_two_experiments,
@@ -44,28 +42,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 BIN = Path(sys.executable).parent
 
 
-def build_pipeline(repo: Path) -> None:
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
     """A copy of the project with 4-epoch training, after one full `dvc repro`."""
-    copy_repository(repo)
+    repo = copy_repository(tmp_path_factory.mktemp("pipeline"))
     set_in_yaml(repo / "conf/train/default.yaml", r"^max_epochs: \d+", "max_epochs: 4")
     set_in_yaml(repo / "conf/train/default.yaml", r"^  patience: \d+", "  patience: 2")
     set_in_yaml(repo / "conf/config.yaml", r"^  seeds: \[.*\]", "  seeds: [0, 1]")
     sh(repo, "reprolab", "compose")
     commit(repo, "short epochs for tests")
     sh(repo, "dvc", "repro")
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory) -> Path:
-    """The pipeline, built once per test run (shared by pytest-xdist's workers); never changed."""
-    return built_once(tmp_path_factory, "pipeline", build_pipeline)
-
-
-@pytest.fixture
-def repo(built, tmp_path) -> Path:
-    """Each test's own copy of the built pipeline, as it was after its `dvc repro`: tests that
-    change it run side by side and in any order."""
-    return copy_built_repository(built, tmp_path / "repo")
+    return repo
 
 
 def test_repro_records_one_complete_run_per_preset(repo):
