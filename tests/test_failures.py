@@ -197,6 +197,8 @@ CASES = [
     ("patience", nothing, ["train", *SMALL, "experiments.gru.train.early_stopping.patience=-1"], ["patience"]),
     ("seeds-repeated", nothing, ["compose", "-o", "-", "audit.seeds=[1,1]"], ["audit.seeds", "repeated"]),
     ("seeds-backwards", nothing, ["compare", "--seeds", "4-0", *SMALL], ["runs backwards", "0-4"]),
+    ("seeds-too-many", nothing, ["compare", "--seeds", "0-100000000", *SMALL], ["100000001 seeds", "at most 1000"]),
+    ("margin-unmeetable", nothing, ["train", *SMALL, "data.generator.margin=10"], ["data.generator.margin", "[0, 3]"]),
     ("workers-negative", nothing, ["compare", "--workers", "-3", *SMALL], ["--workers", ">= 1"]),
     ("exp-run-seed", seed_in_params, ["stage:check_params"], ["seed: must be in [0,"]),
     # 2. User arrays
@@ -266,7 +268,7 @@ CASES = [
         "prepared-truncated",
         truncate("data/prepared/small.npz", 500),
         ["stage:train", "regularized"],
-        ["damaged", "dvc repro prepare"],
+        ["damaged", "dvc repro --force prepare"],
     ),
     ("compose-into-a-dir", nothing, ["compose", "-o", "results"], ["directory stands where a file"]),
     ("compose-unwritable", nothing, ["compose", "-o", "/proc/reprolab/params.yaml"], ["/proc/reprolab"]),

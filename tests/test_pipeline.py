@@ -68,6 +68,8 @@ def test_repro_records_one_complete_run_per_preset(repo):
         assert tags["reprolab.dataset_digest"] == digest and tags["reprolab.seed"] == "0"
         assert tags["reprolab.dvc_stage"] == f"train@{preset}"
         assert tags["mlflow.source.git.commit"] == commit_sha
+        # The pipeline's own outputs changed under git while it ran; its source did not.
+        assert tags["reprolab.git_dirty"] == "false" and tags["reprolab.source.commit"] == commit_sha
         # Params: the run's resolved config, flattened.
         params = run.data.params
         expected = yaml.safe_load((repo / "params.yaml").read_text())["experiments"][preset]
@@ -210,6 +212,19 @@ def test_report_run_links_the_training_runs(repo):
         "report/summary.json",
     }
     assert (repo / "reports/learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_fresh_clone_that_shares_the_store_reproduces_a_pipeline_run(repo, tmp_path):
+    clone = tmp_path / "clone"
+    sh(repo, "git", "clone", "-q", str(repo), str(clone))
+    store = f"sqlite:///{repo / 'mlflow.db'}"
+    registered = client_for(repo).get_model_version_by_alias("reprolab-synthetic", "after").run_id
+    done = sh(
+        clone, "reprolab", "reproduce", "models:/reprolab-synthetic@after", extra_env={"MLFLOW_TRACKING_URI": store}
+    )
+    assert f"regularized-seed0 ({registered}): identical" in done.stdout, done.stdout
+    assert sh(clone, "git", "status", "--porcelain").stdout == ""
+    assert client_for(repo).get_run(registered).data.tags["reprolab.reproduced"] == "identical"
 
 
 def test_audit_stage_reports_and_records_its_runs(repo):
@@ -487,3 +502,19 @@ def test_dvc_exp_run_with_hydra_overrides_and_queue(repo):
     assert max(len(line) for line in shown.splitlines()) <= 200, shown
     assert "hidden_size" in shown and "val_accuracy" in shown and "mlflow_run_id" not in shown
     assert "…" not in shown.splitlines()[1], shown  # no column cut to an ellipsis
+
+
+def test_a_stage_that_fails_under_dvc_repro_keeps_its_old_outputs(repo):
+    outputs = [
+        "models/regularized.npz",
+        "results/regularized/train.json",
+        "results/regularized/history.csv",
+        "results/regularized/test_predictions.csv",
+    ]
+    before = {name: (repo / name).read_bytes() for name in outputs}
+    set_in_yaml(repo / "conf/preset/regularized.yaml", r"^  lr: 0\.\d+", "  lr: 0.0042")
+    sh(repo, "reprolab", "compose")
+    unreachable = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9/"}  # the discard port: nothing listens
+    done = sh(repo, "dvc", "repro", "train@regularized", check=False, extra_env=unreachable)
+    assert done.returncode != 0 and "cannot use MLflow store" in done.stdout + done.stderr
+    assert {name: (repo / name).read_bytes() for name in outputs} == before
