@@ -18,9 +18,12 @@ import errno
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from pathlib import Path
+from typing import NoReturn, Optional
 
 INTERRUPTED = 130
 
@@ -100,13 +103,52 @@ def die_with_parent(signum: int = signal.SIGKILL) -> None:
         return
 
 
+SHELLS = {"sh", "dash", "bash", "zsh", "ksh", "mksh", "busybox"}
+
+
+def _parent_of(pid: int) -> Optional[int]:
+    """The parent of process `pid` as Linux reports it, or None (gone, or not Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the command name, in (), may hold spaces
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def stop_with_dvc(poll_s: float = 0.5) -> None:
+    """Under `dvc repro`, get SIGTERM when DVC dies (see die_with_parent). DVC runs a stage as
+    `$SHELL -c CMD`: bash replaces itself with the command, so DVC is our parent; dash waits
+    for it, so DVC is the shell's parent, and a thread watches the shell lose it."""
+    die_with_parent(signal.SIGTERM)
+    parent = os.getppid()
+    if parent == 1:  # DVC was gone before the request was made
+        sys.exit(INTERRUPTED)
+    if _comm(parent) not in SHELLS:
+        return
+    dvc = _parent_of(parent)
+    if dvc is None or dvc == 1:
+        sys.exit(INTERRUPTED)
+
+    def watch() -> None:
+        while _parent_of(parent) == dvc:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="reprolab-stop-with-dvc", daemon=True).start()
+
+
 def run(main: Callable[[], int]) -> NoReturn:
     """Call `main` under the rules above and exit with its status (a stage's `__main__`); under
     `dvc repro` the stage stops with DVC."""
     if os.environ.get("DVC_STAGE"):
-        die_with_parent(signal.SIGTERM)
-        if os.getppid() == 1:  # DVC was gone before the request was made
-            sys.exit(INTERRUPTED)
+        stop_with_dvc()
     sys.exit(call(main))
 
 
