@@ -100,8 +100,8 @@ def test_a_stage_stops_with_dvc_repro(tmp_path):
     before = (repo / "results/baseline/train.json").read_bytes()
     with (tmp_path / "repro.log").open("w") as log:
         dvc = subprocess.Popen(
-            ["dvc", "repro", "train@baseline"], cwd=repo, env=clean_env(code_from=repo, SHELL="/bin/sh"), stdin=subprocess.DEVNULL,
-            stdout=log, stderr=log,
+            ["dvc", "repro", "train@baseline"], cwd=repo, env=clean_env(code_from=repo, SHELL="/bin/sh"),
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
         )  # fmt: skip
     stage: list[psutil.Process] = []  # the shell and the stage's process
     try:
