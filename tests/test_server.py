@@ -256,12 +256,13 @@ def digest_of(path: Path) -> str:
 
 
 def test_server_dying_mid_run_fails_fast_keeps_outputs_and_recovers(repo, server):
-    # DVC removes a stage's outputs before running it: the interrupted preset's are gone, not
-    # half-written; every other file stays as it was.
+    # Outputs are `persist: true` and written all at once: the interrupted stage leaves every
+    # file as it was, its own preset's included.
     kept = [
         repo / "data/prepared/synthetic.npz",
-        *(repo / f"models/{p}.npz" for p in PRESETS if p != "baseline"),
+        *(repo / f"models/{p}.npz" for p in PRESETS),
         *(repo / f"results/{p}/metrics.json" for p in PRESETS),
+        repo / "results/baseline/train.json",
     ]
     hashes = {path: digest_of(path) for path in kept}
     preset_file = repo / "conf/preset/baseline.yaml"
@@ -304,11 +305,15 @@ def test_server_dying_mid_run_fails_fast_keeps_outputs_and_recovers(repo, server
     assert {path: digest_of(path) for path in kept} == hashes  # local outputs untouched
     assert not list((repo / "models").glob(".*.tmp")) and not list((repo / "results/baseline").glob(".*.tmp"))
 
-    # The server comes back: the next command closes the interrupted run (its process is
-    # gone), the rerun records a complete one.
+    # The server comes back and the change is undone: the kept outputs are the locked ones, so
+    # `dvc repro` trains nothing (check_params alone re-runs: it had passed the change). The next
+    # command that reaches the store closes the interrupted run (its process is gone) and
+    # records a complete one.
     server.script("start")
     sh(repo, "reprolab", "compose")
-    done = sh(repo, "dvc", "repro")
+    repro = sh(repo, "dvc", "repro")
+    assert "Running stage 'train@" not in repro.stdout and "Running stage 'check_params'" in repro.stdout, repro.stdout
+    done = sh(repo, "reprolab", "train", "experiment=baseline", "--no-progress")
     client = MlflowClient(server.uri)
     assert client.get_run(live.info.run_id).info.status == "KILLED"
     assert f"marked MLflow run {live.info.run_id}" in done.stderr + done.stdout

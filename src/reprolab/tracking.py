@@ -377,7 +377,8 @@ def _during_run(function: F) -> F:
             uri = redact(mlflow.get_tracking_uri())
             raise TrackingError(
                 f"tracking: lost the MLflow store {uri} ({one_line(error)[:160]}); local "
-                f"outputs are kept; when the store is back, rerun (`dvc repro`) to record the run"
+                f"outputs are kept; when the store is back, rerun (`dvc repro`) to record the run (the first command "
+                f"to reach the store marks this one KILLED)"
             ) from error
 
     return cast(F, wrapper)
