@@ -355,7 +355,7 @@ def train_against(server: Server, tmp_path: Path, **credentials: str) -> subproc
     )
 
 
-def test_a_client_without_credentials_is_refused_and_secrets_stay_out_of_the_store(auth_server, tmp_path):
+def test_a_client_without_credentials_is_refused_and_secrets_stay_out_of_the_store(auth_server, tmp_path, monkeypatch):
     password = (auth_server.state / "admin-password").read_text().strip()
     pg_password = (auth_server.state / "pgpass").read_text().strip().rsplit(":", 1)[1]
     refused = train_against(auth_server, tmp_path)
@@ -369,6 +369,20 @@ def test_a_client_without_credentials_is_refused_and_secrets_stay_out_of_the_sto
     assert done.returncode == 0, done.stderr
     run_id = json.loads(done.stdout[done.stdout.index("{") :])["mlflow_run_id"]
     assert auth_server.sql(f"SELECT status FROM runs WHERE run_uuid = '{run_id}'") == [["FINISHED"]]
+
+    # A known user who may only read (the server's default permission) is told what to ask for.
+    from mlflow.server.auth.client import AuthServiceClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+    AuthServiceClient(auth_server.uri).create_user("reader", "a-reader-password-1")
+    reader = train_against(
+        auth_server, tmp_path, MLFLOW_TRACKING_USERNAME="reader", MLFLOW_TRACKING_PASSWORD="a-reader-password-1"
+    )
+    assert reader.returncode == 2 and "Traceback" not in reader.stderr, reader.stderr
+    (line,) = reader.stderr.strip().splitlines()
+    assert "refused reader permission" in line and "EDIT" in line and "tracking.experiment_name" in line, line
+    assert auth_server.sql("SELECT count(*) FROM runs WHERE status = 'RUNNING'") == [["0"]]
 
     # What the auth protects is not readable around it on the server's host.
     artifacts = [auth_server.state / "artifacts", *(auth_server.state / "artifacts").rglob("*")]

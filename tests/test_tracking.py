@@ -116,6 +116,18 @@ def test_a_deleted_experiment_names_the_restore(tmp_path):
     assert "was deleted" in message and f"mlflow experiments restore --experiment-id {store.experiment_id}" in message
 
 
+def test_a_run_deleted_while_in_use_names_the_restore(tmp_path):
+    """A run deleted while a command still logs to it (an audit's summary run, say): the store
+    is there, so not "lost the MLflow store" but the run and how to restore it."""
+    store = tracking.connect(config(f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    run_id = store.client.create_run(store.experiment_id).info.run_id
+    store.client.delete_run(run_id)
+    with pytest.raises(tracking.TrackingError) as caught:
+        tracking._during_run(store.client.set_tag)(run_id, "reprolab.note", "late")
+    message = str(caught.value)
+    assert f"mlflow runs restore --run-id {run_id}" in message and "lost" not in message, message
+
+
 def _connect_after(uri: str, delay: float, results) -> None:
     time.sleep(delay)
     try:

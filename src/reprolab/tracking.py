@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -116,7 +117,37 @@ def redact(uri: str) -> str:
     return uri
 
 
+def _refusal(uri: str, error: BaseException) -> Optional[str]:
+    """What to do when a store answered but refused (credentials, permission, a run deleted
+    meanwhile); None for other errors."""
+    code = getattr(error, "error_code", "")
+    cause = one_line(error)[:160]
+    if code == "UNAUTHENTICATED" or "error code 401" in cause:
+        return (
+            f"tracking: the MLflow server {redact(uri)} wants valid credentials ({cause}); set "
+            f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (docs/tracking.md, a team's server)"
+        )
+    if code == "PERMISSION_DENIED" or "error code 403" in cause:
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME", "this user")
+        return (
+            f"tracking: the MLflow server {redact(uri)} refused {user} permission ({cause}); ask its admin for EDIT "
+            f"on the experiment and registered model (docs/tracking.md, a team's server), or record into an "
+            f"experiment of your own with tracking.experiment_name=<name>"
+        )
+    deleted = re.search(r"run (\w+) must be in the 'active' state", cause)
+    if deleted:
+        return (
+            f"tracking: MLflow run {deleted[1]} was deleted while this command used it; restore it "
+            f"(`mlflow runs restore --run-id {deleted[1]}`, with MLFLOW_TRACKING_URI set) and rerun; local outputs "
+            f"are kept"
+        )
+    return None
+
+
 def _store_message(uri: str, error: BaseException) -> str:
+    refused = _refusal(uri, error)
+    if refused:
+        return refused
     cause = one_line(getattr(error, "orig", None) or error)[:300]
     if uri.startswith("sqlite:///"):
         path = uri[len("sqlite:///") :]
@@ -128,11 +159,6 @@ def _store_message(uri: str, error: BaseException) -> str:
         return (
             f"tracking: the MLflow store {path} cannot be read ({cause}); if it is damaged, move it aside "
             f"(a new one is made on the next run) or restore it from a backup"
-        )
-    if "401" in cause or "403" in cause:
-        return (
-            f"tracking: the MLflow server {redact(uri)} wants valid credentials ({cause[:120]}); set "
-            f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (docs/tracking.md, a team's server)"
         )
     return (
         f"tracking: cannot use MLflow store {redact(uri)}: {cause} (start the server, or set "
@@ -375,6 +401,9 @@ def _during_run(function: F) -> F:
                 return function(*args, **kwargs)
         except STORE_ERRORS as error:
             uri = redact(mlflow.get_tracking_uri())
+            refused = _refusal(uri, error)
+            if refused:
+                raise TrackingError(refused) from error
             raise TrackingError(
                 f"tracking: lost the MLflow store {uri} ({one_line(error)[:160]}); local "
                 f"outputs are kept; when the store is back, rerun (`dvc repro`) to record the run (the first command "
@@ -402,7 +431,8 @@ def _open(
             if fluent:
                 mlflow.start_run(run_id=run_id)
     except STORE_ERRORS as error:
-        raise TrackingError(f"tracking: could not start an MLflow run: {one_line(error)[:300]}") from error
+        refused = _refusal(store.uri, error)
+        raise TrackingError(refused or f"tracking: could not start an MLflow run: {one_line(error)[:300]}") from error
     except KeyboardInterrupt:
         # A signal that arrived while the run was being created: end it KILLED here, or MLflow's
         # exit hook would end the active run FINISHED, with no result in it.
