@@ -68,6 +68,13 @@ def _run_job(job: Job, on_epoch: Optional[Callable[[dict[str, float]], None]] = 
         return run_one(job.config, job.preset, job.seed, job.data, progress=progress, on_epoch=on_epoch)
 
 
+def _run_pickled(job: Job) -> bytes:
+    """A job in a local pool, its result as plain pickle: multiprocessing's own pickler passes
+    tensors through shared-memory files, which a file-size limit (`ulimit -f`) refuses with a
+    torch traceback, and which leak when a worker dies."""
+    return pickle.dumps(_run_job(job))
+
+
 def _run_parts(config: Config, preset: str, seed: int, data: Dataset):
     """A job on a Dask worker."""
     _undo_dask_malloc_setting()
@@ -267,13 +274,13 @@ def _on_local_processes(jobs: Sequence[Job], order: list[int], workers: int, fin
 def _one_pool(jobs: Sequence[Job], remaining: list[int], workers: int, finish: Callable) -> None:
     """Run the jobs of `remaining` in one pool, taking each out of it as it finishes."""
     with ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=die_with_parent) as pool:
-        futures = {pool.submit(_run_job, jobs[index]): index for index in remaining}
+        futures = {pool.submit(_run_pickled, jobs[index]): index for index in remaining}
         pending = set(futures)
         try:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    finish(futures[future], *future.result())
+                    finish(futures[future], *pickle.loads(future.result()))
                     remaining.remove(futures[future])
         except BaseException:
             for future in pending:

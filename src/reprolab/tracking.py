@@ -67,6 +67,10 @@ from mlflow.tracking import MlflowClient
 from requests.exceptions import RequestException
 from sqlalchemy.exc import SQLAlchemyError
 
+# MLflow logs a traceback for each SQLite error before raising it; reprolab reports the raised
+# error in one line.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
 # What a store that cannot be reached, read or written raises.
 STORE_ERRORS = (MlflowException, RequestException, SQLAlchemyError, OSError)
 
@@ -117,11 +121,29 @@ def redact(uri: str) -> str:
     return uri
 
 
-def _refusal(uri: str, error: BaseException) -> Optional[str]:
+def _room_for(path: Path) -> str:
+    """What stops a file growing, as far as this process can tell: its file-size limit, the
+    free space of its file system."""
+    import resource
+
+    free = f"{shutil.disk_usage(path).free / 2**20:.0f} MiB free on its file system"
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit == resource.RLIM_INFINITY:
+        return f"free some disk space ({free}) and rerun"
+    return f"raise the file-size limit (ulimit -f: {limit} bytes) or free some disk space ({free}), and rerun"
+
+
+CANNOT_GROW = ("disk I/O error", "database or disk is full", "File too large", "No space left", "Disk quota")
+
+
+def _known_failure(uri: str, error: BaseException) -> Optional[str]:
     """What to do when a store answered but refused (credentials, permission, a run deleted
-    meanwhile); None for other errors."""
+    meanwhile) or a local one cannot grow; None for other errors."""
     code = getattr(error, "error_code", "")
     cause = one_line(error)[:160]
+    if uri.startswith("sqlite:///") and any(text in cause for text in CANNOT_GROW):
+        path = Path(uri[len("sqlite:///") :])
+        return f"tracking: the MLflow store {path} cannot grow ({cause}); {_room_for(path.parent)}"
     if code == "UNAUTHENTICATED" or "error code 401" in cause:
         return (
             f"tracking: the MLflow server {redact(uri)} wants valid credentials ({cause}); set "
@@ -144,8 +166,16 @@ def _refusal(uri: str, error: BaseException) -> Optional[str]:
     return None
 
 
+def _count_runs(path: Path) -> str:
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as database:
+            return str(database.execute("SELECT count(*) FROM runs").fetchone()[0])
+    except sqlite3.DatabaseError:
+        return "no"
+
+
 def _store_message(uri: str, error: BaseException) -> str:
-    refused = _refusal(uri, error)
+    refused = _known_failure(uri, error)
     if refused:
         return refused
     cause = one_line(getattr(error, "orig", None) or error)[:300]
@@ -155,6 +185,12 @@ def _store_message(uri: str, error: BaseException) -> str:
             return (
                 f"tracking: the MLflow store {path} cannot be written ({cause}); make the file and its folder "
                 f"writable, or set tracking=none to run without MLflow"
+            )
+        if "already exists" in cause:  # MLflow creates its tables again: their creation stopped halfway
+            return (
+                f"tracking: the MLflow store {path} was left half-created ({cause}; a full disk, a file-size limit "
+                f"or a killed process stopped its creation); it holds {_count_runs(Path(path))} runs: move it aside "
+                f"(a new one is made on the next run)"
             )
         return (
             f"tracking: the MLflow store {path} cannot be read ({cause}); if it is damaged, move it aside "
@@ -401,7 +437,7 @@ def _during_run(function: F) -> F:
                 return function(*args, **kwargs)
         except STORE_ERRORS as error:
             uri = redact(mlflow.get_tracking_uri())
-            refused = _refusal(uri, error)
+            refused = _known_failure(uri, error)
             if refused:
                 raise TrackingError(refused) from error
             raise TrackingError(
@@ -431,7 +467,7 @@ def _open(
             if fluent:
                 mlflow.start_run(run_id=run_id)
     except STORE_ERRORS as error:
-        refused = _refusal(store.uri, error)
+        refused = _known_failure(store.uri, error)
         raise TrackingError(refused or f"tracking: could not start an MLflow run: {one_line(error)[:300]}") from error
     except KeyboardInterrupt:
         # A signal that arrived while the run was being created: end it KILLED here, or MLflow's

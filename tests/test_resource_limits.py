@@ -1,0 +1,62 @@
+"""Resource limits reach the user as one line that names the limit, never as a traceback: a
+file-size limit (`ulimit -f`) during a local sweep and on the SQLite store, a store whose
+creation the limit stopped. Every file is under the test's temporary directory."""
+
+from __future__ import annotations
+
+import resource
+import sqlite3
+import subprocess
+from pathlib import Path
+
+from conftest import REPROLAB, clean_env, quick_overrides
+
+
+def run_limited(tmp_path: Path, limit_bytes: int | None, *args: str) -> subprocess.CompletedProcess:
+    """`reprolab ARGS` in tmp_path under a file-size limit (None: none)."""
+
+    def limit() -> None:
+        if limit_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return subprocess.run(
+        [*REPROLAB, *args], cwd=tmp_path, env=clean_env(), preexec_fn=limit, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+
+
+def test_a_local_sweep_under_a_file_size_limit_returns_its_results(tmp_path):
+    """Workers hand their results back as plain pickle: multiprocessing's pickler would pass the
+    tensors through shared-memory files, which the limit refused with a torch traceback."""
+    done = run_limited(
+        tmp_path, 20 * 1024, "compare", "--seeds", "0", "--presets", "baseline,gru", "--workers", "2",
+        *quick_overrides(tmp_path), "tracking=none",
+    )  # fmt: skip
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "| baseline | 0 |" in done.stdout and "| gru | 0 |" in done.stdout
+
+
+def test_a_store_that_cannot_grow_is_one_line_naming_the_limit(tmp_path):
+    train = ["train", "--no-progress", *quick_overrides(tmp_path)]
+    store = tmp_path / "mlflow.db"
+    first = run_limited(tmp_path, 300 * 1024, *train)  # too small for MLflow to create its tables
+    assert first.returncode == 2 and "Traceback" not in first.stderr, first.stderr
+    (line,) = first.stderr.strip().splitlines()
+    assert f"MLflow store {store} cannot grow" in line and "ulimit -f: 307200 bytes" in line, line
+
+    # The store that creation left behind is named for what it is, with its way out.
+    second = run_limited(tmp_path, None, *train)
+    assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
+    (line,) = second.stderr.strip().splitlines()
+    assert "was left half-created" in line and "holds 0 runs" in line and "move it aside" in line, line
+
+    # A complete store that reaches the limit while a run is recorded: the same line, and no
+    # run left RUNNING.
+    store.rename(tmp_path / "half-created.db")
+    assert run_limited(tmp_path, None, *train).returncode == 0
+    third = run_limited(tmp_path, store.stat().st_size, *train)
+    assert third.returncode == 2 and "Traceback" not in third.stderr, third.stderr
+    (line,) = third.stderr.strip().splitlines()
+    assert f"MLflow store {store} cannot grow" in line and "ulimit -f" in line, line
+    with sqlite3.connect(store) as database:
+        assert database.execute("SELECT count(*) FROM runs WHERE status = 'RUNNING'").fetchone() == (0,)
