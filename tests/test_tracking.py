@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -9,8 +10,9 @@ import time
 
 import pytest
 
+from conftest import CONF_DIR, quick_overrides, reprolab
 from reprolab import tracking
-from reprolab.config import TrackingConfig, flatten
+from reprolab.config import TrackingConfig, flatten, load_config
 
 
 def config(uri=None) -> TrackingConfig:
@@ -176,3 +178,17 @@ def test_a_half_migrated_store_is_named_with_its_repair(tmp_path):
         tracking.connect(config(f"sqlite:///{path}"))
     assert "half-migrated: table _alembic_tmp_tags" in str(caught.value)
     assert f"sqlite3 {path} 'DROP TABLE _alembic_tmp_tags'" in str(caught.value)
+
+
+def test_the_registry_serves_only_the_model_its_run_logged(tmp_path):
+    """A model loads by unpickling: its files are checked against the digest its run recorded
+    before the `after` alias may point at it."""
+    done = reprolab(tmp_path, "train", "--no-progress", *quick_overrides(tmp_path))
+    run_id = json.loads(done.stdout[done.stdout.index("{") :])["mlflow_run_id"]
+    config = load_config(quick_overrides(tmp_path), CONF_DIR)
+    assert tracking.register_model(config, run_id, {}) == "1"
+    (pickled,) = tmp_path.rglob("model.pth")
+    pickled.write_bytes(pickled.read_bytes() + b"\n")  # damaged, or replaced, in the store
+    with pytest.raises(tracking.TrackingError) as caught:
+        tracking.register_model(config, run_id, {})
+    assert f"the model of MLflow run {run_id} is not the one it logged" in str(caught.value)

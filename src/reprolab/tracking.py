@@ -81,6 +81,7 @@ FLUSH_SECONDS = 5.0  # how often a training run sends its buffered per-epoch met
 MLFLOW_DIGEST_LENGTH = 36  # MLflow keeps 36 characters of a dataset digest; the full SHA-256 is a tag
 RESULT_FILE = "result.json"  # every training run's RunResult, what a sweep reuses
 RESULT_DIGEST_TAG = "reprolab.result_sha256"  # result.json's digest, checked before it is reused
+MODEL_DIGEST_TAG = "reprolab.model_sha256"  # the logged model's files, checked before the registry serves it
 ENVIRONMENT_FILE = "environment.json"  # where a run ran (reprolab.provenance.environment)
 SOURCE_FOLDER = "source"  # the source archive (reprolab.provenance.capture_source)
 SPLIT_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
@@ -568,7 +569,10 @@ class TrackedRun:
             metrics.append(Metric(key, float(value), now, 0, model_id=model_id, **dataset))
         metrics.append(Metric("train_val_gap", train_val_gap(result.metrics), now, 0, model_id=model_id))
         text = result.to_json()
-        self.store.client.log_batch(self.run_id, metrics=metrics, tags=[RunTag(RESULT_DIGEST_TAG, text_digest(text))])
+        tags = [RunTag(RESULT_DIGEST_TAG, text_digest(text))]
+        if model_id is not None:
+            tags.append(RunTag(MODEL_DIGEST_TAG, model_digest(model_id)))
+        self.store.client.log_batch(self.run_id, metrics=metrics, tags=tags)
         self.store.client.log_text(self.run_id, text, RESULT_FILE)
         device = trained.device if trained is not None else ""
         self.store.client.log_dict(self.run_id, provenance.environment(device), ENVIRONMENT_FILE)
@@ -606,6 +610,19 @@ class TrackedRun:
         assert self.run_id is not None
         for path in files:
             self.store.client.log_artifact(self.run_id, str(path), folder)
+
+
+def model_digest(model_id: str) -> str:
+    """SHA-256 over a logged model's files (names and contents) as the store holds them: taken
+    right after logging, and again before the registry's alias serves the model, which loads by
+    unpickling (docs/tracking.md, the trust boundary)."""
+    with tempfile.TemporaryDirectory(prefix="reprolab-model-") as scratch:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_id}", dst_path=scratch))
+        digest = hashlib.sha256()
+        for path in sorted(p for p in local.rglob("*") if p.is_file()):
+            digest.update(f"{path.relative_to(local).as_posix()}\0".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+        return digest.hexdigest()
 
 
 def _package_source(folder: Path) -> Path:
@@ -894,12 +911,17 @@ def register_model(config: Config, run_id: str, tags: dict[str, str]) -> Optiona
             f"tracking: MLflow run {run_id} logged no model, so none can be registered; set tracking.log_model=true "
             f"and rerun its training"
         )
+    model_id = outputs.model_outputs[0].model_id
+    recorded = store.client.get_run(run_id).data.tags.get(MODEL_DIGEST_TAG)
+    found = model_digest(model_id)
+    if found != recorded:
+        raise TrackingError(
+            f"tracking: the model of MLflow run {run_id} is not the one it logged (digest {found[:12]}…, recorded "
+            f"{(recorded or 'none')[:12]}…): it was altered or damaged in the store, or logged before reprolab "
+            f"recorded model digests; it is not registered; retrain it (`dvc repro --force train@<preset>`)"
+        )
     existing = store.client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
-    if existing:
-        version = existing[0].version
-    else:
-        model_id = outputs.model_outputs[0].model_id
-        version = mlflow.register_model(f"models:/{model_id}", name, tags=tags).version
+    version = existing[0].version if existing else mlflow.register_model(f"models:/{model_id}", name, tags=tags).version
     store.client.set_registered_model_alias(name, AFTER_ALIAS, version)
     return str(version)
 
