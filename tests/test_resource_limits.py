@@ -7,6 +7,7 @@ from __future__ import annotations
 import resource
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 from conftest import REPROLAB, clean_env, quick_overrides
@@ -43,20 +44,32 @@ def test_a_store_that_cannot_grow_is_one_line_naming_the_limit(tmp_path):
     assert first.returncode == 2 and "Traceback" not in first.stderr, first.stderr
     (line,) = first.stderr.strip().splitlines()
     assert f"MLflow store {store} cannot grow" in line and "ulimit -f: 307200 bytes" in line, line
-
-    # The store that creation left behind is named for what it is, with its way out.
-    second = run_limited(tmp_path, None, *train)
-    assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
-    (line,) = second.stderr.strip().splitlines()
-    assert "was left half-created" in line and "holds 0 runs" in line and "move it aside" in line, line
+    # The store is made under another name and moved into place once complete: nothing is left
+    # half-made, and the next command starts afresh.
+    assert sorted(path.name for path in tmp_path.iterdir() if "mlflow.db" in path.name) == ["mlflow.db.lock"]
+    assert run_limited(tmp_path, None, *train).returncode == 0
 
     # A complete store that reaches the limit while a run is recorded: the same line, and no
     # run left RUNNING.
-    store.rename(tmp_path / "half-created.db")
-    assert run_limited(tmp_path, None, *train).returncode == 0
     third = run_limited(tmp_path, store.stat().st_size, *train)
     assert third.returncode == 2 and "Traceback" not in third.stderr, third.stderr
     (line,) = third.stderr.strip().splitlines()
     assert f"MLflow store {store} cannot grow" in line and "ulimit -f" in line, line
     with sqlite3.connect(store) as database:
         assert database.execute("SELECT count(*) FROM runs WHERE status = 'RUNNING'").fetchone() == (0,)
+
+
+def test_a_half_created_store_is_named_for_what_it_is(tmp_path):
+    """A store whose creation stopped halfway in a client outside reprolab (here MLflow's own,
+    under a file-size limit)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    create = f"from mlflow.tracking import MlflowClient; MlflowClient({uri!r}).search_experiments()"
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (300 * 1024, 300 * 1024))  # noqa: E731
+    stopped = subprocess.run(
+        [sys.executable, "-c", create], env=clean_env(), preexec_fn=limit, capture_output=True, timeout=300
+    )
+    assert stopped.returncode != 0 and (tmp_path / "mlflow.db").exists()
+    done = run_limited(tmp_path, None, "train", "--no-progress", *quick_overrides(tmp_path))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "was left half-created" in line and "holds 0 runs" in line and "move it aside" in line, line

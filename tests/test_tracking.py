@@ -139,11 +139,25 @@ def _connect_after(uri: str, delay: float, results) -> None:
         results.put(f"{type(error).__name__}: {error}")
 
 
+def _outside_client_after(uri: str, delay: float, results) -> None:
+    """MLflow's own client, as `mlflow ui` opens a store: no reprolab code, no lock of ours."""
+    time.sleep(delay)
+    try:
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(uri).search_experiments(max_results=1)
+        results.put("ok")
+    except Exception as error:  # the test reports it
+        results.put(f"outside client: {type(error).__name__}: {error}")
+
+
 @pytest.mark.slow  # twenty new stores: MLflow's migrations take seconds each
 @pytest.mark.timeout(900)
 def test_two_commands_starting_on_a_new_store_at_random_offsets_never_fail(tmp_path):
     """Twenty trials: two processes open a new store, the second while the first may be creating
-    its tables (forked from this process, so no start-up cost hides the race)."""
+    its tables, and an outside client (MLflow's own) opens it at a random moment too (forked from
+    this process, so no start-up cost hides the race). The outside client spells the store's
+    path differently, so MLflow's own creation lock, keyed by the URI, does not cover it."""
     import multiprocessing
     import random
     import sqlite3
@@ -155,12 +169,14 @@ def test_two_commands_starting_on_a_new_store_at_random_offsets_never_fail(tmp_p
         processes = [
             context.Process(target=_connect_after, args=(uri, delay, results)) for delay in (0, rng.uniform(0, 1.5))
         ]
+        outside = f"sqlite:///{tmp_path}/./store-{trial}.db"
+        processes.append(context.Process(target=_outside_client_after, args=(outside, rng.uniform(0, 1.5), results)))
         for process in processes:
             process.start()
         for process in processes:
             process.join(timeout=120)
         outcomes = [results.get(timeout=5) for _ in processes]
-        assert outcomes == ["ok", "ok"], f"trial {trial}: {outcomes}"
+        assert outcomes == ["ok", "ok", "ok"], f"trial {trial}: {outcomes}"
         with sqlite3.connect(tmp_path / f"store-{trial}.db") as database:
             names = [row[0] for row in database.execute("SELECT name FROM sqlite_master")]
         assert not [name for name in names if name.startswith("_alembic_tmp_")], names

@@ -239,10 +239,56 @@ def _ensure_sqlite_store(uri: str) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock"):
-        if path.exists():
-            _check_sqlite_store(uri, path)
-        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        if not path.exists():
+            _create_sqlite_store(path)
+        _wait_while_created(path)
+        _check_sqlite_store(uri, path)
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)  # migrates an older store
     _initialized.add(uri)
+
+
+STORE_CREATION_WAIT_S = 120.0
+
+
+def _create_sqlite_store(path: Path) -> None:
+    """Create a new store under another name and move it into place once complete: a client
+    outside reprolab (`mlflow ui`) that opens `path` meanwhile finds no file and makes its own,
+    instead of finding tables half-made and migrating them a second time, which wedged the
+    store. If such a client made one first, that one is kept."""
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.creating")
+    scratch.unlink(missing_ok=True)
+    try:
+        MlflowClient(tracking_uri=f"sqlite:///{scratch}").search_experiments(max_results=1)
+        with contextlib.suppress(FileExistsError):
+            os.link(scratch, path)  # never replaces a file: fails if one appeared meanwhile
+    finally:
+        scratch.unlink(missing_ok=True)
+
+
+def _wait_while_created(path: Path) -> None:
+    """Wait while another client is still creating the store: its schema short of MLflow's
+    newest and the file written to within the last two seconds (an older store that MLflow
+    will migrate is not being written to)."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    head, deadline = _get_latest_schema_revision(), time.monotonic() + STORE_CREATION_WAIT_S
+    while _store_version(path) != head and time.time() - path.stat().st_mtime < 2.0:
+        if time.monotonic() > deadline:
+            raise TrackingError(
+                f"tracking: another MLflow client has been creating the store {path} for "
+                f"{STORE_CREATION_WAIT_S:.0f} s; stop it, move the file aside and rerun"
+            )
+        time.sleep(0.2)
+
+
+def _store_version(path: Path) -> Optional[str]:
+    """The store's schema version (alembic's), None while it has none."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)) as database:
+            row = database.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
 
 
 def _check_sqlite_store(uri: str, path: Path) -> None:
