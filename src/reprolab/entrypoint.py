@@ -37,7 +37,8 @@ _deferring = [0]  # depth of nested `signals_deferred` blocks
 _pending: list[int] = []
 
 
-def _on_signal(signum: int, frame: object) -> None:
+def raise_on_signal(signum: int, frame: object) -> None:
+    """The handler install_signal_handlers installs (see the module's rules)."""
     if _received:
         os._exit(INTERRUPTED)  # the second signal: stop now, without cleanup
     _received.append(signum)
@@ -64,7 +65,7 @@ def signals_deferred() -> Iterator[None]:
 def install_signal_handlers() -> None:
     """Turn SIGINT and SIGTERM into KeyboardInterrupt in this process, even if inherited as ignored."""
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _on_signal)
+        signal.signal(signum, raise_on_signal)
 
 
 def one_line(error: BaseException) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import signal
 import sys
 import threading
 import time
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from reprolab.config import ComputeConfig, Config
 from reprolab.data import Dataset
-from reprolab.entrypoint import UserError, die_with_parent, one_line
+from reprolab.entrypoint import INTERRUPTED, UserError, die_with_parent, one_line, raise_on_signal
 from reprolab.results import RunResult
 
 if TYPE_CHECKING:
@@ -68,11 +69,38 @@ def _run_job(job: Job, on_epoch: Optional[Callable[[dict[str, float]], None]] = 
         return run_one(job.config, job.preset, job.seed, job.data, progress=progress, on_epoch=on_epoch)
 
 
+_in_job = threading.Event()
+
+
+def _start_pool_worker() -> None:
+    """A local pool's worker: it dies with its driver, and a signal stops it. In a job, the
+    signal is the usual KeyboardInterrupt (a run being logged ends KILLED), then the worker
+    exits; outside a job it exits at once. The pool stops its workers with SIGTERM when one
+    of them died, and a worker that answered with its result or error instead would wait for
+    good on a pipe the pool no longer reads."""
+    die_with_parent()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if not _in_job.is_set():
+            os._exit(INTERRUPTED)
+        raise_on_signal(signum, frame)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+
+
 def _run_pickled(job: Job) -> bytes:
     """A job in a local pool, its result as plain pickle: multiprocessing's own pickler passes
     tensors through shared-memory files, which a file-size limit (`ulimit -f`) refuses with a
     torch traceback, and which leak when a worker dies."""
-    return pickle.dumps(_run_job(job))
+    _in_job.set()
+    try:
+        result = _run_job(job)
+    except KeyboardInterrupt:  # stopped (see _start_pool_worker)
+        os._exit(INTERRUPTED)
+    finally:
+        _in_job.clear()
+    return pickle.dumps(result)
 
 
 def _run_parts(config: Config, preset: str, seed: int, data: Dataset):
@@ -273,7 +301,7 @@ def _on_local_processes(jobs: Sequence[Job], order: list[int], workers: int, fin
 
 def _one_pool(jobs: Sequence[Job], remaining: list[int], workers: int, finish: Callable) -> None:
     """Run the jobs of `remaining` in one pool, taking each out of it as it finishes."""
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=die_with_parent) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_start_pool_worker) as pool:
         futures = {pool.submit(_run_pickled, jobs[index]): index for index in remaining}
         pending = set(futures)
         try:
