@@ -475,6 +475,34 @@ def test_a_signal_during_startup_exits_at_once_with_no_run_left_open(workdir):
     assert not running_runs(workdir)
 
 
+DROPPED = """
+import os, signal, sys, time
+from reprolab.entrypoint import install_signal_handlers
+install_signal_handlers()
+class Finalizer:
+    def __del__(self):  # Python drops what is raised here ("Exception ignored in")
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # the handler runs here
+            pass
+Finalizer()
+try:
+    time.sleep(60)
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def test_a_signal_python_drops_is_not_lost(tmp_path):
+    """A signal whose KeyboardInterrupt is raised where Python drops it (a finalizer here; in
+    CI, logging's callback after the fork that starts training) still stops the command."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", DROPPED], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 130, done.stderr
+    assert time.perf_counter() - started < 30 and "Exception ignored" not in done.stderr
+
+
 def test_a_second_signal_exits_at_once_and_the_next_command_closes_the_run(workdir):
     known = run_ids(workdir)
     process = start(workdir, ["train", *LONG])

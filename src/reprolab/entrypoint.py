@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Any, NoReturn, Optional
 
 INTERRUPTED = 130
 
@@ -35,6 +35,8 @@ class UserError(Exception):
 _received: list[int] = []
 _deferring = [0]  # depth of nested `signals_deferred` blocks
 _pending: list[int] = []
+_dropped: list[int] = []  # interrupts that Python dropped (see _redeliver_dropped_interrupt)
+MAX_DROPPED = 3
 
 
 def raise_on_signal(signum: int, frame: object) -> None:
@@ -62,10 +64,29 @@ def signals_deferred() -> Iterator[None]:
             raise KeyboardInterrupt(signal.Signals(_pending.pop()).name)
 
 
+def _redeliver_dropped_interrupt(unraisable: Any) -> None:
+    """sys.unraisablehook: Python drops an exception raised where it cannot propagate (a
+    callback after fork, a finalizer) with "Exception ignored in". A KeyboardInterrupt of
+    raise_on_signal dropped there is sent again a moment later, from a thread (raised in this
+    hook, it would be dropped too), or the signal would be lost and the command go on. A
+    signal dropped time after time exits at once."""
+    if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and _received):
+        sys.__unraisablehook__(unraisable)
+        return
+    signum = _received.pop()
+    _dropped.append(signum)
+    if len(_dropped) > MAX_DROPPED:
+        os._exit(INTERRUPTED)
+    again = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+    again.daemon = True
+    again.start()
+
+
 def install_signal_handlers() -> None:
     """Turn SIGINT and SIGTERM into KeyboardInterrupt in this process, even if inherited as ignored."""
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, raise_on_signal)
+    sys.unraisablehook = _redeliver_dropped_interrupt
 
 
 def one_line(error: BaseException) -> str:
