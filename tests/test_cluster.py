@@ -50,22 +50,26 @@ class Cluster:
         loopback = ("--dashboard-address", "127.0.0.1:0")
         self.start("scheduler", "scheduler", "--host", "127.0.0.1", "--port", str(self.port), *loopback)
         for index in range(workers):
-            self.start(
-                f"worker-{index}",
-                "worker",
-                self.address,
-                "--host",
-                "127.0.0.1",
-                "--nthreads",
-                "1",
-                "--name",
-                f"worker-{index}",
-                *loopback,
-            )
+            self.add_worker(index)
         from distributed import Client
 
         with Client(self.address, timeout=60) as client:
             client.wait_for_workers(workers, timeout=120)
+
+    def add_worker(self, index: int) -> None:
+        self.start(
+            f"worker-{index}",
+            "worker",
+            self.address,
+            "--host",
+            "127.0.0.1",
+            "--nthreads",
+            "1",
+            "--name",
+            f"worker-{index}",
+            "--dashboard-address",
+            "127.0.0.1:0",
+        )
 
     def kill(self, name: str) -> None:
         """SIGKILL a worker's whole process group (its nanny and the worker process)."""
@@ -148,6 +152,42 @@ def test_an_audit_on_dask_survives_a_killed_worker_and_equals_the_local_one(clus
     assert metrics(dask_dir / "out/runs.csv") == metrics(local_dir / "out/runs.csv")
     assert not running_runs(dask_dir / "mlflow.db")
     assert (dask_dir / "out/audit.md").read_text().count("**Verdict.**") == 1
+
+
+def test_a_sweep_whose_data_died_with_its_workers_sends_it_again(cluster, tmp_path):
+    """Dask reruns a lost worker's jobs but not data scattered to it: the workers holding the
+    dataset die while a new one, started after the scatter, holds none of it."""
+    log = (tmp_path / "compare.log").open("w")
+    compare = subprocess.Popen(
+        [*REPROLAB, "compare", "--presets", "baseline", "--seeds", "0-5", "--retrain",
+         "--scheduler", cluster.address, *small_overrides(tmp_path, 150)],
+        cwd=tmp_path, env=clean_env(), stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        from distributed import Client
+
+        with Client(cluster.address, timeout=60) as client:
+            deadline = time.time() + 300
+            while not any(client.processing().values()) and time.time() < deadline and compare.poll() is None:
+                time.sleep(0.05)
+            cluster.add_worker(2)
+            client.wait_for_workers(3, timeout=120)
+            data = [key for key in client.who_has() if str(key).startswith("Dataset-")]
+            newcomer = {a for a, info in client.scheduler_info()["workers"].items() if info["name"] == "worker-2"}
+            assert data and not any(newcomer & set(client.who_has()[key]) for key in data)
+            cluster.kill("worker-0")
+            cluster.kill("worker-1")
+        code = compare.wait(timeout=600)
+    finally:
+        if compare.poll() is None:
+            compare.kill()
+            compare.wait(timeout=60)
+    output = (tmp_path / "compare.log").read_text()
+    assert code == 0, output
+    assert "lost a dataset with a worker" in output and "Traceback" not in output
+    compare_runs = runs(tmp_path, "compare", uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert sorted(r.info.run_name for r in compare_runs) == [f"baseline-seed{s}" for s in range(6)]
+    assert {r.info.status for r in compare_runs} == {"FINISHED"}
 
 
 def test_compare_through_the_environment_variable_equals_the_local_one(cluster, tmp_path):

@@ -23,7 +23,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Optional
@@ -316,30 +316,61 @@ def _one_pool(jobs: Sequence[Job], remaining: list[int], workers: int, finish: C
             raise
 
 
+class _LostData(WorkerError):
+    """A job the scheduler cancelled: the data it needed was lost with a worker (see _on_dask)."""
+
+
 def _on_dask(jobs: Sequence[Job], order: list[int], address: str, finish: Callable) -> None:
-    """Submit every job to the scheduler (each dataset is sent once), highest cost first."""
+    """The jobs on a Dask cluster. Dask reruns a lost worker's jobs, but not the data scattered
+    to it: its memory manager keeps one copy of scattered data, and when the worker holding it
+    dies, every job waiting on it is cancelled ("already forgotten"). The jobs not finished are
+    then sent again with their data, so a lost worker costs time here too."""
     with _dask_client(address) as client:
-        shared: dict[int, Any] = {}
-        for job in jobs:
-            if id(job.data) not in shared:
-                # On every worker: a dataset held by one would draw every job to it (locality).
-                shared[id(job.data)] = client.scatter(job.data, hash=False, broadcast=True)
-        batch = uuid.uuid4().hex[:8]
-        futures = {
-            client.submit(
-                _run_parts,
-                jobs[index].config,
-                jobs[index].preset,
-                jobs[index].seed,
-                shared[id(jobs[index].data)],
-                key=f"reprolab-{batch}-{index}",
-                priority=rank,
-                pure=False,
-            ): index
-            for rank, index in enumerate(reversed(order))  # Dask runs higher priorities first
-        }
-        for index, (trained, result) in _as_completed(client, futures, address):
-            finish(index, trained, result)
+        remaining, lost = list(order), 0
+        while remaining:
+            try:
+                _dask_batch(client, jobs, remaining, address, finish)
+            except _LostData as error:
+                lost += 1
+                if lost > MAX_LOST_POOLS:
+                    raise WorkerError(
+                        f"compute: the Dask cluster at {address} lost its workers' data {lost} times "
+                        f"({one_line(error)[:120]}); look at the workers' logs, or run locally without --scheduler"
+                    ) from error
+                print(
+                    f"reprolab: the Dask cluster lost a dataset with a worker; sending the {len(remaining)} runs "
+                    f"not finished again",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+
+def _dask_batch(client: Any, jobs: Sequence[Job], remaining: list[int], address: str, finish: Callable) -> None:
+    """Submit the jobs of `remaining` (each dataset is sent once), highest cost first, taking each
+    out of it as it finishes."""
+    shared: dict[int, Any] = {}
+    for index in remaining:
+        data = jobs[index].data
+        if id(data) not in shared:
+            # On every worker: a dataset held by one would draw every job to it (locality).
+            shared[id(data)] = client.scatter(data, hash=False, broadcast=True)
+    batch = uuid.uuid4().hex[:8]
+    futures = {
+        client.submit(
+            _run_parts,
+            jobs[index].config,
+            jobs[index].preset,
+            jobs[index].seed,
+            shared[id(jobs[index].data)],
+            key=f"reprolab-{batch}-{index}",
+            priority=rank,
+            pure=False,
+        ): index
+        for rank, index in enumerate(reversed(remaining))  # Dask runs higher priorities first
+    }
+    for index, (trained, result) in _as_completed(client, futures, address):
+        finish(index, trained, result)
+        remaining.remove(index)
 
 
 def _dask_client(address: str):
@@ -368,6 +399,10 @@ def _as_completed(client: Any, futures: dict, address: str) -> Iterator[tuple[in
                 value = future.result()
             except UserError:
                 raise
+            except CancelledError as error:
+                raise _LostData(
+                    f"compute: the Dask cluster at {address} failed a job ({one_line(error)[:200]})"
+                ) from error
             except Exception as error:
                 raise WorkerError(
                     f"compute: the Dask cluster at {address} failed a job ({one_line(error)[:200]})"
