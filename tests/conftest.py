@@ -9,8 +9,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -123,6 +123,58 @@ def copy_repository(target: Path) -> Path:
     return target
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
+    """The folder `name` that `build(folder)` fills, built once per test run: under pytest-xdist
+    the first worker to ask builds it under a file lock, the others wait for it and share it.
+    Tests treat it as read-only (they copy it to change it). A failed build fails every test that
+    asks for it, with the first failure's message, instead of being built again."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    folder, done, failed = root / name, root / f"{name}.built", root / f"{name}.failed"
+    with (root / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if failed.exists():
+            pytest.fail(f"building {name} failed in an earlier test:\n{failed.read_text()}")
+        if not done.exists():
+            folder.mkdir()
+            try:
+                build(folder)
+            except BaseException as error:
+                failed.write_text(f"{type(error).__name__}: {error}")
+                raise
+            done.touch()
+    return folder
+
+
+def copy_built_repository(source: Path, target: Path) -> Path:
+    """A copy of a repository that built_once made (git, DVC cache, outputs, MLflow store) that
+    is a repository of its own: the MLflow store's absolute paths (artifact locations) moved to
+    the copy, DVC's temporary folder (locks, queue) left behind."""
+    import sqlite3
+
+    dvc_dir = source / ".dvc"
+    shutil.copytree(source, target, symlinks=True, ignore=lambda d, _: ["tmp"] if Path(d) == dvc_dir else [])
+    store = target / "mlflow.db"
+    if store.is_file():
+        with closing(sqlite3.connect(store)) as database:
+            tables = [row[0] for row in database.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for table in tables:
+                for column in database.execute(f'PRAGMA table_info("{table}")').fetchall():
+                    if re.search("CHAR|TEXT|CLOB", column[2].upper()):
+                        database.execute(
+                            f'UPDATE "{table}" SET "{column[1]}" = replace("{column[1]}", ?, ?) '
+                            f'WHERE instr("{column[1]}", ?) > 0',
+                            (str(source), str(target), str(source)),
+                        )
+            database.commit()
+    # A model's files stay as logged, MLmodel's artifact_path too (where it was logged: metadata
+    # that loading does not use): their digest is checked before the registry serves them.
+    return target
+
+
 def set_in_yaml(path: Path, pattern: str, replacement: str) -> None:
     text = path.read_text()
     new = re.sub(pattern, replacement, text, flags=re.M)
@@ -229,3 +281,81 @@ def pytest_runtest_makereport(item, call):
     if report.skipped and os.environ.get("REPROLAB_NO_SKIP") == "1" and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped, and REPROLAB_NO_SKIP=1 forbids skips: {report.longrepr}"
+
+
+# -- pytest-xdist: what must run on one worker, and the longest work first ----------------------
+
+# Under `-n 2 --dist loadgroup` (pyproject.toml) each worker takes the next unit of work in
+# the order below: a test, or a module's tests that run on one worker in a row (SPREAD). The longest
+# go first, so that neither core is left with a long tail: the first test of a module whose
+# tests share what built_once made (it builds it), the server's group for the other worker
+# meanwhile, then the rest of the end-to-end tests, then the quick ones.
+ORDER = (
+    ("test_pipeline.py", "first"),
+    ("test_server.py", "all"),
+    ("test_failures.py", "first"),
+    ("test_pipeline.py", "all"),
+    ("test_your_data_pipeline.py", "all"),
+    ("test_cluster.py", "all"),
+    ("test_failures.py", "all"),
+)
+
+
+# Modules whose tests are independent of each other (nothing module-scoped): their tests are
+# spread over the workers one by one. Every other module, a new one included, is one unit of
+# work: its tests run in a row on one worker, so its module-scoped fixture (a pipeline, a
+# server) is built once. (xdist_group marks cannot say this: pytest 9.2 ignores the suffix that
+# pytest-xdist 3.8 gives their node ids.)
+SPREAD = {
+    "test_pipeline.py",  # each test copies the pipeline that built_once made
+    "test_failures.py",  # each test copies the folder that built_once made
+    "test_cluster.py",
+    "test_user_data.py",
+    "test_training.py",
+    "test_data.py",
+    "test_config.py",
+    "test_layout.py",
+    "test_models.py",
+    "test_tracking.py",
+    "test_ci.py",
+}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup` as above: one unit per test of a SPREAD module, one per other module."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class ModuleGroups(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope, path = super()._split_scope(nodeid), nodeid.split("::")[0]
+            return scope if scope != nodeid or Path(path).name in SPREAD else path
+
+    return ModuleGroups(config, log)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """The order of the run (stable: a module's tests keep theirs)."""
+    modules: dict[str, list] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    slow = {  # modules with an end-to-end test, kept whole
+        Path(path).name
+        for path, tests in modules.items()
+        if any(item.get_closest_marker(mark) for item in tests for mark in ("slow", "server"))
+    }
+    seen: set[str] = set()
+
+    def rank(item) -> int:
+        name = Path(item.nodeid.split("::")[0]).name
+        which = "all" if name in seen else "first"
+        seen.add(name)
+        for index, (module, tests) in enumerate(ORDER):
+            if module == name and tests in ("all", which):
+                return index
+        return len(ORDER) + (0 if name in slow else 1)
+
+    ranks = {id(item): rank(item) for item in items}
+    items.sort(key=lambda item: ranks[id(item)])

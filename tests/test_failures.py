@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import BIN, CONF_DIR, PRESETS, clean_env
+from conftest import BIN, CONF_DIR, PRESETS, built_once, clean_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -52,10 +52,8 @@ def run(workdir: Path, *argv: str, env: dict | None = None, preexec: Callable | 
     )
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
+def train(workdir: Path) -> None:
     """A working directory after the pipeline's stages ran on the small dataset (2 epochs)."""
-    workdir = tmp_path_factory.mktemp("trained")
     shutil.copytree(CONF_DIR, workdir / "conf")
     steps = [("compose", *SMALL), ("stage:prepare",)]
     steps += [(stage, preset) for preset in PRESETS for stage in ("stage:train", "stage:evaluate")]
@@ -63,7 +61,12 @@ def trained(tmp_path_factory) -> Path:
     for step in steps:
         done = run(workdir, *step)
         assert done.returncode == 0, f"{step}: {done.stdout}{done.stderr}"
-    return workdir
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Path:
+    """Built once per test run (shared by pytest-xdist's workers); each test works on a copy."""
+    return built_once(tmp_path_factory, "trained", train)
 
 
 @pytest.fixture

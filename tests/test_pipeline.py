@@ -1,7 +1,7 @@
 """The real DVC pipeline in a temporary copy of the repository, checked through MlflowClient.
 
 The copy trains every preset for a few epochs (conf/train/default.yaml edited, params.yaml
-recomposed) so the whole module takes a few minutes on 2 cores.
+recomposed); it is built once per test run, and each test gets a copy of it as built.
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ from conftest import (
     CHROMIUM_ARGS,
     PRESETS,
     REPO_ROOT,
+    built_once,
     clean_env,
     client_for,
     commit,
+    copy_built_repository,
     copy_repository,
     mlflow_uri,
     queue_two_experiments,
@@ -42,17 +44,28 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
+def build_pipeline(repo: Path) -> None:
     """A copy of the project with 4-epoch training, after one full `dvc repro`."""
-    repo = copy_repository(tmp_path_factory.mktemp("pipeline"))
+    copy_repository(repo)
     set_in_yaml(repo / "conf/train/default.yaml", r"^max_epochs: \d+", "max_epochs: 4")
     set_in_yaml(repo / "conf/train/default.yaml", r"^  patience: \d+", "  patience: 2")
     set_in_yaml(repo / "conf/config.yaml", r"^  seeds: \[.*\]", "  seeds: [0, 1]")
     sh(repo, "reprolab", "compose")
     commit(repo, "short epochs for tests")
     sh(repo, "dvc", "repro")
-    return repo
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> Path:
+    """The pipeline, built once per test run (shared by pytest-xdist's workers); never changed."""
+    return built_once(tmp_path_factory, "pipeline", build_pipeline)
+
+
+@pytest.fixture
+def repo(built, tmp_path) -> Path:
+    """Each test's own copy of the built pipeline, as it was after its `dvc repro`: tests that
+    change it run side by side and in any order."""
+    return copy_built_repository(built, tmp_path / "repo")
 
 
 def test_repro_records_one_complete_run_per_preset(repo):
@@ -412,7 +425,7 @@ def test_changing_the_training_code_reuses_no_run(repo):
         assert len(reused) == 2 and not reused & known
     finally:
         training.write_text(original)
-    sh(repo, "dvc", "repro")  # the original code again: its runs are all reusable
+    sh(repo, "dvc", "repro", "audit")  # the original code again: its runs are all reusable
     assert json.loads((repo / "reports/audit/summary.json").read_text())["runs_reused"] == 20
 
 
