@@ -318,6 +318,11 @@ SPREAD = {
     "test_models.py",
     "test_tracking.py",
     "test_ci.py",
+    "test_resource_limits.py",
+    "test_workers.py",
+    "test_messages.py",
+    "test_output_paths.py",
+    "test_provenance.py",
 }
 
 

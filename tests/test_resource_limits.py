@@ -10,7 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPROLAB, clean_env, quick_overrides
+
+pytestmark = pytest.mark.slow  # each test runs `reprolab`, which trains or creates MLflow stores
 
 
 def run_limited(tmp_path: Path, limit_bytes: int | None, *args: str) -> subprocess.CompletedProcess:

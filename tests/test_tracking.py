@@ -58,6 +58,7 @@ def test_an_unreachable_server_fails_fast_with_one_line():
     assert f"127.0.0.1:{port}" in str(caught.value) and "\n" not in str(caught.value)
 
 
+@pytest.mark.slow  # three processes that each import MLflow and create its tables
 def test_parallel_first_use_of_a_new_store_does_not_race(tmp_path):
     """Two processes creating the same new SQLite store: MLflow alone fails one of them."""
     code = (
@@ -196,6 +197,7 @@ def test_a_half_migrated_store_is_named_with_its_repair(tmp_path):
     assert f"sqlite3 {path} 'DROP TABLE _alembic_tmp_tags'" in str(caught.value)
 
 
+@pytest.mark.slow  # trains with `reprolab train`
 def test_the_registry_serves_only_the_model_its_run_logged(tmp_path):
     """A model loads by unpickling: its files are checked against the digest its run recorded
     before the `after` alias may point at it."""
