@@ -69,6 +69,20 @@ def sh(
     return done
 
 
+@contextmanager
+def logged_process(argv: list[str], cwd: Path, log: Path) -> Iterator[subprocess.Popen]:
+    """`argv` started in `cwd` with a clean environment, its output in the file `log` (never the
+    test's pipes); killed and reaped on leaving the block if it is still running."""
+    with log.open("w") as out:
+        process = subprocess.Popen(argv, cwd=cwd, env=clean_env(), stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=60)
+
+
 # The installed `reprolab` command on the repository's conf/.
 REPROLAB = [str(BIN / "reprolab"), "--config-dir", str(CONF_DIR)]
 
@@ -89,6 +103,13 @@ def reprolab(
     if check:
         assert done.returncode == 0, done.stdout + done.stderr
     return done
+
+
+def assert_finished_compare_runs(folder: Path, seeds: int) -> None:
+    """The store in `folder` holds one FINISHED compare run of baseline for each of seeds 0..seeds-1."""
+    compare_runs = runs(folder, "compare", uri=f"sqlite:///{folder / 'mlflow.db'}")
+    assert sorted(r.info.run_name for r in compare_runs) == [f"baseline-seed{s}" for s in range(seeds)]
+    assert {r.info.status for r in compare_runs} == {"FINISHED"}
 
 
 def small_overrides(folder: Path, epochs: int) -> list[str]:

@@ -14,7 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPROLAB, clean_env, reprolab, runs, small_overrides
+from conftest import (
+    BIN,
+    REPROLAB,
+    assert_finished_compare_runs,
+    clean_env,
+    logged_process,
+    reprolab,
+    runs,
+    small_overrides,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.timeout(900)]
 
@@ -123,15 +132,11 @@ def test_an_audit_on_dask_survives_a_killed_worker_and_equals_the_local_one(clus
     )  # fmt: skip
     assert local.returncode == 0, local.stderr
 
-    log = (tmp_path / "audit.log").open("w")
-    audit = subprocess.Popen(
-        [*REPROLAB, "audit", "--seeds", "0-1", "--no-models",
-         "--scheduler", cluster.address, "--output-dir", "out", *small_overrides(dask_dir, 40)],
-        cwd=dask_dir, env=clean_env(), stdout=log, stderr=log,
-    )  # fmt: skip
-    try:
-        from distributed import Client
+    from distributed import Client
 
+    argv = [*REPROLAB, "audit", "--seeds", "0-1", "--no-models",
+            "--scheduler", cluster.address, "--output-dir", "out", *small_overrides(dask_dir, 40)]  # fmt: skip
+    with logged_process(argv, dask_dir, tmp_path / "audit.log") as audit:
         with Client(cluster.address, timeout=60) as client:
             names = {address: info["name"] for address, info in client.scheduler_info()["workers"].items()}
             victim, deadline = None, time.time() + 300
@@ -143,10 +148,6 @@ def test_an_audit_on_dask_survives_a_killed_worker_and_equals_the_local_one(clus
             assert victim is not None, (tmp_path / "audit.log").read_text()
             cluster.kill(victim)
         code = audit.wait(timeout=600)
-    finally:
-        if audit.poll() is None:
-            audit.kill()
-            audit.wait(timeout=60)
     output = (tmp_path / "audit.log").read_text()
     assert code == 0, output
     assert metrics(dask_dir / "out/runs.csv") == metrics(local_dir / "out/runs.csv")
@@ -157,15 +158,11 @@ def test_an_audit_on_dask_survives_a_killed_worker_and_equals_the_local_one(clus
 def test_a_sweep_whose_data_died_with_its_workers_sends_it_again(cluster, tmp_path):
     """Dask reruns a lost worker's jobs but not data scattered to it: the workers holding the
     dataset die while a new one, started after the scatter, holds none of it."""
-    log = (tmp_path / "compare.log").open("w")
-    compare = subprocess.Popen(
-        [*REPROLAB, "compare", "--presets", "baseline", "--seeds", "0-5", "--retrain",
-         "--scheduler", cluster.address, *small_overrides(tmp_path, 150)],
-        cwd=tmp_path, env=clean_env(), stdout=log, stderr=log,
-    )  # fmt: skip
-    try:
-        from distributed import Client
+    from distributed import Client
 
+    argv = [*REPROLAB, "compare", "--presets", "baseline", "--seeds", "0-5", "--retrain",
+            "--scheduler", cluster.address, *small_overrides(tmp_path, 150)]  # fmt: skip
+    with logged_process(argv, tmp_path, tmp_path / "compare.log") as compare:
         with Client(cluster.address, timeout=60) as client:
             deadline = time.time() + 300
             while not any(client.processing().values()) and time.time() < deadline and compare.poll() is None:
@@ -178,16 +175,10 @@ def test_a_sweep_whose_data_died_with_its_workers_sends_it_again(cluster, tmp_pa
             cluster.kill("worker-0")
             cluster.kill("worker-1")
         code = compare.wait(timeout=600)
-    finally:
-        if compare.poll() is None:
-            compare.kill()
-            compare.wait(timeout=60)
     output = (tmp_path / "compare.log").read_text()
     assert code == 0, output
     assert "lost a dataset with a worker" in output and "Traceback" not in output
-    compare_runs = runs(tmp_path, "compare", uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert sorted(r.info.run_name for r in compare_runs) == [f"baseline-seed{s}" for s in range(6)]
-    assert {r.info.status for r in compare_runs} == {"FINISHED"}
+    assert_finished_compare_runs(tmp_path, 6)
 
 
 def test_compare_through_the_environment_variable_equals_the_local_one(cluster, tmp_path):

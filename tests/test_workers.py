@@ -6,27 +6,21 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import psutil
 import pytest
 
-from conftest import REPROLAB, clean_env, runs, small_overrides
+from conftest import REPROLAB, assert_finished_compare_runs, clean_env, logged_process, runs, small_overrides
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-def start_compare(work: Path, log: Path) -> subprocess.Popen:
+def compare(work: Path) -> AbstractContextManager[subprocess.Popen]:
+    """A local compare of baseline over seeds 0-3 on two workers, long enough to interfere with."""
     argv = [*REPROLAB, "compare", "--presets", "baseline", "--seeds", "0-3", "--workers", "2", "--retrain"]
-    with log.open("w") as out:
-        return subprocess.Popen(
-            [*argv, *small_overrides(work, 400)],
-            cwd=work,
-            env=clean_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-        )
+    return logged_process([*argv, *small_overrides(work, 400)], work, work / "compare.log")
 
 
 def busy_workers(driver: subprocess.Popen, count: int, timeout: float = 120) -> list[psutil.Process]:
@@ -51,39 +45,29 @@ def running_runs(store: Path) -> list[str]:
 
 
 def test_a_killed_worker_costs_time_not_the_sweep(tmp_path):
-    driver = start_compare(tmp_path, tmp_path / "compare.log")
-    try:
+    with compare(tmp_path) as driver:
         busy_workers(driver, 1)[0].kill()
         code = driver.wait(timeout=500)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait(timeout=60)
     output = (tmp_path / "compare.log").read_text()
     assert code == 0, output
     assert "a worker process died; rerunning the" in output and "Traceback" not in output
     assert sum(line.startswith("| baseline") for line in output.splitlines()) >= 1
-    compare_runs = runs(tmp_path, "compare", uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert sorted(r.info.run_name for r in compare_runs) == [f"baseline-seed{s}" for s in range(4)]
-    assert {r.info.status for r in compare_runs} == {"FINISHED"}
+    assert_finished_compare_runs(tmp_path, 4)
 
 
 def test_workers_die_with_their_driver(tmp_path):
-    driver = start_compare(tmp_path, tmp_path / "compare.log")
     workers: list[psutil.Process] = []
-    try:
-        workers = busy_workers(driver, 2)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=60)
-        _, alive = psutil.wait_procs(workers, timeout=30)
-        assert not alive, f"workers outlived their driver: {[p.pid for p in alive]}"
-    finally:
-        for process in workers:
-            if process.is_running():
-                process.kill()
-        if driver.poll() is None:
-            driver.kill()
+    with compare(tmp_path) as driver:
+        try:
+            workers = busy_workers(driver, 2)
+            driver.send_signal(signal.SIGKILL)
             driver.wait(timeout=60)
+            _, alive = psutil.wait_procs(workers, timeout=30)
+            assert not alive, f"workers outlived their driver: {[p.pid for p in alive]}"
+        finally:
+            for process in workers:
+                if process.is_running():
+                    process.kill()
 
 
 def test_a_stage_stops_with_dvc_repro(tmp_path):
