@@ -128,3 +128,35 @@ def test_the_gpu_check_script_runs_its_check_on_the_cpu():
     )
     assert done.returncode == 0, done.stderr
     assert "cpu runs repeat exactly: True" in done.stdout and "ms per epoch" in done.stdout
+
+
+def test_a_lost_batch_is_sent_again_until_too_many_losses(capsys):
+    """The rule local pools and Dask share (jobs._until_done): a batch lost with a worker is sent
+    again with the jobs not finished; lost more than MAX_LOST_POOLS times, the sweep stops."""
+    from reprolab import jobs as sweep_jobs
+
+    remaining, batches = [0, 1, 2], []
+
+    def finish_one_then_lose_the_rest_once() -> None:
+        batches.append(list(remaining))
+        remaining.pop(0)
+        if len(batches) == 1:
+            raise ConnectionError("worker gone")
+        remaining.clear()
+
+    sweep_jobs._until_done(
+        remaining,
+        finish_one_then_lose_the_rest_once,
+        ConnectionError,
+        lambda count, cause: "",
+        lambda left: f"{left} again",
+    )
+    assert batches == [[0, 1, 2], [1, 2]] and capsys.readouterr().err == "reprolab: 2 again\n"
+
+    def lost_every_time() -> None:
+        raise ConnectionError("worker gone")
+
+    with pytest.raises(sweep_jobs.WorkerError, match=rf"^lost {sweep_jobs.MAX_LOST_POOLS + 1} times \(worker gone\)$"):
+        sweep_jobs._until_done(
+            [0], lost_every_time, ConnectionError, lambda count, cause: f"lost {count} times ({cause})", lambda left: ""
+        )

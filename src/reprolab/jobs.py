@@ -273,7 +273,7 @@ def run_jobs(
     return [results[index] for index in range(len(jobs))]
 
 
-MAX_LOST_POOLS = 3  # local worker deaths a sweep outlives (a job that kills its worker every time stops it)
+MAX_LOST_POOLS = 3  # losses of workers (or their data) a sweep outlives: a job that kills its worker each time stops it
 
 
 def _on_local_processes(jobs: Sequence[Job], order: list[int], workers: int, finish: Callable) -> None:
@@ -281,22 +281,39 @@ def _on_local_processes(jobs: Sequence[Job], order: list[int], workers: int, fin
     the pool: a new one reruns the jobs not finished, as Dask does, so a lost worker costs time."""
     from concurrent.futures.process import BrokenProcessPool
 
-    remaining, lost = list(order), 0
+    remaining = list(order)
+    _until_done(
+        remaining,
+        lambda: _one_pool(jobs, remaining, workers, finish),
+        BrokenProcessPool,
+        lambda count, cause: (
+            f"compute: local worker processes died {count} times ({cause}); look for the out-of-memory killer "
+            f"in the system log, or lower --workers"
+        ),
+        lambda left: f"a worker process died; rerunning the {left} runs not finished in new workers",
+    )
+
+
+def _until_done(
+    remaining: list[int],
+    run_batch: Callable[[], None],
+    lost: type[BaseException],
+    too_many: Callable[[int, str], str],
+    again: Callable[[int], str],
+) -> None:
+    """Call `run_batch` (it takes each finished job out of `remaining`) until no job is left. A
+    batch that fails with `lost` (a worker, or its data, gone) is sent again with the jobs not
+    finished, saying `again(jobs left)`; lost more than MAX_LOST_POOLS times, the sweep stops
+    with WorkerError(`too_many(times, cause)`)."""
+    losses = 0
     while remaining:
         try:
-            _one_pool(jobs, remaining, workers, finish)
-        except BrokenProcessPool as error:
-            lost += 1
-            if lost > MAX_LOST_POOLS:
-                raise WorkerError(
-                    f"compute: local worker processes died {lost} times ({one_line(error)[:120]}); look for the "
-                    f"out-of-memory killer in the system log, or lower --workers"
-                ) from error
-            print(
-                f"reprolab: a worker process died; rerunning the {len(remaining)} runs not finished in new workers",
-                file=sys.stderr,
-                flush=True,
-            )
+            run_batch()
+        except lost as error:
+            losses += 1
+            if losses > MAX_LOST_POOLS:
+                raise WorkerError(too_many(losses, one_line(error)[:120])) from error
+            print(f"reprolab: {again(len(remaining))}", file=sys.stderr, flush=True)
 
 
 def _one_pool(jobs: Sequence[Job], remaining: list[int], workers: int, finish: Callable) -> None:
@@ -326,23 +343,17 @@ def _on_dask(jobs: Sequence[Job], order: list[int], address: str, finish: Callab
     dies, every job waiting on it is cancelled ("already forgotten"). The jobs not finished are
     then sent again with their data, so a lost worker costs time here too."""
     with _dask_client(address) as client:
-        remaining, lost = list(order), 0
-        while remaining:
-            try:
-                _dask_batch(client, jobs, remaining, address, finish)
-            except _LostData as error:
-                lost += 1
-                if lost > MAX_LOST_POOLS:
-                    raise WorkerError(
-                        f"compute: the Dask cluster at {address} lost its workers' data {lost} times "
-                        f"({one_line(error)[:120]}); look at the workers' logs, or run locally without --scheduler"
-                    ) from error
-                print(
-                    f"reprolab: the Dask cluster lost a dataset with a worker; sending the {len(remaining)} runs "
-                    f"not finished again",
-                    file=sys.stderr,
-                    flush=True,
-                )
+        remaining = list(order)
+        _until_done(
+            remaining,
+            lambda: _dask_batch(client, jobs, remaining, address, finish),
+            _LostData,
+            lambda count, cause: (
+                f"compute: the Dask cluster at {address} lost its workers' data {count} times ({cause}); look at "
+                f"the workers' logs, or run locally without --scheduler"
+            ),
+            lambda left: f"the Dask cluster lost a dataset with a worker; sending the {left} runs not finished again",
+        )
 
 
 def _dask_batch(client: Any, jobs: Sequence[Job], remaining: list[int], address: str, finish: Callable) -> None:
