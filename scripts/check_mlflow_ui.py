@@ -175,6 +175,7 @@ def check(uri: str, experiment_id: str, runs: dict, screenshots: Path) -> None:
         context = browser.new_context(viewport={"width": 1600, "height": 1000})
         context.add_init_script(HIDE_ASSISTANT)
         context.set_default_timeout(TIMEOUT_MS)
+        expect.set_options(timeout=TIMEOUT_MS)  # assertions keep their own 5 s default otherwise
         page = context.new_page()
         outside = []
         page.on(
