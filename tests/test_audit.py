@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
 
 from conftest import CONF_DIR
-from reprolab.audit import Change, ablation_variants, apply_changes, derive_changes, summarize
-from reprolab.config import load_config
+from reprolab.audit import (
+    Bootstrap,
+    Change,
+    Labels,
+    ablation_variants,
+    apply_changes,
+    coalitions,
+    derive_changes,
+    summarize,
+)
+from reprolab.config import ConfigError, load_config
 from reprolab.results import RunResult
 
 
@@ -47,18 +57,32 @@ def test_identical_presets_have_no_changes(presets):
     assert derive_changes(presets[0], presets[0]) == []
 
 
-def test_variants_apply_one_change_at_a_time(presets):
+def test_variants_are_every_combination_of_the_changes(presets):
     before, after = presets
     variants = ablation_variants(before, after)
-    assert len(variants) == 2 + 2 * 4
+    assert len(variants) == 2**4
     added = variants["before + dropout"]
     assert (added.model.dropout, added.model.output_dropout, added.model.hidden_size) == (0.3, 0.3, 128)
     assert added.train == before.train
     removed = variants["after - early stopping"]
     assert not removed.train.early_stopping.enabled and removed.model == after.model
+    pair = variants["before + hidden size + learning rate"]
+    assert (pair.model.hidden_size, pair.model.dropout, pair.train.lr) == (32, 0.0, 0.001)
+    assert variants["before"] == before
+    assert (variants["after"].model, variants["after"].train) == (after.model, after.train)
     # Applying every change to before gives after.
     rebuilt = apply_changes(before, derive_changes(before, after), "after")
     assert (rebuilt.model, rebuilt.train) == (after.model, after.train)
+
+
+def test_more_changes_than_the_exact_design_allows_are_refused(presets):
+    before, after = copy.deepcopy(presets[0]), copy.deepcopy(presets[0])
+    for key, value in (("num_layers", 3), ("hidden_size", 7), ("dropout", 0.1), ("cell", "lstm")):
+        setattr(after.model, key, value)
+    for key, value in (("lr", 0.5), ("weight_decay", 0.1), ("batch_size", 3)):
+        setattr(after.train, key, value)
+    with pytest.raises(ConfigError, match=r"7 changes .* stops at k = 6"):
+        ablation_variants(before, after)
 
 
 # -- analysis on made-up results: the arithmetic and the verdict's logic ---------------------
@@ -79,9 +103,9 @@ def _predictions(y: np.ndarray, accuracy: float, seed: int) -> list[int]:
     return predicted.tolist()
 
 
-def _result(label: str, seed: int, val: float, train: float, labels=None) -> RunResult:
+def _result(label: str, seed: int, val: float, train: float, labels=None, test=None) -> RunResult:
     labels = labels or _labels()
-    accuracies = {"train": train, "val": val, "test": val}
+    accuracies = {"train": train, "val": val, "test": val if test is None else test}
     predictions = {split: _predictions(y, accuracies[split], seed) for split, y in labels.items()}
     metrics = {
         f"{split}_accuracy": float(np.mean(np.array(predicted) == labels[split]))
@@ -102,26 +126,25 @@ def _results(table: dict[str, tuple[float, float]], seeds=(0, 1, 2), labels=None
 
 
 TARGET = load_config([], CONF_DIR).data.target  # validation >= 0.85, training < 0.92
+NO_TARGET = dataclasses.replace(TARGET, min_val_accuracy=None, max_train_accuracy=None)
 TWO_CHANGES = [Change("dropout", {"model.dropout": (0.0, 0.3)}), Change("learning rate", {"train.lr": (0.01, 0.001)})]
 CLEAR = {
     "before": (0.70, 1.00),
     "after": (0.90, 0.88),
-    "before + dropout": (0.90, 0.88),
-    "after - dropout": (0.75, 0.99),
-    "before + learning rate": (0.72, 0.99),
-    "after - learning rate": (0.90, 0.88),
+    "before + dropout": (0.90, 0.88),  # = after - learning rate
+    "before + learning rate": (0.72, 0.99),  # = after - dropout
 }
 
 
-def _summary(table, seeds=(0, 1, 2), sizes=SIZES, results=None):
+def _summary(table, seeds=(0, 1, 2), sizes=SIZES, results=None, changes=TWO_CHANGES, target=TARGET):
     """The audit of made-up `results` (default: each label's (val, train) in `table`)."""
     labels = _labels(sizes)
     return summarize(
         results if results is not None else _results(table, seeds, labels),
-        TWO_CHANGES,
+        changes,
         "baseline",
         "regularized",
-        TARGET,
+        target,
         0.95,
         {"before": "d", "after": "d"},
         {"before": labels, "after": labels},
@@ -131,35 +154,46 @@ def _summary(table, seeds=(0, 1, 2), sizes=SIZES, results=None):
 def test_needed_and_sufficient_follow_the_target_checks():
     summary = _summary(CLEAR)
     effects = {effect.change.name: effect for effect in summary.effects}
-    assert (effects["dropout"].needed, effects["dropout"].sufficient) == (True, True)
-    assert (effects["learning rate"].needed, effects["learning rate"].sufficient) == (False, False)
+    assert (effects["dropout"].needed, effects["dropout"].sufficient) == ("yes", "yes")
+    assert (effects["learning rate"].needed, effects["learning rate"].sufficient) == ("no", "no")
     alone = effects["dropout"].alone["val_accuracy"]
     assert alone.mean == pytest.approx(0.20) and alone.low > 0.1
     assert effects["dropout"].in_after["train_accuracy"].mean == pytest.approx(0.88 - 0.99)
+    # Shapley: the mean of dropout's effect alone (+0.20) and on top of learning rate (+0.18).
+    assert effects["dropout"].shapley["val_accuracy"].mean == pytest.approx(0.19)
+    assert effects["learning rate"].shapley["val_accuracy"].mean == pytest.approx(0.01)
     assert summary.variants["after"].holds and not summary.variants["before"].holds
-    assert summary.verdict.startswith("regularized meets the target on 3/3 seeds (validation 0.905 [")
+    assert summary.verdict.startswith("Regularized meets the target on 3/3 seeds (validation 0.905 [")
     for part in (
-        "dropout closed most of the gap (+0.150 [",
-        "without it 0/3 seeds meet the target",
-        "learning rate is not needed (the target holds without it), and dropout alone is enough.",
+        "Without dropout it misses the target: it is needed",
+        "Learning rate is not needed (the target holds without it)",
+        "Dropout alone is enough",
+        "validation accuracy moves by +0.200 [",
+        "the Shapley shares of the validation change (they add up to it): dropout +0.190 [",
+        "Dropout has the largest share that can be told from chance",
     ):
-        assert part in summary.verdict
+        assert part in summary.verdict, summary.verdict
     assert summary.warnings == []
+    assert [step.change for step in summary.path] == ["dropout", "learning rate"]
+    assert [step.holds for step in summary.path] == [True, True]
 
 
-def test_intervals_are_bootstrap_intervals_over_seeds_and_examples():
+def test_intervals_cover_seeds_and_examples_and_stay_inside_their_bounds():
     summary = _summary(CLEAR)
     for check in summary.variants.values():
         for key in ("val_accuracy", "test_accuracy", "train_accuracy"):
             interval = check.stats[key]
             assert 0 <= interval.low <= interval.mean <= interval.high <= 1
-    # With 400 validation sequences and p ~ 0.9, the sampling noise alone is +-1.96 * sqrt(0.09 / 400) ~ 0.03.
+    # 400 validation sequences, each seed wrong on its own random 10%: the seeds' mean per sequence
+    # varies by about 0.09 / 3, so the sampling noise is +-1.96 * sqrt(0.03 / 400) ~ 0.017; the seeds
+    # (0.900, 0.905, 0.910) add a standard error of 0.003 times t with 2 degrees of freedom.
     val = summary.variants["after"].stats["val_accuracy"]
-    assert 0.02 < (val.high - val.low) / 2 < 0.05
-    # A configuration compared with itself has no effect, on every resample.
-    same = _summary({**CLEAR, "after - learning rate": CLEAR["after"]})
+    assert 0.017 < (val.high - val.low) / 2 < 0.03
+    # Two configurations right on the very same sequences differ by nothing measured, but by up to
+    # one sequence's weight in what the split allows: a narrow interval around 0, never none.
+    same = _summary({**CLEAR, "before + dropout": CLEAR["after"]})
     nothing = same.effects[1].in_after["val_accuracy"]
-    assert (nothing.mean, nothing.low, nothing.high) == (0, 0, 0)
+    assert nothing.mean == 0 and -0.02 < nothing.low < 0 < nothing.high < 0.02
 
 
 def test_a_tiny_split_gives_wide_intervals_inside_0_1_and_a_warning():
@@ -169,9 +203,7 @@ def test_a_tiny_split_gives_wide_intervals_inside_0_1_and_a_warning():
             "before": (0.5, 1.0),
             "after": (1.0, 0.75),
             "before + dropout": (1.0, 0.75),
-            "after - dropout": (0.625, 1.0),
-            "before + learning rate": (0.5, 1.0),
-            "after - learning rate": (1.0, 0.75),
+            "before + learning rate": (0.625, 1.0),
         },
         sizes=tiny,
     )
@@ -193,15 +225,127 @@ def test_a_target_that_holds_only_on_some_seeds_does_not_hold():
             "before": (0.70, 1.00),
             "after": (0.90, 0.88),
             "before + dropout": (0.70, 1.0),
-            "after - dropout": (0.90, 0.88),
-            "before + learning rate": (0.7, 1.0),
-            "after - learning rate": (0.90, 0.88),
+            "before + learning rate": (0.90, 0.88),
         }
     )
     results[3] = _result("after", 0, 0.80, 0.88)  # one seed of after misses the floor
     summary = _summary({}, results=results)
     after = summary.variants["after"]
     assert after.seeds_met == 2 and not after.holds
-    assert all(effect.needed is None for effect in summary.effects)
-    assert summary.verdict.startswith("regularized does not meet the target robustly (2/3 seeds")
+    assert all(effect.needed == "n/a" for effect in summary.effects)
+    assert summary.verdict.startswith("Regularized does not meet the target robustly (2/3 seeds")
     assert "validation accuracy 0.800 < 0.85 (seed 0)" in summary.verdict  # the bound that failed
+
+
+THREE_CHANGES = [*TWO_CHANGES, Change("hidden size", {"model.hidden_size": (128, 32)})]
+
+
+def _known_game(names: frozenset) -> tuple[float, float]:
+    """(val, train) as a known function of the changes: dropout +0.10, learning rate +0.05,
+    hidden size +0.02 on validation, and dropout with learning rate +0.08 more together."""
+    dropout, lr, hidden = ("dropout" in names, "learning rate" in names, "hidden size" in names)
+    return (
+        0.60 + 0.10 * dropout + 0.05 * lr + 0.02 * hidden + 0.08 * dropout * lr,
+        0.99 - 0.03 * lr - 0.04 * dropout * lr,
+    )
+
+
+def test_a_known_game_gives_its_exact_shapley_values_and_interaction_and_the_shares_add_up():
+    table = {label: _known_game(names) for names, label in coalitions(THREE_CHANGES).items()}
+    summary = _summary(table, changes=THREE_CHANGES)
+    val = summary.attribution["val_accuracy"]
+    assert val.total.mean == pytest.approx(0.25, abs=1e-9)
+    # Each change's own effect, plus half of every interaction it takes part in.
+    expected = {"dropout": 0.10 + 0.04, "learning rate": 0.05 + 0.04, "hidden size": 0.02}
+    assert {name: share.mean for name, share in val.shares.items()} == pytest.approx(expected, abs=1e-9)
+    interactions = {pair: interval.mean for pair, interval in val.interactions.items()}
+    assert interactions == pytest.approx(
+        {("dropout", "learning rate"): 0.08, ("dropout", "hidden size"): 0.0, ("learning rate", "hidden size"): 0.0},
+        abs=1e-9,
+    )
+    for key, attribution in summary.attribution.items():
+        assert attribution.sum_error < 1e-9, key
+        assert sum(share.mean for share in attribution.shares.values()) == pytest.approx(
+            attribution.total.mean, abs=1e-9
+        )
+    assert [step.change for step in summary.path] == ["dropout", "learning rate", "hidden size"]
+    assert summary.path[1].stats["val_accuracy"].mean == pytest.approx(0.83 + 0.005, abs=1e-9)  # seeds wobble by 0.005
+
+
+def test_without_a_target_the_verdict_claims_none_and_attributes_the_change():
+    summary = _summary(CLEAR, target=NO_TARGET)
+    assert "meets the target" not in summary.verdict and "enough" not in summary.verdict
+    assert "No target is set (data.target), so nothing is said about meeting one." in summary.verdict
+    assert "the Shapley shares of the validation change (they add up to it): dropout +0.190" in summary.verdict
+    assert {(e.needed, e.sufficient) for e in summary.effects} == {("n/a", "n/a")}
+    assert [step.holds for step in summary.path] == [None, None]
+
+
+def test_a_before_side_that_does_not_overfit_has_no_gap_to_close():
+    summary = _summary(
+        {
+            "before": (0.86, 0.86),
+            "after": (0.87, 0.86),
+            "before + dropout": (0.86, 0.86),
+            "before + learning rate": (0.87, 0.86),
+        }
+    )
+    assert not summary.gap_before
+    assert summary.verdict.startswith("Baseline does not overfit beyond noise (train-val gap ")
+    assert "so there was no gap to close" in summary.verdict
+
+
+def test_all_perfect_runs_on_tiny_splits_leave_every_interval_open_and_claim_nothing():
+    tiny = {"train": 30, "val": 14, "test": 14}
+    table = dict.fromkeys(("before", "after", "before + dropout", "before + learning rate"), (1.0, 1.0))
+    summary = _summary(table, sizes=tiny, target=NO_TARGET)
+    for check in summary.variants.values():
+        val = check.stats["val_accuracy"]
+        assert val.mean == 1.0 and val.low < 0.95
+    for effect in summary.effects:
+        for interval in (effect.shapley["val_accuracy"], effect.alone["val_accuracy"]):
+            assert interval.mean == 0 and interval.low < 0 < interval.high
+    assert "no gap to close" in summary.verdict
+    assert "No change's share can be told from chance with these seeds and sequences." in summary.verdict
+    assert any("only 14 sequences" in warning for warning in summary.warnings)
+
+
+def _simulated_runs(correct: np.ndarray, labels: Labels, label: str) -> list[RunResult]:
+    """Runs right exactly where `correct` (seeds x validation sequences) says, on val and test."""
+    runs = []
+    for seed, row in enumerate(correct):
+        predictions = {
+            split: np.where(row if split != "train" else True, y, 1 - y).tolist() for split, y in labels.items()
+        }
+        runs.append(
+            RunResult(
+                preset=label, seed=seed, metrics={}, fit={}, history=[], dataset_digest="d", predictions=predictions
+            )
+        )
+    return runs
+
+
+@pytest.mark.parametrize("seeds", [3, 5])
+def test_the_intervals_keep_their_coverage_with_few_seeds_that_vary(seeds):
+    """A known truth: configuration a is right on a sequence when the sequence's difficulty
+    (uniform, shared by seeds and configurations) is below 0.75 + the seed's offset, b below
+    0.80 + its own offset; offsets spread by sd 0.05 across seeds. The true means are 0.75 and
+    0.80 over sequences and seeds; their 95% intervals and b - a's must hold them in >= 93% of
+    300 trials on 200 validation sequences."""
+    rng = np.random.default_rng(seeds)
+    n, trials, truth = 200, 300, {"a": 0.75, "b": 0.80}
+    labels = {"train": np.zeros(4, int), "val": np.zeros(n, int), "test": np.zeros(n, int)}
+    covered = {"a": 0, "b - a": 0}
+    for _ in range(trials):
+        difficulty = rng.random(n)
+        measures = {}
+        for label, mean in truth.items():
+            correct = difficulty[None, :] < (mean + rng.normal(0, 0.05, seeds))[:, None]
+            bootstrap = Bootstrap(seeds, {split: len(y) for split, y in labels.items()}, 1000)
+            measures[label] = bootstrap.measure(_simulated_runs(correct, labels, label), labels, label)["val_accuracy"]
+        covered["a"] += bootstrap.interval(measures["a"], 0.95, (0, 1)).contains(truth["a"])
+        effect = bootstrap.interval(measures["b"] - measures["a"], 0.95, (-1, 1))
+        covered["b - a"] += effect.contains(truth["b"] - truth["a"])
+    coverage = {key: count / trials for key, count in covered.items()}
+    print(f"coverage with {seeds} seeds: {coverage}")
+    assert min(coverage.values()) >= 0.93, coverage

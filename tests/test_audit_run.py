@@ -40,16 +40,29 @@ def test_report_lists_every_change_with_effects_and_a_verdict(audited):
         for context in ("alone", "in_after"):
             interval = summary["changes"][name][context]["val_accuracy"]
             assert interval["low"] <= interval["mean"] <= interval["high"]
-    assert set(summary["configurations"]) == {"before", "after"} | {f"before + {c}" for c in CHANGES} | {
+    configurations = set(summary["configurations"])
+    assert len(configurations) == 2 ** len(CHANGES)
+    assert {"before", "after"} | {f"before + {c}" for c in CHANGES} | {
         f"after - {c}" for c in CHANGES
-    }
+    } <= configurations
+    assert "before + hidden size + dropout" in configurations
     assert summary["verdict"] in report
+    for key, attribution in summary["attribution"].items():
+        shares = [attribution["changes"][name]["shapley"]["mean"] for name in CHANGES]
+        assert sum(shares) == pytest.approx(attribution["total"]["mean"], abs=1e-9), key
+        after, before = (summary["configurations"][side][key]["mean"] for side in ("after", "before"))
+        assert attribution["total"]["mean"] == pytest.approx(after - before, abs=1e-9)
+        assert len(attribution["interactions"]) == 6
+    assert [step["added"] for step in summary["greedy_path"]] and set(CHANGES) == {
+        step["added"] for step in summary["greedy_path"]
+    }
+    assert "## Attribution: each change's Shapley share" in report
 
 
 def test_figures_are_real_pngs(audited):
     from matplotlib import image
 
-    for name in ("learning_curves.png", "ablation.png", "confusion.png"):
+    for name in ("learning_curves.png", "attribution.png", "ablation.png", "confusion.png"):
         pixels = image.imread(audited / "out" / name)
         assert pixels.ndim == 3 and pixels.shape[0] > 200 and pixels.shape[1] > 400
         assert pixels.std() > 0.05  # not a blank canvas
@@ -62,7 +75,7 @@ def test_every_run_is_a_finished_mlflow_run_linked_from_the_summary_run(audited)
     audit_id = summary["audit_id"]
     runs = mlflow.search_runs([experiment.experiment_id], f"tags.`reprolab.audit_id` = '{audit_id}'")
     ablation = [run for run in runs if run.data.tags["reprolab.kind"] == "audit"]
-    assert len(ablation) == 10 * 2 and {run.info.status for run in runs} == {"FINISHED"}
+    assert len(ablation) == 2 ** len(CHANGES) * 2 and {run.info.status for run in runs} == {"FINISHED"}
     with (audited / "out/runs.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert {row["mlflow_run_id"] for row in rows} == {run.info.run_id for run in ablation}
@@ -76,9 +89,48 @@ def test_every_run_is_a_finished_mlflow_run_linked_from_the_summary_run(audited)
     artifacts = {a.path for a in mlflow.list_artifacts(summary_run.info.run_id, "audit-summary")}
     assert artifacts == {
         f"audit-summary/{name}"
-        for name in ("audit.md", "summary.json", "runs.csv", "learning_curves.png", "ablation.png", "confusion.png")
+        for name in (
+            "audit.md",
+            "summary.json",
+            "runs.csv",
+            "learning_curves.png",
+            "attribution.png",
+            "ablation.png",
+            "confusion.png",
+        )
     }
     assert summary_run.data.tags["mlflow.note.content"].startswith(summary["verdict"])
+
+
+def test_an_audit_between_two_recorded_runs_equals_the_audit_of_their_presets(audited):
+    """Sides from run ids (a bare id and a runs:/ URI): every configuration comes from the run
+    cache, the numbers are the presets' audit's, and both runs get a link to the audit."""
+    with (audited / "out/runs.csv").open() as handle:
+        rows = {(row["configuration"], row["seed"]): row["mlflow_run_id"] for row in csv.DictReader(handle)}
+    before, after = rows[("before", "0")], rows[("after", "1")]
+    overrides = small_overrides(audited, 3)
+    audit = ["audit", "--seeds", "0-1", "--output-dir", "from-runs", *overrides]
+    reprolab(audited, *audit[:1], "--before", before, "--after", f"runs:/{after}/model", *audit[1:])
+    presets = json.loads((audited / "out/summary.json").read_text())
+    runs = json.loads((audited / "from-runs/summary.json").read_text())
+    assert runs["runs_reused"] == 2 ** len(CHANGES) * 2
+    assert (runs["before"], runs["after"]) == (f"before (run {before[:8]})", f"after (run {after[:8]})")
+    for key in ("configurations", "attribution", "changes", "greedy_path"):
+        assert runs[key] == presets[key], key
+    mlflow = client(audited)
+    for run_id in (before, after):
+        assert mlflow.get_run(run_id).data.tags["reprolab.audit.explained_by"] == runs["audit_id"]
+    # A run whose run key this checkout's code cannot give again was trained by other code: refused.
+    key = mlflow.get_run(before).data.tags["reprolab.run_key"]
+    mlflow.set_tag(before, "reprolab.run_key", "0" * 64)
+    try:
+        refused = reprolab(audited, *audit[:1], "--before", before, "--output-dir", "refused", *overrides, check=False)
+    finally:
+        mlflow.set_tag(before, "reprolab.run_key", key)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    error = refused.stderr.strip()
+    assert "\n" not in error and f"run {before} was trained by other training code" in error, error
+    assert not (audited / "refused").exists()
 
 
 def test_results_do_not_depend_on_the_worker_count(audited, tmp_path):

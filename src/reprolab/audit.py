@@ -8,7 +8,11 @@ Pure functions on configs and `RunResult`s; `audit_run` runs and records the var
 from __future__ import annotations
 
 import copy
-import statistics
+import functools
+import itertools
+import math
+import operator
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -16,8 +20,8 @@ from typing import Any, Optional
 import numpy as np
 from omegaconf import OmegaConf
 
-from reprolab.config import ExperimentConfig, TargetConfig, differences, to_dict
-from reprolab.metrics import meets_target, missed_bounds, train_val_gap
+from reprolab.config import ConfigError, ExperimentConfig, TargetConfig, differences, to_dict
+from reprolab.metrics import has_target, meets_target, missed_bounds
 from reprolab.results import RunResult
 
 # Keys that make one change together: the first matching prefix names the group.
@@ -83,20 +87,47 @@ def removed_label(change: Change) -> str:
     return f"{AFTER} - {change.name}"
 
 
+MAX_CHANGES = 6  # 2^6 = 64 configurations per seed: beyond that, group changes in CHANGE_GROUPS
+
+
+def coalition_label(changes: Sequence[Change], names: frozenset[str]) -> str:
+    """The configuration that applies the changes in `names` to before: "before", "after",
+    "before + X" (one change), "after - X" (all but one), else "before + X + Y"."""
+    if not names:
+        return BEFORE
+    if len(names) == len(changes):
+        return AFTER
+    if len(names) == 1:
+        return added_label(next(c for c in changes if c.name in names))
+    if len(names) == len(changes) - 1:
+        return removed_label(next(c for c in changes if c.name not in names))
+    return " + ".join([BEFORE] + [c.name for c in changes if c.name in names])
+
+
+def coalitions(changes: Sequence[Change]) -> dict[frozenset[str], str]:
+    """Every subset of the changes (2^k), smallest first, with its configuration's label."""
+    names = [change.name for change in changes]
+    subsets = [frozenset(chosen) for size in range(len(names) + 1) for chosen in itertools.combinations(names, size)]
+    return {subset: coalition_label(changes, subset) for subset in subsets}
+
+
 def ablation_variants(before: ExperimentConfig, after: ExperimentConfig) -> dict[str, ExperimentConfig]:
-    """before, after, before + each change alone, after - each change alone.
-
-    Labels starting with "before" train on the before side's data, the others on the after's.
-    """
+    """Every combination of the changes applied to before (2^k configurations, before and after
+    among them), by label. Labels starting with "before" train on the before side's data, the
+    others on the after's."""
     changes = derive_changes(before, after)
-    variants = {BEFORE: before, AFTER: after}
-    for change in changes:
-        variants[added_label(change)] = apply_changes(before, [change], "after")
-        variants[removed_label(change)] = apply_changes(after, [change], "before")
-    return variants
+    if len(changes) > MAX_CHANGES:
+        raise ConfigError(
+            f"audit: {len(changes)} changes ({', '.join(c.name for c in changes)}): the audit trains all 2^k "
+            f"combinations and stops at k = {MAX_CHANGES}; audit fewer changes at a time"
+        )
+    return {
+        label: apply_changes(before, [c for c in changes if c.name in subset], "after")
+        for subset, label in coalitions(changes).items()
+    }
 
 
-# -- analysis of the ablation's runs ---------------------------------------------------------
+# -- analysis of the runs ---------------------------------------------------------------------
 
 # The metrics an audit reports, with the direction that is better.
 METRICS = {"val_accuracy": "higher", "test_accuracy": "higher", "train_accuracy": "lower", "train_val_gap": "lower"}
@@ -110,7 +141,7 @@ Labels = dict[str, np.ndarray]  # split -> the true classes
 
 @dataclass
 class Interval:
-    """Mean across seeds with its bootstrap interval."""
+    """Mean across seeds with its interval."""
 
     mean: float
     low: float
@@ -124,68 +155,124 @@ class Interval:
         return self.low <= value <= self.high
 
 
-class Bootstrap:
-    """Resamples of seeds and of the held-out splits' examples, drawn once and shared by every
-    configuration of a side, so that paired differences use the same draws on both sides.
+@dataclass
+class Measure:
+    """One metric of one configuration, or a weighted sum of configurations (an effect, a
+    Shapley value): its value on each seed, and its mean over seeds on each resample of the
+    held-out examples. Linear: a sum of measures is the measure of the sum."""
 
-    A resample draws the seeds with replacement and weights each held-out split's examples with
-    Dirichlet(1, ..., 1) weights (the Bayesian bootstrap), shared by every seed: the split's
-    sampling noise is common to all seeds, and averaging over seeds does not shrink it. One
-    pseudo-example, half right, joins each held-out split with the weight of a real one, so that
-    a split whose every example is right still leaves room for error (8 of 8 gives about
-    [0.8, 1]); on thousands of examples it changes nothing. The training split is not
-    resampled: its accuracy is a property of the fit on those very sequences (the target's
-    "training below 92%"), not an estimate for unseen ones, so its interval is over seeds only.
-    A configuration's accuracy on a resample is the seed-weighted mean of its weighted
-    accuracies; the interval is the percentile interval of those values, inside [0, 1].
+    per_seed: np.ndarray
+    draws: np.ndarray
+
+    @property
+    def mean(self) -> float:
+        return float(self.per_seed.mean())
+
+    def __add__(self, other: Measure) -> Measure:
+        return Measure(self.per_seed + other.per_seed, self.draws + other.draws)
+
+    def __sub__(self, other: Measure) -> Measure:
+        return Measure(self.per_seed - other.per_seed, self.draws - other.draws)
+
+    def __mul__(self, weight: float) -> Measure:
+        return Measure(self.per_seed * weight, self.draws * weight)
+
+
+Measures = dict[str, Measure]  # metric -> its measure
+
+
+def combine(terms: Sequence[tuple[float, Measures]]) -> Measures:
+    """The weighted sum of configurations' measures, metric by metric."""
+    return {
+        key: functools.reduce(operator.add, (measures[key] * weight for weight, measures in terms)) for key in METRICS
+    }
+
+
+class Bootstrap:
+    """The two sources of noise in a mean over seeds, measured apart and added.
+
+    The held-out examples: each resample weights a split's examples with Dirichlet(1, ..., 1)
+    weights (the Bayesian bootstrap), the same for every seed and every configuration of a side,
+    so that differences are paired by example. One pseudo-example joins each held-out split with
+    the weight of a real one, right or wrong at random (a fair coin per configuration and
+    resample): a split whose every example is right still leaves room for error (8 of 8 is not
+    a certain 1), and two configurations that agree on every example still differ by up to one
+    sequence's weight; on thousands of examples it changes nothing.
+
+    The seeds: few seeds say little about their spread, so the seed component is Student's t
+    with n - 1 degrees of freedom scaled by the seeds' standard error (s / sqrt(n)), not a
+    resample of the seeds (which is too narrow with 2-5 seeds). Each draw of a measure is its
+    example draw plus the seed standard error times a t draw; the interval is the percentile
+    interval of those sums. The training split is not resampled: its accuracy is a property of
+    the fit on those very sequences, so its interval is over seeds (and the pseudo-example) only.
     """
 
     RESAMPLED = ("val", "test")
 
-    def __init__(self, seeds: int, split_sizes: dict[str, int]):
-        # At most about 4e7 weights per split (160 MB): fewer resamples for very large splits,
-        # whose sampling noise is small anyway.
-        resamples = int(min(RESAMPLES, max(200, 4e7 // (max(split_sizes.values()) + 1))))
+    def __init__(self, seeds: int, split_sizes: dict[str, int], resamples: int):
         rng = np.random.default_rng(BOOTSTRAP_SEED)
-        self.seed_weights = rng.multinomial(seeds, [1 / seeds] * seeds, size=resamples) / seeds
+        self.seed_noise = rng.standard_t(max(seeds - 1, 1), size=resamples)
         self.example_weights = {}
         for split in self.RESAMPLED:
             weights = rng.standard_exponential((resamples, split_sizes[split] + 1), dtype=np.float32)
             self.example_weights[split] = weights / weights.sum(axis=1, keepdims=True)
 
-    def draws(self, runs: Sequence[RunResult], labels: Labels) -> dict[str, np.ndarray]:
-        """Per metric, its value on every resample (runs ordered by seed)."""
+    @staticmethod
+    def resamples_for(split_sizes: Sequence[int]) -> int:
+        """At most about 4e7 weights per split (160 MB): fewer resamples for very large splits,
+        whose sampling noise is small anyway."""
+        return int(min(RESAMPLES, max(200, 4e7 // (max(split_sizes) + 1))))
+
+    def measure(self, runs: Sequence[RunResult], labels: Labels, label: str) -> Measures:
+        """Every metric of one configuration's runs (ordered by seed)."""
+        coin = np.random.default_rng([BOOTSTRAP_SEED, zlib.crc32(label.encode())])
         values = {}
         for key, split in SPLIT_OF.items():
             correct = np.array([np.asarray(run.predictions[split]) == labels[split] for run in runs], dtype=float)
+            per_seed = correct.mean(axis=1)
             if split in self.RESAMPLED:
-                correct = np.hstack([correct, np.full((len(runs), 1), 0.5)])  # the pseudo-example
-                weighted = np.einsum("bs,sn,bn->b", self.seed_weights, correct, self.example_weights[split])
-            else:
-                weighted = self.seed_weights @ correct.mean(axis=1)
-            values[key] = np.clip(weighted, 0.0, 1.0)  # float32 weights can sum to 1 +- 1e-7
+                weights = self.example_weights[split]
+                pseudo = coin.integers(0, 2, size=len(weights)).astype(float)  # the pseudo-example
+                draws = weights[:, :-1] @ correct.mean(axis=0) + weights[:, -1] * pseudo
+            else:  # not resampled: only the pseudo-example, with the weight of one real sequence
+                pseudo = coin.integers(0, 2, size=len(self.seed_noise)).astype(float)
+                draws = (correct.mean(axis=0).sum() + pseudo) / (correct.shape[1] + 1)
+            values[key] = Measure(per_seed, draws)
         values["train_val_gap"] = values["train_accuracy"] - values["val_accuracy"]
         return values
 
+    def interval(self, measure: Measure, confidence: float, bounds: tuple[float, float]) -> Interval:
+        """The percentile interval of example draw + seed standard error x t draw, inside
+        `bounds` and stretched to hold the observed mean."""
+        n = len(measure.per_seed)
+        spread = float(measure.per_seed.std(ddof=1)) / np.sqrt(n) if n > 1 else 0.0
+        draws = measure.draws - measure.draws.mean() + measure.mean + spread * self.seed_noise
+        tail = (1 - confidence) / 2 * 100
+        low, high = np.clip(np.percentile(draws, [tail, 100 - tail]), *bounds)
+        return Interval(measure.mean, min(float(low), measure.mean), max(float(high), measure.mean))
 
-def _interval(mean: float, draws: np.ndarray, confidence: float) -> Interval:
-    """The percentile interval of the draws, stretched to hold the observed mean (the
-    pseudo-example pulls every draw a little towards 0.5, which matters only where every
-    example agrees: 8 of 8 right is 1.000 [0.817, 1.000], not [0.817, 0.998])."""
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(draws, [tail, 100 - tail])
-    return Interval(mean, min(float(low), mean), max(float(high), mean))
+
+LEVEL, DIFFERENCE = (0.0, 1.0), (-1.0, 1.0)  # the bounds of an accuracy and of a difference of two
+
+
+def _level_bounds(key: str) -> tuple[float, float]:
+    return DIFFERENCE if key == "train_val_gap" else LEVEL
+
+
+Verdict = str  # "yes", "no", "cannot tell" or "n/a"
+NEGATED = {"yes": "no", "no": "yes", "cannot tell": "cannot tell"}
 
 
 @dataclass
 class VariantCheck:
-    """One configuration of the ablation across seeds, checked against the target."""
+    """One configuration across seeds, checked against the target."""
 
     label: str
     seeds: list[int]
     stats: dict[str, Interval]
     seeds_met: int
     interval_clears: bool  # the val interval is above the floor and the train interval below the ceiling
+    clearly_fails: bool  # even the intervals' best ends miss a bound
     missed: list[str]  # the bounds missed, by a seed or by the interval's worst end
 
     @property
@@ -197,16 +284,43 @@ class VariantCheck:
         """The target holds robustly: on every seed, and the intervals clear the thresholds."""
         return self.every_seed and self.interval_clears
 
+    def judged(self) -> Verdict:
+        """Whether this configuration meets the target, as far as its intervals can tell."""
+        return "yes" if self.holds else ("no" if self.clearly_fails else "cannot tell")
+
 
 @dataclass
 class ChangeEffect:
-    """What one change does, paired by seed: alone on top of before, and within after."""
+    """What one change does, paired by seed and example: alone on top of before, within after,
+    and its Shapley value (its average effect over every combination of the other changes)."""
 
     change: Change
     alone: dict[str, Interval]  # (before + change) - before
     in_after: dict[str, Interval]  # after - (after - change)
-    needed: Optional[bool]  # removing it breaks the target (None if after itself fails)
-    sufficient: bool  # before + change alone meets the target
+    shapley: dict[str, Interval]
+    needed: Verdict  # does after without it miss the target? "n/a" when after itself does not hold
+    sufficient: Verdict  # does before + it alone hold the target? "n/a" when no target is set
+
+
+@dataclass
+class Attribution:
+    """A metric's before -> after difference split into the changes' Shapley values, which add
+    up to it exactly, with the pairwise interaction indices."""
+
+    total: Interval
+    shares: dict[str, Interval]
+    interactions: dict[tuple[str, str], Interval]
+    sum_error: float  # |sum of shares - total|, over the means and every resample
+
+
+@dataclass
+class PathStep:
+    """One step of the greedy path from before to after: the change added and where it leads."""
+
+    change: str
+    label: str
+    stats: dict[str, Interval]
+    holds: Optional[bool]  # None when no target is set
 
 
 @dataclass
@@ -222,50 +336,63 @@ class AuditSummary:
     split_sizes: dict[str, int]  # of the after side's dataset
     variants: dict[str, VariantCheck]
     effects: list[ChangeEffect]
+    attribution: dict[str, Attribution]
+    path: list[PathStep]
+    gap_before: bool  # the before side overfits: its train-val gap is above 0 beyond noise
     warnings: list[str]
     verdict: str
 
 
-def _metric(result: RunResult, key: str) -> float:
-    return train_val_gap(result.metrics) if key == "train_val_gap" else result.metrics[key]
-
-
-def _means(runs: Sequence[RunResult]) -> dict[str, float]:
-    return {key: statistics.fmean(_metric(run, key) for run in runs) for key in METRICS}
-
-
-def check_variant(
-    label: str, runs: Sequence[RunResult], draws: dict[str, np.ndarray], target: TargetConfig, confidence: float
-) -> VariantCheck:
-    """Mean and interval of every metric, seeds meeting the target, intervals against it."""
-    means = _means(runs)
-    stats = {key: _interval(means[key], draws[key], confidence) for key in METRICS}
+def _missed(
+    runs: Sequence[RunResult], stats: dict[str, Interval], target: TargetConfig
+) -> tuple[list[str], bool, bool]:
     missed: list[str] = []
     for run in runs:
         missed += [f"{bound} (seed {run.seed})" for bound in missed_bounds(run.metrics, target)]
-    met = sum(meets_target(r.metrics, target) for r in runs)
-    # The interval's worst ends must meet the target too: the lowest validation accuracy and
-    # the highest training accuracy the interval allows.
+    # The interval's worst ends must meet the target too: the lowest validation accuracy and the
+    # highest training accuracy the interval allows; when even the best ends miss, it fails.
     worst = {"val_accuracy": stats["val_accuracy"].low, "train_accuracy": stats["train_accuracy"].high}
+    best = {"val_accuracy": stats["val_accuracy"].high, "train_accuracy": stats["train_accuracy"].low}
     interval_missed = missed_bounds(worst, target)
     missed += [f"{bound} (the interval's worst end)" for bound in interval_missed]
-    return VariantCheck(label, [r.seed for r in runs], stats, met, not interval_missed, missed)
+    return missed, not interval_missed, bool(missed_bounds(best, target))
 
 
-def paired_effect(
-    with_change: Sequence[RunResult],
-    without: Sequence[RunResult],
-    draws_with: dict[str, np.ndarray],
-    draws_without: dict[str, np.ndarray],
-    confidence: float,
-) -> dict[str, Interval]:
-    """Per metric, the mean over seeds of (with - without), with the interval of the same
-    difference over the shared resamples (the same seeds and examples on both sides)."""
-    with_means, without_means = _means(with_change), _means(without)
-    return {
-        key: _interval(with_means[key] - without_means[key], draws_with[key] - draws_without[key], confidence)
-        for key in METRICS
-    }
+def check_variant(
+    label: str, runs: Sequence[RunResult], stats: dict[str, Interval], target: TargetConfig
+) -> VariantCheck:
+    """Seeds meeting the target, and the intervals against it."""
+    missed, clears, fails = _missed(runs, stats, target)
+    met = sum(meets_target(r.metrics, target) for r in runs)
+    return VariantCheck(label, [r.seed for r in runs], stats, met, clears, fails, missed)
+
+
+def shapley_terms(names: Sequence[str], player: str) -> list[tuple[float, frozenset[str]]]:
+    """The Shapley value of `player` as a weighted sum of the coalitions' values:
+    sum over S without it of |S|! (k - |S| - 1)! / k! * (v(S + player) - v(S))."""
+    others = [name for name in names if name != player]
+    k = len(names)
+    terms = []
+    for size in range(k):
+        weight = math.factorial(size) * math.factorial(k - size - 1) / math.factorial(k)
+        for chosen in itertools.combinations(others, size):
+            terms += [(weight, frozenset(chosen) | {player}), (-weight, frozenset(chosen))]
+    return terms
+
+
+def interaction_terms(names: Sequence[str], pair: tuple[str, str]) -> list[tuple[float, frozenset[str]]]:
+    """The Shapley interaction index of a pair (Grabisch 1997): sum over S without either of
+    |S|! (k - |S| - 2)! / (k - 1)! * (v(S + i + j) - v(S + i) - v(S + j) + v(S))."""
+    i, j = pair
+    others = [name for name in names if name not in pair]
+    k = len(names)
+    terms = []
+    for size in range(k - 1):
+        weight = math.factorial(size) * math.factorial(k - size - 2) / math.factorial(k - 1)
+        for chosen in itertools.combinations(others, size):
+            base = frozenset(chosen)
+            terms += [(weight, base | {i, j}), (-weight, base | {i}), (-weight, base | {j}), (weight, base)]
+    return terms
 
 
 def summarize(
@@ -278,10 +405,11 @@ def summarize(
     dataset_digests: dict[str, str],
     labels: dict[str, Labels],
 ) -> AuditSummary:
-    """Check every variant against the target and measure each change's effect.
+    """Check every configuration against the target, measure each change's effect and split
+    the before -> after difference into the changes' Shapley values.
 
-    `labels` holds each side's true classes per split ("before", "after"): labels starting
-    with "before" were trained on the before side's data, the others on the after side's."""
+    `labels` holds each side's true classes per split ("before", "after"): configurations whose
+    label starts with "before" were trained on the before side's data, the others on the after's."""
     by_label: dict[str, list[RunResult]] = {}
     for result in sorted(results, key=lambda r: r.seed):
         by_label.setdefault(result.preset, []).append(result)
@@ -289,119 +417,217 @@ def summarize(
     for label, runs in by_label.items():
         if [run.seed for run in runs] != seeds:
             raise ValueError(f"{label} ran seeds {[run.seed for run in runs]}, {AFTER} ran {seeds}")
-    sizes = {split: len(values) for split, values in labels[AFTER].items()}
-    bootstrap = {
-        side: Bootstrap(len(seeds), {s: len(v) for s, v in side_labels.items()}) for side, side_labels in labels.items()
+    sizes = {
+        side: {split: len(values) for split, values in side_labels.items()} for side, side_labels in labels.items()
     }
+    resamples = Bootstrap.resamples_for([n for side in sizes.values() for n in side.values()])
+    bootstrap = {side: Bootstrap(len(seeds), side_sizes, resamples) for side, side_sizes in sizes.items()}
 
     def side(label: str) -> str:
         return BEFORE if label.startswith(BEFORE) else AFTER
 
-    draws = {label: bootstrap[side(label)].draws(runs, labels[side(label)]) for label, runs in by_label.items()}
-    variants = {label: check_variant(label, runs, draws[label], target, confidence) for label, runs in by_label.items()}
-    after_holds = variants[AFTER].holds
+    measures = {
+        label: bootstrap[side(label)].measure(runs, labels[side(label)], label) for label, runs in by_label.items()
+    }
+    interval = bootstrap[AFTER].interval
 
-    def effect(with_label: str, without_label: str) -> dict[str, Interval]:
-        return paired_effect(
-            by_label[with_label], by_label[without_label], draws[with_label], draws[without_label], confidence
+    def stats(terms: Sequence[tuple[float, str]]) -> dict[str, Interval]:
+        combined = combine([(weight, measures[label]) for weight, label in terms])
+        return {key: interval(value, confidence, DIFFERENCE) for key, value in combined.items()}
+
+    variants = {
+        label: check_variant(
+            label,
+            by_label[label],
+            {key: interval(m, confidence, _level_bounds(key)) for key, m in measures[label].items()},
+            target,
         )
+        for label in by_label
+    }
+    targeted = has_target(target)
+    after_holds = variants[AFTER].holds
+    named = coalitions(changes)
+    everything = frozenset(change.name for change in changes)
+    names = [change.name for change in changes]
+
+    def shapley(name: str) -> list[tuple[float, str]]:
+        return [(weight, named[subset]) for weight, subset in shapley_terms(names, name)]
 
     effects = [
         ChangeEffect(
             change=change,
-            alone=effect(added_label(change), BEFORE),
-            in_after=effect(AFTER, removed_label(change)),
-            needed=(not variants[removed_label(change)].holds) if after_holds else None,
-            sufficient=variants[added_label(change)].holds,
+            alone=stats([(1, named[frozenset({change.name})]), (-1, BEFORE)]),
+            in_after=stats([(1, AFTER), (-1, named[everything - {change.name}])]),
+            shapley=stats(shapley(change.name)),
+            needed=NEGATED[variants[named[everything - {change.name}]].judged()] if targeted and after_holds else "n/a",
+            sufficient=variants[named[frozenset({change.name})]].judged() if targeted else "n/a",
         )
         for change in changes
     ]
-    summary = AuditSummary(before, after, seeds, confidence, target, dataset_digests, sizes, variants, effects, [], "")
+    attribution = {key: _attribution(key, measures, changes, named, interval, confidence) for key in METRICS}
+    summary = AuditSummary(
+        before,
+        after,
+        seeds,
+        confidence,
+        target,
+        dataset_digests,
+        sizes[AFTER],
+        variants,
+        effects,
+        attribution,
+        greedy_path(changes, variants, named, target),
+        gap_before=variants[BEFORE].stats["train_val_gap"].low > 0,
+        warnings=[],
+        verdict="",
+    )
     summary.verdict = verdict(summary)
     summary.warnings = small_split_warnings(summary)
     return summary
 
 
-def _names(effects: Sequence[ChangeEffect]) -> str:
-    names = [effect.change.name for effect in effects]
+def _attribution(key, measures, changes, named, interval, confidence) -> Attribution:
+    names = [change.name for change in changes]
+    total = measures[AFTER][key] - measures[BEFORE][key]
+
+    def measure_of(terms: Sequence[tuple[float, frozenset[str]]]) -> Measure:
+        return combine([(weight, measures[named[subset]]) for weight, subset in terms])[key]
+
+    shares = {name: measure_of(shapley_terms(names, name)) for name in names}
+    summed = functools.reduce(operator.add, shares.values())
+    error = float(max(np.abs(summed.per_seed - total.per_seed).max(), np.abs(summed.draws - total.draws).max()))
+    pairs = list(itertools.combinations(names, 2))
+    return Attribution(
+        total=interval(total, confidence, DIFFERENCE),
+        shares={name: interval(share, confidence, DIFFERENCE) for name, share in shares.items()},
+        interactions={
+            pair: interval(measure_of(interaction_terms(names, pair)), confidence, DIFFERENCE) for pair in pairs
+        },
+        sum_error=error,
+    )
+
+
+def greedy_path(
+    changes: Sequence[Change], variants: dict[str, VariantCheck], named: dict[frozenset[str], str], target: TargetConfig
+) -> list[PathStep]:
+    """From before, add at each step the change that raises mean validation accuracy most
+    (Fawcett & Hoos 2016's ablation path): which change first, second, ... and where each step
+    leads. Its order depends on the path taken; the Shapley values do not."""
+    chosen: frozenset[str] = frozenset()
+    path = []
+    for _ in changes:
+        options = [change.name for change in changes if change.name not in chosen]
+        best = max(options, key=lambda name: variants[named[chosen | {name}]].stats["val_accuracy"].mean)
+        chosen = chosen | {best}
+        check = variants[named[chosen]]
+        path.append(PathStep(best, named[chosen], check.stats, check.holds if has_target(target) else None))
+    return path
+
+
+def _names(names: Sequence[str]) -> str:
+    names = list(names)
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def _ranked(summary: AuditSummary) -> list[ChangeEffect]:
-    return sorted(summary.effects, key=lambda e: e.in_after["val_accuracy"].mean, reverse=True)
+def _shares_text(attribution: Attribution) -> str:
+    ranked = sorted(attribution.shares.items(), key=lambda item: abs(item[1].mean), reverse=True)
+    return ", ".join(f"{name} {share.text(signed=True)}" for name, share in ranked)
 
 
 def verdict(summary: AuditSummary) -> str:
-    """The audit's answer in one sentence: the change that closed most of the gap, the others
-    that are needed too, those that are not, and whether any is enough on its own."""
+    """The audit's answer in a few sentences: whether there was a gap, whether after meets the
+    target, and which changes moved the metrics, by their Shapley shares. Nothing is claimed
+    that the intervals do not support."""
     after, before = summary.variants[AFTER], summary.variants[BEFORE]
     n = len(summary.seeds)
-    val = after.stats["val_accuracy"]
-    if not after.holds:
-        return (
+    val = summary.attribution["val_accuracy"]
+    gap = summary.attribution["train_val_gap"]
+    sentences = []
+    if not summary.gap_before:
+        sentences.append(
+            f"{summary.before} does not overfit beyond noise (train-val gap "
+            f"{before.stats['train_val_gap'].text(signed=True)}), so there was no gap to close"
+        )
+    if not has_target(summary.target):
+        sentences.append("No target is set (data.target), so nothing is said about meeting one")
+    elif not after.holds:
+        sentences.append(
             f"{summary.after} does not meet the target robustly ({after.seeds_met}/{n} seeds, validation "
-            f"accuracy {val.text()}; missed: {'; '.join(after.missed[:3])}), so no change can be credited "
-            f"with closing the gap."
+            f"accuracy {after.stats['val_accuracy'].text()}; missed: {'; '.join(after.missed[:3])}), so no "
+            f"change can be credited with meeting it"
         )
+    else:
+        sentences.append(
+            f"{summary.after} meets the target on {n}/{n} seeds (validation {after.stats['val_accuracy'].text()} vs "
+            f"{before.stats['val_accuracy'].text()} for {summary.before})"
+        )
+        sentences += _needed_and_sufficient(summary.effects)
+    sentences.append(
+        f"From {summary.before} to {summary.after}, validation accuracy moves by {val.total.text(signed=True)} "
+        f"and the train-val gap by {gap.total.text(signed=True)}; the Shapley shares of the validation change "
+        f"(they add up to it): {_shares_text(val)}"
+    )
+    told = [e for e in summary.effects if not e.shapley["val_accuracy"].contains(0.0)]
+    if told:
+        largest = max(told, key=lambda e: abs(e.shapley["val_accuracy"].mean))
+        sentences.append(f"{largest.change.name} has the largest share that can be told from chance")
+    else:
+        sentences.append("no change's share can be told from chance with these seeds and sequences")
+    sizes = summary.split_sizes
+    if sizes["val"] < SMALL_SPLIT and sizes["test"] > sizes["val"]:
+        test = summary.attribution["test_accuracy"]
+        sentences.append(
+            f"these rest on {sizes['val']} validation sequences; on the {sizes['test']} test sequences, test "
+            f"accuracy moves by {test.total.text(signed=True)}, with shares {_shares_text(test)}"
+        )
+    return ". ".join(sentence[0].upper() + sentence[1:] for sentence in sentences) + "."
 
-    def without(effect: ChangeEffect) -> int:
-        return summary.variants[removed_label(effect.change)].seeds_met
 
-    ranked = _ranked(summary)
-    needed = [e for e in ranked if e.needed]
-    unneeded = [e for e in ranked if not e.needed]
-    sufficient = [e for e in ranked if e.sufficient]
-    parts = [
-        f"{summary.after} meets the target on {n}/{n} seeds (validation {val.text()} vs "
-        f"{before.stats['val_accuracy'].text()} for {summary.before})"
-    ]
+def _needed_and_sufficient(effects: Sequence[ChangeEffect]) -> list[str]:
+    """What the intervals say about needing each change, and about each being enough alone."""
+    needed = [e.change.name for e in effects if e.needed == "yes"]
+    unneeded = [e.change.name for e in effects if e.needed == "no"]
+    unclear = [e.change.name for e in effects if e.needed == "cannot tell"]
+    sufficient = [e.change.name for e in effects if e.sufficient == "yes"]
+    sentences = []
     if needed:
-        main = needed[0]
-        parts.append(
-            f"{main.change.name} closed most of the gap ({main.in_after['val_accuracy'].text(signed=True)} "
-            f"validation accuracy; without it {without(main)}/{n} seeds meet the target)"
+        sentences.append(
+            f"without {_names(needed)} it misses the target: {'it is' if len(needed) == 1 else 'each is'} needed"
         )
-        if len(needed) > 1:
-            seeds = sorted({without(e) for e in needed[1:]})
-            parts.append(
-                f"{_names(needed[1:])} {'is' if len(needed) == 2 else 'are'} also needed (without "
-                f"{'it' if len(needed) == 2 else 'each'}, {' or '.join(map(str, seeds))}/{n} seeds)"
-            )
     if unneeded:
-        parts.append(
-            f"{_names(unneeded)} {'is' if len(unneeded) == 1 else 'are'} not needed "
-            f"(the target holds without {'it' if len(unneeded) == 1 else 'each'})"
+        one = len(unneeded) == 1
+        sentences.append(
+            f"{_names(unneeded)} {'is' if one else 'are'} not needed "
+            f"(the target holds without {'it' if one else 'each'})"
         )
-    parts.append(
+    if unclear:
+        sentences.append(
+            f"whether {_names(unclear)} {'is' if len(unclear) == 1 else 'are'} needed, the intervals cannot tell"
+        )
+    sentences.append(
         f"{_names(sufficient)} alone {'is' if len(sufficient) == 1 else 'are each'} enough"
         if sufficient
         else "no change is enough on its own"
     )
-    return "; ".join(parts[:-1]) + ", and " + parts[-1] + "."
+    return sentences
 
 
 def small_split_warnings(summary: AuditSummary) -> list[str]:
-    """Where the data is too small for what the audit claims: a split so small that one
-    sequence moves an accuracy by more than 0.01, and claimed effects whose interval holds 0."""
+    """Where the evidence is too thin for what the audit claims: a split so small that one
+    sequence moves an accuracy by more than 0.01, or too few seeds."""
     warnings = []
     n_val = summary.split_sizes["val"]
     if n_val < SMALL_SPLIT:
-        half = (lambda i: (i.high - i.low) / 2)(summary.variants[AFTER].stats["val_accuracy"])
+        after = summary.variants[AFTER].stats["val_accuracy"]
         warnings.append(
             f"The validation split has only {n_val} sequences: one sequence moves validation accuracy by "
-            f"{1 / n_val:.3f}, and the interval of {summary.after}'s validation accuracy is ±{half:.3f} wide; "
-            f"effects smaller than that cannot be told from chance. A larger validation split (more data, or a "
-            f"larger data.val_fraction) narrows them."
+            f"{1 / n_val:.3f}, and the interval of {summary.after}'s validation accuracy is "
+            f"{after.low:.3f}-{after.high:.3f}; effects smaller than that cannot be told from chance. A larger "
+            f"validation split (more data, or a larger data.val_fraction) narrows them."
         )
-    claimed = [e for e in summary.effects if e.needed or e.sufficient]
-    ranked = _ranked(summary)
-    if summary.variants[AFTER].holds and ranked and ranked[0] not in claimed and ranked[0].needed:
-        claimed.insert(0, ranked[0])
-    for effect in claimed:
-        val = effect.in_after["val_accuracy"] if effect.needed else effect.alone["val_accuracy"]
-        if val.contains(0.0):
-            warnings.append(
-                f"{effect.change.name}'s effect on validation accuracy, {val.text(signed=True)}, includes 0: with "
-                f"{len(summary.seeds)} seeds and {n_val} validation sequences it cannot be told from chance."
-            )
+    if len(summary.seeds) < 3:
+        warnings.append(
+            f"Only {len(summary.seeds)} seeds: their spread is barely estimated (Student's t with 1 degree of "
+            f"freedom), so the intervals are wide. 3-5 seeds (--seeds 0-4) narrow them."
+        )
     return warnings

@@ -14,7 +14,12 @@ METRIC_LABELS = {
     "train_accuracy": "train acc",
     "train_val_gap": "train-val gap",
 }
-FIGURES = {"learning_curves": "learning_curves.png", "ablation": "ablation.png", "confusion": "confusion.png"}
+FIGURES = {
+    "learning_curves": "learning_curves.png",
+    "attribution": "attribution.png",
+    "ablation": "ablation.png",
+    "confusion": "confusion.png",
+}
 
 
 def _seeds_text(seeds: Sequence[int]) -> str:
@@ -41,8 +46,9 @@ def audit_markdown(summary: AuditSummary, descriptions: dict[str, str], audit_id
         f"- Before: `{summary.before}` ({descriptions[BEFORE]}). After: `{summary.after}` ({descriptions[AFTER]}).",
         f"- Seeds {_seeds_text(summary.seeds)} ({len(summary.seeds)} per configuration); splits of "
         + ", ".join(f"{size} {split}" for split, size in summary.split_sizes.items())
-        + f" sequences. Intervals are {percent}% bootstrap intervals over seeds and examples (they "
-        f"include the sampling noise of the finite splits); effects are paired by seed and example.",
+        + f" sequences. Intervals are {percent}% intervals over seeds (Student's t) and held-out examples "
+        f"(the Bayesian bootstrap): they include the sampling noise of the finite splits; effects are "
+        f"paired by seed and example.",
         f"- Target: {describe_target(target)}. A configuration *holds* the target when every seed meets it "
         f"and the intervals clear its bounds.",
     ]
@@ -66,13 +72,14 @@ def audit_markdown(summary: AuditSummary, descriptions: dict[str, str], audit_id
         for key, (old, new) in effect.change.values.items():
             lines.append(f"| {effect.change.name} | `{key}` | {old} | {new} |")
     header = [METRIC_LABELS[key] for key in METRICS]
+    lines += _attribution_lines(summary, header, percent)
     lines += [
         "",
-        f"## Effect of each change (mean difference [{percent}% CI], paired by seed)",
+        f"## Effect of each change alone and within after (mean difference [{percent}% CI])",
         "",
         "`alone`: before + change, minus before. `in after`: after, minus after without the change. "
-        "*Needed*: removing it from after breaks the target. *Sufficient*: before + it alone holds the "
-        "target.",
+        "*Needed*: after without it misses the target (judged by the intervals: *cannot tell* when they "
+        "neither clear nor miss it). *Sufficient*: before + it alone holds the target.",
         "",
         "| change | context | " + " | ".join(header) + " | needed | sufficient alone |",
         "|---|---|" + "---|" * len(header) + "---|---|",
@@ -80,7 +87,7 @@ def audit_markdown(summary: AuditSummary, descriptions: dict[str, str], audit_id
     for effect in summary.effects:
         for context, stats in (("alone", effect.alone), ("in after", effect.in_after)):
             cells = [stats[key].text(signed=True) for key in METRICS]
-            flags = [_yes_no(effect.needed), _yes_no(effect.sufficient)] if context == "alone" else ["", ""]
+            flags = [effect.needed, effect.sufficient] if context == "alone" else ["", ""]
             lines.append(f"| {effect.change.name} | {context} | " + " | ".join(cells + flags) + " |")
     lines += [
         "",
@@ -101,6 +108,8 @@ def audit_markdown(summary: AuditSummary, descriptions: dict[str, str], audit_id
         "",
         f"![learning curves, before vs after, seeds as bands]({FIGURES['learning_curves']})",
         "",
+        f"![before to after as a waterfall of the Shapley shares]({FIGURES['attribution']})",
+        "",
         f"![each change's effect with {percent}% intervals]({FIGURES['ablation']})",
         "",
         f"![test confusion matrices, summed over seeds]({FIGURES['confusion']})",
@@ -109,6 +118,61 @@ def audit_markdown(summary: AuditSummary, descriptions: dict[str, str], audit_id
         "",
     ]
     return "\n".join(lines)
+
+
+def _attribution_lines(summary: AuditSummary, header: list[str], percent: int) -> list[str]:
+    """The Shapley shares of each metric's difference, the check that they add up, the pairwise
+    interactions and the greedy path."""
+    attribution = summary.attribution
+    names = [effect.change.name for effect in summary.effects]
+    worst = max(value.sum_error for value in attribution.values())
+    lines = [
+        "",
+        f"## Attribution: each change's Shapley share (mean [{percent}% CI])",
+        "",
+        f"A change's share is its effect averaged over every combination of the other changes (all "
+        f"{2 ** len(names)} configurations were trained); the shares add up to the whole before -> after "
+        f"difference, on every seed and resample (largest gap here: {worst:.1e}). docs/audit.md explains it.",
+        "",
+        "| change | " + " | ".join(header) + " |",
+        "|---|" + "---|" * len(header),
+    ]
+    for name in names:
+        lines.append(
+            f"| {name} | " + " | ".join(attribution[key].shares[name].text(signed=True) for key in METRICS) + " |"
+        )
+    lines.append(
+        f"| **sum = {summary.after} - {summary.before}** | "
+        + " | ".join(attribution[key].total.text(signed=True) for key in METRICS)
+        + " |"
+    )
+    if len(names) > 1:
+        lines += [
+            "",
+            "Pairwise interactions (Shapley interaction index: what the pair adds together beyond its two "
+            "effects, averaged over the other changes; 0 when the effects simply add):",
+            "",
+            "| pair | " + " | ".join(header) + " |",
+            "|---|" + "---|" * len(header),
+        ]
+        for pair in attribution["val_accuracy"].interactions:
+            cells = [attribution[key].interactions[pair].text(signed=True) for key in METRICS]
+            lines.append(f"| {' x '.join(pair)} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Greedy path (Fawcett & Hoos 2016): from before, add the change that raises validation accuracy "
+        "most, then the next; unlike the shares, its order depends on the path.",
+        "",
+        "| step | added | " + " | ".join(header) + " | holds the target |",
+        "|---|---|" + "---|" * len(header) + "---|",
+    ]
+    for index, step in enumerate(summary.path, start=1):
+        cells = [
+            step.stats[key].text() if key != "train_val_gap" else step.stats[key].text(signed=True) for key in METRICS
+        ]
+        holds = "n/a" if step.holds is None else _yes_no(step.holds)
+        lines.append(f"| {index} | {step.change} | " + " | ".join(cells) + f" | {holds} |")
+    return lines
 
 
 def summed_confusion(results: Sequence[RunResult]) -> list[list[int]]:

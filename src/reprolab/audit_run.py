@@ -11,10 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
+import yaml
+
 from reprolab import audit, plots, tracking
 from reprolab import data as datasets
 from reprolab.audit_report import FIGURES, audit_markdown, summed_confusion
-from reprolab.config import Config, ConfigError, TrackingConfig, load_params
+from reprolab.config import Config, ConfigError, TrackingConfig, load_params, validate_params
 from reprolab.files import atomic_directory, write_csv
 from reprolab.jobs import Job
 from reprolab.metrics import meets_target
@@ -31,6 +33,21 @@ class AuditSide:
     config: Config
     data: datasets.Dataset
     source: str  # where the config came from, for messages
+    run_id: Optional[str] = None  # the recorded run this side was taken from
+
+    @property
+    def name(self) -> str:
+        """How the report names this side: the preset, and the run it came from."""
+        return f"{self.preset} (run {self.run_id[:8]})" if self.run_id else self.preset
+
+
+def _with_data(config: Config, data: datasets.Dataset, side: Config, scratch: Path, label: str):
+    """The side's config and dataset: the composed config's dataset when the data settings are
+    the same, else one built from the side's own settings into `scratch`."""
+    if side.data == config.data:
+        return side, data
+    side_data = dataclasses.replace(side.data, prepared_path=str(scratch / f"{label}.npz"))
+    return dataclasses.replace(side, data=side_data), datasets.build(side_data)
 
 
 def side_from(
@@ -43,11 +60,44 @@ def side_from(
         return AuditSide(preset, config, data, "conf/")
     side = load_params(params_file)
     side.preset(preset)
-    if side.data == config.data:
-        return AuditSide(preset, side, data, params_file)
-    side_data = dataclasses.replace(side.data, prepared_path=str(scratch / f"{label}.npz"))
-    side = dataclasses.replace(side, data=side_data)
-    return AuditSide(preset, side, datasets.build(side_data), params_file)
+    side, side_data = _with_data(config, data, side, scratch, label)
+    return AuditSide(preset, side, side_data, params_file)
+
+
+def side_from_run(config: Config, data: datasets.Dataset, reference: str, scratch: Path, label: str) -> AuditSide:
+    """One side of an audit from a recorded training run (its id, runs:/<id>, its UI page, or a
+    registered model version): the run's own configuration and preset, its dataset rebuilt and
+    checked against the digest it recorded, and this checkout's training code, checked to be
+    the code that trained it (its run key must come out the same)."""
+    store = tracking.connect(config.tracking)
+    run = tracking.resolve_run(store, reference, "audit")
+    run_id, folder = run.info.run_id, scratch / label
+    params_file = tracking.download(store, run_id, "config/params.yaml", folder)
+    run_file = tracking.download(store, run_id, "config/run.yaml", folder)
+    if params_file is None or run_file is None:
+        raise ConfigError(
+            f"audit: MLflow run {run_id} ({run.info.run_name}) is not a training run: it has no config/params.yaml "
+            f"or config/run.yaml; give the id of a run that trained a model"
+        )
+    chosen = yaml.safe_load(run_file.read_text())
+    side = validate_params(yaml.safe_load(params_file.read_text()), f"run {run_id}'s config/params.yaml")
+    preset, seed = chosen["preset"], int(chosen["seed"])
+    side, side_data = _with_data(config, data, side, scratch, label)
+    recorded = run.data.tags.get("reprolab.dataset_digest", "")
+    if side_data.digest != recorded:
+        raise datasets.DataError(
+            f"audit: run {run_id} trained on data with digest {recorded[:12]}…, but its data settings build "
+            f"{side_data.digest[:12]}… here: the data changed since; restore that data (`dvc checkout`, or the "
+            f"file at {side.data.user_file or side.data.prepared_path}) to audit this run"
+        )
+    if tracking.run_key(side.run_config(preset, seed), side_data.digest) != run.data.tags.get("reprolab.run_key"):
+        commit = run.data.tags.get("reprolab.source.commit") or run.data.tags.get("mlflow.source.git.commit")
+        raise ConfigError(
+            f"audit: run {run_id} was trained by other training code (or torch/NumPy versions) than this checkout's; "
+            f"an audit trains every configuration with one code, so check out the run's commit "
+            f"({commit[:12] if commit else 'not recorded'}) and audit there"
+        )
+    return AuditSide(preset, side, side_data, f"run {run_id}", run_id)
 
 
 def _check_same_data(before: AuditSide, after: AuditSide, allow_mismatch: bool) -> None:
@@ -68,17 +118,16 @@ def _jobs(
     changes = audit.derive_changes(old, new)
     if not changes:
         raise ConfigError(
-            f"audit: {before.preset} and {after.preset} have the same model and training; there is nothing to audit"
+            f"audit: {before.name} and {after.name} have the same model and training; there is nothing to audit"
         )
     jobs = []
     for label, variant in audit.ablation_variants(old, new).items():
         side = before if label.startswith(audit.BEFORE) else after
-        variant = dataclasses.replace(
-            variant, description=f"audit {audit_id}: {label} ({before.preset} -> {after.preset})"
-        )
-        config = dataclasses.replace(
-            side.config, experiments={label: variant}, experiment=label, tracking=tracking_config
-        )
+        variant = dataclasses.replace(variant, description=f"audit {audit_id}: {label} ({before.name} -> {after.name})")
+        # The side's presets stay beside the variant, so the config each run records is one that
+        # validates (its audit.before and audit.after name presets): it can be read back and rerun.
+        experiments = {**side.config.experiments, label: variant}
+        config = dataclasses.replace(side.config, experiments=experiments, experiment=label, tracking=tracking_config)
         jobs += [Job(config, label, seed, side.data) for seed in seeds]
     return changes, jobs
 
@@ -96,10 +145,22 @@ def _run_row(result: RunResult, run_id: Optional[str], reused: bool) -> dict:
     }
 
 
-def _summary_json(summary: audit.AuditSummary, audit_id: str, reused: int) -> dict:
-    def stats(values: dict[str, audit.Interval]) -> dict:
-        return {key: dataclasses.asdict(interval) for key, interval in values.items()}
+def _stats(values: dict[str, audit.Interval]) -> dict:
+    return {key: dataclasses.asdict(interval) for key, interval in values.items()}
 
+
+def _attribution_json(attribution: audit.Attribution) -> dict:
+    return {
+        "total": dataclasses.asdict(attribution.total),
+        "changes": {name: {"shapley": dataclasses.asdict(share)} for name, share in attribution.shares.items()},
+        "interactions": {
+            " x ".join(pair): dataclasses.asdict(value) for pair, value in attribution.interactions.items()
+        },
+        "sum_error": attribution.sum_error,
+    }
+
+
+def _summary_json(summary: audit.AuditSummary, audit_id: str, reused: int) -> dict:
     return {
         "audit_id": audit_id,
         "before": summary.before,
@@ -111,13 +172,19 @@ def _summary_json(summary: audit.AuditSummary, audit_id: str, reused: int) -> di
         "runs_reused": reused,
         "verdict": summary.verdict,
         "warnings": summary.warnings,
+        "before_overfits": summary.gap_before,
+        "attribution": {key: _attribution_json(value) for key, value in summary.attribution.items()},
+        "greedy_path": [
+            {"added": step.change, "configuration": step.label, "holds": step.holds, **_stats(step.stats)}
+            for step in summary.path
+        ],
         "configurations": {
             label: {
                 "holds": check.holds,
                 "seeds_met": check.seeds_met,
                 "intervals_clear": check.interval_clears,
                 "missed": check.missed,
-                **stats(check.stats),
+                **_stats(check.stats),
             }
             for label, check in summary.variants.items()
         },
@@ -126,25 +193,34 @@ def _summary_json(summary: audit.AuditSummary, audit_id: str, reused: int) -> di
                 "needed": effect.needed,
                 "sufficient": effect.sufficient,
                 "keys": {key: list(pair) for key, pair in effect.change.values.items()},
-                "alone": stats(effect.alone),
-                "in_after": stats(effect.in_after),
+                "alone": _stats(effect.alone),
+                "in_after": _stats(effect.in_after),
+                "shapley": _stats(effect.shapley),
             }
             for effect in summary.effects
         },
     }
 
 
+SHARED_METRICS = ("val_accuracy", "train_val_gap")  # the attribution's metrics logged to the summary run
+
+
 def _summary_metrics(summary: audit.AuditSummary) -> dict[str, float]:
-    """Headline numbers for the MLflow summary run: before's and after's mean accuracies and
-    each change's effect on validation accuracy within after. Few, so that the UI's chart view
-    is not flooded; summary.json holds the rest."""
+    """Headline numbers for the MLflow summary run: before's and after's mean accuracies, and
+    each change's Shapley share of the validation accuracy and gap changes with its interval
+    (`shapley/<change>/<metric>`, `.../low`, `.../high`). Few, so that the UI's chart view is
+    not flooded; summary.json holds the rest."""
     metrics = {
         f"{label}/{key}": summary.variants[label].stats[key].mean
         for label in (audit.BEFORE, audit.AFTER)
         for key in ("val_accuracy", "train_accuracy")
     }
-    for effect in summary.effects:
-        metrics[f"effect/{effect.change.name}/val_accuracy"] = effect.in_after["val_accuracy"].mean
+    for key in SHARED_METRICS:
+        attribution = summary.attribution[key]
+        for name, interval in [("total", attribution.total), *attribution.shares.items()]:
+            metrics[f"shapley/{name}/{key}"] = interval.mean
+            metrics[f"shapley/{name}/{key}/low"] = interval.low
+            metrics[f"shapley/{name}/{key}/high"] = interval.high
     return metrics
 
 
@@ -171,7 +247,7 @@ def run_audit(
     audit_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     changes, jobs = _jobs(before, after, seeds, audit_id, config.tracking)
     print(
-        f"audit {audit_id}: {before.preset} -> {after.preset}, {len(changes)} changes "
+        f"audit {audit_id}: {before.name} -> {after.name}, {len(changes)} changes "
         f"({', '.join(c.name for c in changes)}), {len(jobs)} runs over seeds {list(seeds)}",
         flush=True,
     )
@@ -179,12 +255,17 @@ def run_audit(
     same_data = before.data.digest == after.data.digest
     tags = {
         "reprolab.audit_id": audit_id,
-        "reprolab.audit.before": before.preset,
-        "reprolab.audit.after": after.preset,
+        "reprolab.audit.before": before.name,
+        "reprolab.audit.after": after.name,
+        **{
+            f"reprolab.audit.{label}_run": side.run_id
+            for label, side in (("before", before), ("after", after))
+            if side.run_id
+        },
         "reprolab.audit.runs": str(len(jobs)),
         **({"reprolab.dataset_digest": before.data.digest} if same_data else {}),
     }
-    with tracking.summary_run(config, f"audit {before.preset} -> {after.preset}", "audit-summary", tags) as summary_run:
+    with tracking.summary_run(config, f"audit {before.name} -> {after.name}", "audit-summary", tags) as summary_run:
 
         def describe(job: Job, result: RunResult) -> tuple[str, dict[str, str]]:
             side = before if job.preset.startswith(audit.BEFORE) else after
@@ -214,8 +295,8 @@ def run_audit(
         summary = audit.summarize(
             results,
             changes,
-            before.preset,
-            after.preset,
+            before.name,
+            after.name,
             config.data.target,
             config.audit.confidence,
             {"before": before.data.digest, "after": after.data.digest},
@@ -232,15 +313,17 @@ def run_audit(
             (tmp / "summary.json").write_text(json.dumps(_summary_json(summary, audit_id, reused), indent=2) + "\n")
             rows = [_run_row(run.result, run.run_id, run.reused) for run in runs]
             write_csv(tmp / "runs.csv", rows, list(rows[0]))
-            titles = {label: f"{label}: {getattr(summary, label)}" for label in by_label}
+            sides = {audit.BEFORE: before, audit.AFTER: after}
+            titles = {label: f"{label}: {sides[label].name}" for label in by_label}
             presets = list(config.experiments)
             plots.seed_bands(
                 {titles[label]: group for label, group in by_label.items()},
-                {titles[label]: preset_colour(getattr(summary, label), presets) for label in by_label},
+                {titles[label]: preset_colour(sides[label].preset, presets) for label in by_label},
                 config.data.target,
                 tmp / FIGURES["learning_curves"],
             )
             plots.ablation(summary, tmp / FIGURES["ablation"])
+            plots.attribution(summary, SHARED_METRICS, tmp / FIGURES["attribution"])
             plots.confusion_matrices(
                 {
                     f"{label}: {getattr(summary, label)}, test, {len(group)} seeds summed": summed_confusion(group)
@@ -258,5 +341,9 @@ def run_audit(
                 _summary_metrics(summary),
             )
     if summary_run:
+        explained = [side.run_id for side in (before, after) if side.run_id]
+        tracking.tag_runs(
+            config, explained, {"reprolab.audit.explained_by": audit_id, "reprolab.audit.summary_run": summary_run}
+        )
         print(f"audit {audit_id}: MLflow summary run {summary_run}", flush=True)
     return summary, markdown

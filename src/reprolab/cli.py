@@ -215,16 +215,22 @@ def cmd_audit(args: argparse.Namespace) -> int:
         _emit(markdown, args.output)
         return 0
     from reprolab import data as datasets
-    from reprolab.audit_run import run_audit, side_from
+    from reprolab.audit_run import run_audit, side_from, side_from_run
     from reprolab.jobs import scheduler_address
+    from reprolab.tracking import names_a_run
 
     data = datasets.dataset_for(config.data)
     seeds = args.seeds or config.audit.seeds
+
+    def side(value: Optional[str], default: str, params: Optional[str], label: str, scratch: Path):
+        name = value or default
+        if params is None and name not in config.experiments and names_a_run(name):
+            return side_from_run(config, data, name, scratch, label)
+        return side_from(config, data, name, params, scratch, label)
+
     with tempfile.TemporaryDirectory(prefix="reprolab-audit-") as scratch:
-        before = side_from(
-            config, data, args.before or config.audit.before, args.before_params, Path(scratch), "before"
-        )
-        after = side_from(config, data, args.after or config.audit.after, args.after_params, Path(scratch), "after")
+        before = side(args.before, config.audit.before, args.before_params, "before", Path(scratch))
+        after = side(args.after, config.audit.after, args.after_params, "after", Path(scratch))
         output = Path(args.output_dir) if args.output_dir else Path("reports/audits/latest")
         _, markdown = run_audit(
             config,
@@ -374,8 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit_cmd = command(
         "audit", cmd_audit, "Which change closed the gap: an ablation over seeds with intervals (or --history)."
     )
-    audit_cmd.add_argument("--before", default=None, help="preset before the change (default: audit.before)")
-    audit_cmd.add_argument("--after", default=None, help="preset after the change (default: audit.after)")
+    run_forms = "a preset, or a recorded training run: its id, runs:/<id>, its MLflow UI URL or models:/<name>@<alias>"
+    audit_cmd.add_argument("--before", default=None, help=f"before the change: {run_forms} (default: audit.before)")
+    audit_cmd.add_argument("--after", default=None, help=f"after the change: {run_forms} (default: audit.after)")
     audit_cmd.add_argument(
         "--before-params",
         default=None,

@@ -1,5 +1,5 @@
 """Figures as PNG files (matplotlib's file-only Agg backend): learning curves, confusion
-matrices, the audit's seed bands and effects. One colour per preset or configuration, the same
+matrices, the audit's seed bands, effects and attribution waterfall. One colour per preset or configuration, the same
 in every figure; confusion matrices always have the actual class on the rows (y axis) and the
 predicted class on the columns (x axis), as DVC's confusion plots here do."""
 
@@ -116,20 +116,22 @@ def seed_bands(runs: dict[str, Sequence[RunResult]], colours: dict[str, str], ta
 
 
 def ablation(summary: AuditSummary, path: Path) -> None:
-    """Each change's effect on val acc, train acc and the gap, alone and within after, with intervals."""
+    """Each change's effect on val acc, train acc and the gap, alone, within after and as its
+    Shapley share, with intervals."""
     keys = (("val_accuracy", "val acc"), ("train_accuracy", "train acc"), ("train_val_gap", "train-val gap"))
     names = [effect.change.name for effect in summary.effects]
-    figure, axes = _figure(4.6 * len(keys), 1.4 + 0.7 * len(names), len(keys), sharey=True)
-    height = 0.38
+    contexts = (("alone", "alone"), ("in_after", "in after"), ("shapley", "Shapley share"))
+    figure, axes = _figure(4.6 * len(keys), 1.4 + 0.9 * len(names), len(keys), sharey=True)
+    height = 0.8 / len(contexts)
     for axis, (key, label) in zip(axes, keys):
-        for offset, (context, colour) in enumerate((("alone", COLOURS[0]), ("in after", COLOURS[1]))):
-            stats: list[Interval] = [(e.alone if context == "alone" else e.in_after)[key] for e in summary.effects]
-            positions = [index + (offset - 0.5) * height for index in range(len(names))]
+        for offset, (field, context) in enumerate(contexts):
+            stats: list[Interval] = [getattr(e, field)[key] for e in summary.effects]
+            positions = [index + (offset - (len(contexts) - 1) / 2) * height for index in range(len(names))]
             axis.barh(
                 positions,
                 [s.mean for s in stats],
                 height=height,
-                color=colour,
+                color=COLOURS[offset],
                 label=context,
                 xerr=[[s.mean - s.low for s in stats], [s.high - s.mean for s in stats]],
                 capsize=3,
@@ -144,6 +146,61 @@ def ablation(summary: AuditSummary, path: Path) -> None:
     figure.suptitle(
         f"{summary.before} -> {summary.after}: mean effect, {round(summary.confidence * 100)}% "
         f"interval over {len(summary.seeds)} seeds",
+        fontsize=10,
+    )
+    _save(figure, path)
+
+
+def attribution(summary: AuditSummary, keys: Sequence[str], path: Path) -> None:
+    """Before -> after as a waterfall, one panel per metric: before's mean, each change's Shapley
+    share stacked on it (with its interval), ending exactly at after's mean, because the
+    shares add up to the difference."""
+    figure, axes = _figure(1.6 + 1.3 * (len(summary.effects) + 2) * len(keys), 4.6, len(keys))
+    for axis, key in zip(axes, keys):
+        attribution = summary.attribution[key]
+        start = summary.variants["before"].stats[key]
+        end = summary.variants["after"].stats[key]
+        names = list(attribution.shares)
+        levels = [start.mean]
+        for name in names:
+            levels.append(levels[-1] + attribution.shares[name].mean)
+        shares = list(attribution.shares.values())
+        ends = [start.low, end.low, *levels, *(level + s.low - s.mean for level, s in zip(levels[1:], shares))]
+        tops = [start.high, end.high, *levels, *(level + s.high - s.mean for level, s in zip(levels[1:], shares))]
+        bottom = min(ends) - 0.05 * (max(tops) - min(ends) + 0.01)
+        if key != "train_val_gap":
+            bottom = max(0.0, bottom)
+        for index, (interval, colour) in enumerate(((start, COLOURS[0]), (end, COLOURS[1]))):
+            x = 0 if index == 0 else len(names) + 1
+            axis.bar(x, interval.mean - bottom, bottom=bottom, color=colour, width=0.6)
+            axis.errorbar(
+                x,
+                interval.mean,
+                yerr=[[interval.mean - interval.low], [interval.high - interval.mean]],
+                color="black",
+                capsize=4,
+            )
+        for index, name in enumerate(names, start=1):
+            share = attribution.shares[name]
+            colour = COLOURS[2] if share.mean >= 0 else COLOURS[3]
+            axis.bar(index, share.mean, bottom=levels[index - 1], color=colour, width=0.6)
+            axis.errorbar(
+                index,
+                levels[index],
+                yerr=[[share.mean - share.low], [share.high - share.mean]],
+                color="black",
+                capsize=4,
+            )
+            axis.plot([index - 1.3, index + 0.3], [levels[index - 1]] * 2, color="grey", linewidth=0.8, linestyle=":")
+        axis.set_ylim(bottom=bottom)
+        axis.set_xticks(
+            range(len(names) + 2), [summary.before, *names, summary.after], rotation=30, ha="right", fontsize=8
+        )
+        axis.set_title(f"{key}: {attribution.total.text(signed=True)} = sum of the shares", fontsize=9)
+        axis.grid(axis="y", alpha=0.3)
+    figure.suptitle(
+        f"{summary.before} -> {summary.after}: Shapley shares with {round(summary.confidence * 100)}% intervals "
+        f"over {len(summary.seeds)} seeds",
         fontsize=10,
     )
     _save(figure, path)

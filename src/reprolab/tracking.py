@@ -907,6 +907,15 @@ def finish_summary(
         store.client.log_artifact(run_id, str(path), folder)
 
 
+def tag_runs(config: Config, run_ids: Sequence[str], tags: dict[str, str]) -> None:
+    """Set `tags` on each of the recorded runs `run_ids` (e.g. a link to the audit that explains them)."""
+    if not run_ids:
+        return
+    store = connect(config.tracking)
+    for run_id in run_ids:
+        store.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+
 UI_ADDRESS = "http://127.0.0.1:5000"  # where `reprolab ui` serves a SQLite store
 TRAINING_RUNS = "tags.`reprolab.kind` = 'train'"
 
@@ -998,7 +1007,16 @@ _RUN_ID = r"[0-9a-f]{32}"
 
 
 @_during_run
-def resolve_run(store: Store, reference: str):
+def names_a_run(text: str) -> bool:
+    """Whether `text` has the form of a run reference that `resolve_run` reads."""
+    import re
+
+    return (
+        text.startswith(("models:/", "runs:/")) or re.search(rf"(?:/runs/|^)({_RUN_ID})(?:$|[/?#])", text) is not None
+    )
+
+
+def resolve_run(store: Store, reference: str, command: str = "reproduce"):
     """The run that `reference` names: a run id, `runs:/<id>[/path]`, a run's page URL from the
     MLflow UI, `models:/<name>@<alias>`, `models:/<name>/<version>` or `models:/<model id>`."""
     import re
@@ -1021,18 +1039,18 @@ def resolve_run(store: Store, reference: str):
             run_id = match.group(1) if match else None
     except MlflowException as error:
         raise TrackingError(
-            f"reproduce: {reference} is not in {redact(store.uri)} ({one_line(error)[:160]})"
+            f"{command}: {reference} is not in {redact(store.uri)} ({one_line(error)[:160]})"
         ) from error
     if run_id is None:
         raise TrackingError(
-            f"reproduce: {reference!r} names no run; give a run id (32 hex digits), runs:/<id>, a run's page URL "
+            f"{command}: {reference!r} names no run; give a run id (32 hex digits), runs:/<id>, a run's page URL "
             f"from the MLflow UI, or models:/<name>@<alias>"
         )
     try:
         return store.client.get_run(run_id)
     except MlflowException as error:
         raise TrackingError(
-            f"reproduce: MLflow run {run_id} is not in {redact(store.uri)}; point MLFLOW_TRACKING_URI (or "
+            f"{command}: MLflow run {run_id} is not in {redact(store.uri)}; point MLFLOW_TRACKING_URI (or "
             f"tracking.uri) at the store that recorded it"
         ) from error
 
