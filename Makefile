@@ -5,7 +5,8 @@
 #       make compare (all presets over seeds 0-4), make audit, make history,
 #       make ui (MLflow UI on 127.0.0.1:5000, with the links to open), make screenshots (docs/*.png),
 #       make server-start / server-stop (docs/tracking.md),
-#       make benchmark (pipeline overhead, tracking cost, audit scaling, repro after a change, reproduce),
+#       make benchmark (pipeline overhead, tracking cost, audit scaling, the audit's runs on top of an
+#       earlier one, repro after a change, reproduce),
 #       make lock (update requirements.lock from pyproject.toml's ranges).
 VENV ?= .venv
 PYTHON ?= python3
@@ -83,6 +84,7 @@ benchmark: setup
 	$(RUN) $(BIN)/python benchmarks/pipeline_overhead.py
 	$(BIN)/python benchmarks/tracking_overhead.py
 	$(BIN)/python benchmarks/audit_parallel.py
+	$(BIN)/python benchmarks/audit_shapley.py
 	$(RUN) $(BIN)/python benchmarks/repro_after_change.py
 	$(RUN) $(BIN)/python benchmarks/reproduce.py
 

@@ -185,13 +185,13 @@ def test_pipeline_and_audit_land_on_the_server_and_in_postgresql(repo, server):
             == [[digest[:36]]] * 3
         )
         assert len(server.sql(f"SELECT model_id FROM logged_models WHERE source_run_id = '{run_id}'")) == 1
-    # The audit's 20 runs and its summary run, with the report served as artifacts.
+    # The audit's 32 runs and its summary run, with the report served as artifacts.
     summary = json.loads((repo / "reports/audit/summary.json").read_text())
     audit_runs = [
         r for r in runs(repo, "audit", uri=server.uri) if r.data.tags["reprolab.audit_id"] == summary["audit_id"]
     ]
     # before and after with seed 0 are the pipeline's baseline and regularized runs: reused.
-    assert summary["runs_reused"] == 2 and len(audit_runs) == 18
+    assert summary["runs_reused"] == 2 and len(audit_runs) == 2**4 * 2 - 2
     assert {r.info.status for r in audit_runs} == {"FINISHED"}
     (summary_run,) = runs(repo, "audit-summary", uri=server.uri)
     from mlflow.tracking import MlflowClient

@@ -110,7 +110,7 @@ def _check_same_data(before: AuditSide, after: AuditSide, allow_mismatch: bool) 
         )
 
 
-def _jobs(
+def ablation_jobs(
     before: AuditSide, after: AuditSide, seeds: Sequence[int], audit_id: str, tracking_config: TrackingConfig
 ) -> tuple[list[audit.Change], list[Job]]:
     """The changes, and one job per (variant, seed) on its side's data."""
@@ -245,7 +245,7 @@ def run_audit(
         raise ConfigError(f"audit: needs at least 2 different seeds for an interval, got {list(seeds)}")
     _check_same_data(before, after, allow_dataset_mismatch)
     audit_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    changes, jobs = _jobs(before, after, seeds, audit_id, config.tracking)
+    changes, jobs = ablation_jobs(before, after, seeds, audit_id, config.tracking)
     print(
         f"audit {audit_id}: {before.name} -> {after.name}, {len(changes)} changes "
         f"({', '.join(c.name for c in changes)}), {len(jobs)} runs over seeds {list(seeds)}",
