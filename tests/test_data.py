@@ -149,3 +149,61 @@ def test_user_file_missing_or_not_npz(tmp_path):
     with pytest.raises(DataError, match=r"not a NumPy \.npz archive") as caught:
         datasets.prepare(config)
     assert "pickle" not in str(caught.value)  # never point users at the unsafe way
+
+
+# -- warnings: what the data can mislead about -----------------------------------------------
+
+
+def _waves(n: int = 60, steps: int = 20, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    X = np.sin(np.linspace(0, 6, steps)[None, :, None] * (1 + y[:, None, None])) + 0.1 * rng.standard_normal(
+        (n, steps, 2)
+    )
+    return X, y
+
+
+def test_zero_padding_at_the_end_without_lengths_is_named_with_its_fix(tmp_path):
+    X, y = _waves()
+    lengths = np.random.default_rng(1).integers(8, 21, size=len(X))
+    padded = X.copy()
+    padded[np.arange(20)[None, :] >= lengths[:, None]] = 0.0
+    (warning,) = datasets.build(user_config(tmp_path, X=padded, y=y)).warnings
+    zero_steps = int((20 - lengths)[20 - lengths >= 2].sum())
+    assert f"{int((20 - lengths >= 2).sum())} of 60 sequences end in 2 or more all-zero steps" in warning
+    assert f"({zero_steps / (60 * 20):.0%} of all steps)" in warning
+    assert "give `lengths` in the file or pad with NaN" in warning
+    # The same sequences with `lengths` (or NaN padding) warn of nothing.
+    assert datasets.build(user_config(tmp_path, X=padded, y=y, lengths=lengths)).warnings == []
+    nan_padded = padded.copy()
+    nan_padded[np.arange(20)[None, :] >= lengths[:, None]] = np.nan
+    assert datasets.build(user_config(tmp_path, X=nan_padded, y=y)).warnings == []
+
+
+def test_copies_across_splits_and_a_missing_class_are_named(tmp_path):
+    X, y = _waves()
+    copies = [i for i in range(40) if y[i] != 2][:3]  # three training sequences, copied into validation
+    fresh = [i for i in range(50, 60) if y[i] != 2][:7]  # and seven others: no class 2 at all
+    val = copies + fresh
+    config = user_config(
+        tmp_path, X_train=X[:40], y_train=y[:40], X_val=X[val], y_val=y[val], X_test=X[40:50], y_test=y[40:50]
+    )
+    warnings = datasets.build(config).warnings
+    assert warnings == [
+        f"3 of {len(val)} val sequences are exact copies of training sequences: val accuracy then measures "
+        "memory; remove the duplicates before splitting",
+        "class 2 has no sequence in the val split: its accuracy says nothing about it; more data of that class, "
+        "or other data.val_fraction and data.test_fraction, fix it",
+    ]
+    assert datasets.build(config).summary()["warnings"] == warnings
+
+
+def test_a_model_at_the_majority_rate_or_answering_one_class_is_named():
+    from reprolab.metrics import fit_warnings
+
+    # 70 of 100 training sequences are class 0: 0.71 training accuracy is no fit.
+    (warning,) = fit_warnings(0.71, [70, 20, 10], {"test": [0, 1, 2]})
+    assert warning.startswith("training accuracy 0.710 is at the majority-class rate 0.700: the model did not fit")
+    assert fit_warnings(0.80, [70, 20, 10], {"test": [0, 1, 2]}) == []
+    (warning,) = fit_warnings(0.95, [50, 50], {"val": [1, 1, 1], "test": [0, 1]})
+    assert warning == "every val prediction is class 1: the model answers one class whatever the input"

@@ -134,6 +134,19 @@ def test_many_classes_train_compare_and_audit(tmp_path, classes, channels):
     assert {run.info.status for run in store_runs(tmp_path)} == {"FINISHED"}
 
 
+def test_zero_padding_without_lengths_is_warned_by_the_commands_and_kept_on_the_run(tmp_path):
+    X, y, _ = userdata.series(n=60, classes=2, channels=1, steps=20, seed=3, variable=True)
+    path = userdata.save(tmp_path / "zeros.npz", X=X, y=y)  # zero-padded at the end, no lengths
+    prepared = reprolab(tmp_path, "prepare", *on_file(tmp_path, path), timeout=120)
+    (line,) = [line for line in prepared.stderr.splitlines() if line.startswith("warning: ")]
+    assert "sequences end in 2 or more all-zero steps" in line and "give `lengths`" in line
+    assert json.loads(prepared.stdout)["warnings"] == [line.removeprefix("warning: ")]
+    trained = reprolab(tmp_path, "train", *on_file(tmp_path, path, "experiment=baseline"))
+    assert line in trained.stderr.splitlines()
+    (run,) = store_runs(tmp_path, "train")
+    assert run.data.tags["reprolab.data.warnings"] == line.removeprefix("warning: ")
+
+
 def test_padding_side_does_not_matter_with_lengths(tmp_path):
     X, y, lengths = userdata.series(n=120, classes=2, channels=2, steps=30, seed=5, variable=True)
     end = userdata.save(tmp_path / "end.npz", X=X, y=y, lengths=lengths)

@@ -95,6 +95,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     config = load_config(args.overrides, args.config_dir)
     dataset = datasets.prepare(config.data)
     print(json.dumps(dataset.summary(), indent=2))
+    entrypoint.warn(dataset.warnings)
     return 0
 
 
@@ -105,6 +106,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.overrides, args.config_dir)
     data = datasets.dataset_for(config.data)
+    entrypoint.warn(data.warnings)
     run = config.run_config()
     with train_in_background(Job(config, run.preset, run.seed, data), progress=not args.no_progress) as worker:
         from reprolab import tracking
@@ -125,6 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             indent=2,
         )
     )
+    entrypoint.warn(result.warnings(data.splits["train"].y))
     return 0
 
 

@@ -20,6 +20,7 @@ a file built from other data or other settings is never used.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import zipfile
@@ -84,8 +85,14 @@ class Dataset:
         """Each split's true classes."""
         return {name: split.y for name, split in self.splits.items()}
 
+    @functools.cached_property
+    def warnings(self) -> list[str]:
+        """What in the data would mislead a result without an error: see `data_warnings`."""
+        return data_warnings(self.splits)
+
     def summary(self) -> dict:
-        """Sizes, sequence lengths, class counts and (when known) the Bayes limit per split."""
+        """Sizes, sequence lengths, class counts, (when known) the Bayes limit per split, and
+        the data's warnings."""
         lengths = np.concatenate([split.lengths for split in self.splits.values()])
         out: dict = {
             "name": self.name,
@@ -101,7 +108,59 @@ class Dataset:
             out[name] = {"size": len(split.y), "class_counts": [int(c) for c in counts]}
             if split.bayes_accuracy is not None:
                 out[name]["bayes_accuracy"] = split.bayes_accuracy
+        out["warnings"] = self.warnings
         return out
+
+
+# -- what the data can mislead about -------------------------------------------------------------
+
+ZERO_TAIL_STEPS = 2  # a sequence "ends in zeros" from this many all-zero final steps
+ZERO_TAIL_SHARE = 0.2  # warn when at least this share of the sequences do
+
+
+def _trailing_zero_steps(X: np.ndarray) -> np.ndarray:
+    """Per sequence, how many of its last real (not NaN) steps are zero in every feature."""
+    padding = np.isnan(X).all(axis=2)
+    blank = padding | (X == 0).all(axis=2)
+    run = np.cumprod(blank[:, ::-1], axis=1).sum(axis=1)  # trailing steps that are zero or NaN
+    return run - padding.sum(axis=1)
+
+
+def data_warnings(splits: dict[str, Split]) -> list[str]:
+    """Each way the data can mislead a result, with its fix: sequences padded with zeros at the
+    end (the model reads the zeros as data), sequences of validation or test that are copies of
+    training ones (their accuracy measures memory), and classes missing from a split."""
+    warnings = []
+    X = np.concatenate([split.X for split in splits.values()])
+    zeros = _trailing_zero_steps(X)
+    padded = zeros >= ZERO_TAIL_STEPS
+    if padded.mean() >= ZERO_TAIL_SHARE:
+        share = zeros[padded].sum() / (~np.isnan(X).all(axis=2)).sum()
+        warnings.append(
+            f"{padded.sum()} of {len(X)} sequences end in {ZERO_TAIL_STEPS} or more all-zero steps ({share:.0%} of "
+            f"all steps): if that is padding, give `lengths` in the file or pad with NaN, or the model reads the "
+            f"zeros as data (a set padded that way trained to near chance)"
+        )
+    seen = {hashlib.sha1(row.tobytes()).digest() for row in splits["train"].X}
+    for name in ("val", "test"):
+        copies = sum(hashlib.sha1(row.tobytes()).digest() in seen for row in splits[name].X)
+        if copies:
+            warnings.append(
+                f"{copies} of {len(splits[name].X)} {name} sequences are exact copies of training sequences: "
+                f"{name} accuracy then measures memory; remove the duplicates before splitting"
+            )
+    classes = int(max(split.y.max() for split in splits.values())) + 1
+    for name, split in splits.items():
+        missing = np.flatnonzero(np.bincount(split.y, minlength=classes) == 0)
+        if len(missing):
+            several = len(missing) > 1
+            warnings.append(
+                f"{'classes' if several else 'class'} {', '.join(map(str, missing))} {'have' if several else 'has'} "
+                f"no sequence in the {name} split: its accuracy says nothing about {'them' if several else 'it'}; "
+                f"more data of {'those classes' if several else 'that class'}, or other data.val_fraction and "
+                f"data.test_fraction, fix it"
+            )
+    return warnings
 
 
 # -- the synthetic task ------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, Optional
@@ -87,6 +87,12 @@ def install_signal_handlers() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, raise_on_signal)
     sys.unraisablehook = _redeliver_dropped_interrupt
+
+
+def warn(warnings: Sequence[str]) -> None:
+    """Print each warning on its own line to stderr: what may mislead, and what to do about it."""
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
 
 
 def one_line(error: BaseException) -> str:

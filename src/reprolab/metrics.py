@@ -54,6 +54,30 @@ def meets_target(metrics: Mapping[str, float], target: TargetConfig) -> bool:
     return not missed_bounds(metrics, target)
 
 
+NEAR_MAJORITY = 0.02  # training accuracy within this of the majority-class rate: the model did not fit
+
+
+def fit_warnings(
+    train_accuracy: float, train_class_counts: Sequence[int], predicted: Mapping[str, Sequence[int]]
+) -> list[str]:
+    """What a trained model's numbers do not show: a training accuracy at (or near) the share of
+    the largest training class, i.e. no better than always answering that class, and a split
+    on which every prediction is the same class."""
+    warnings = []
+    majority = max(train_class_counts) / sum(train_class_counts)
+    if train_accuracy <= majority + NEAR_MAJORITY:
+        warnings.append(
+            f"training accuracy {train_accuracy:.3f} is at the majority-class rate {majority:.3f}: the model did not "
+            f"fit the training data; try a higher learning rate or more epochs, and inputs on a common scale"
+        )
+    for split, classes in predicted.items():
+        if len(classes) > 1 and len(set(classes)) == 1:
+            warnings.append(
+                f"every {split} prediction is class {classes[0]}: the model answers one class whatever the input"
+            )
+    return warnings
+
+
 def confusion_matrix(
     actual: Sequence[int] | np.ndarray, predicted: Sequence[int] | np.ndarray, num_classes: int
 ) -> list[list[int]]:

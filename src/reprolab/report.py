@@ -60,9 +60,15 @@ def per_seed_table(results: Sequence[RunResult], target: TargetConfig) -> str:
 
 
 def pipeline_report(
-    rows: Sequence[dict], data_name: str, target: TargetConfig, bayes: Optional[float], figures: dict[str, str]
+    rows: Sequence[dict],
+    data_name: str,
+    target: TargetConfig,
+    bayes: Optional[float],
+    figures: dict[str, str],
+    warnings: Sequence[str] = (),
 ) -> str:
-    """The pipeline's Markdown report: one row per preset (single seed), with the target check.
+    """The pipeline's Markdown report: one row per preset (single seed), with the target check,
+    and the warnings about the data and the fits (docs/your-data.md).
 
     Each row is a preset's `train.json` (metrics, fit, seed, digest, MLflow run id)."""
     first = rows[0]
@@ -73,6 +79,7 @@ def pipeline_report(
         f"Target: {describe_target(target)}."
         + (f" Best achievable validation accuracy (Bayes): {bayes:.3f}." if bayes is not None else ""),
         "",
+        *[f"> **Warning.** {warning}\n" for warning in warnings],
         "| preset | train acc | val acc | test acc | train-val gap | best epoch | epochs run | target met "
         "| MLflow run |",
         "|---|---|---|---|---|---|---|---|---|",

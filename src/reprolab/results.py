@@ -32,6 +32,16 @@ class RunResult:
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
+    def warnings(self, train_labels) -> list[str]:
+        """What its numbers do not show (`reprolab.metrics.fit_warnings`), given the training labels."""
+        from collections import Counter
+
+        from reprolab.metrics import fit_warnings
+
+        return fit_warnings(
+            self.metrics["train_accuracy"], list(Counter(map(int, train_labels)).values()), self.predictions
+        )
+
     @classmethod
     def from_json(cls, text: str) -> RunResult:
         """Read a result.json; fields a newer reprolab added are left out."""

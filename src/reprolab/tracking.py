@@ -79,6 +79,7 @@ ARTIFACTS_DIR = "mlruns"
 MODEL_SERIALIZATION = "pickle"
 FLUSH_SECONDS = 5.0  # how often a training run sends its buffered per-epoch metrics
 MLFLOW_DIGEST_LENGTH = 36  # MLflow keeps 36 characters of a dataset digest; the full SHA-256 is a tag
+MAX_TAG = 8000  # MLflow's limit on a tag value
 RESULT_FILE = "result.json"  # every training run's RunResult, what a sweep reuses
 RESULT_DIGEST_TAG = "reprolab.result_sha256"  # result.json's digest, checked before it is reused
 MODEL_DIGEST_TAG = "reprolab.model_sha256"  # the logged model's files, checked before the registry serves it
@@ -616,6 +617,8 @@ class TrackedRun:
         metrics.append(Metric("train_val_gap", train_val_gap(result.metrics), now, 0, model_id=model_id))
         text = result.to_json()
         tags = [RunTag(RESULT_DIGEST_TAG, text_digest(text))]
+        if warnings := result.warnings(data.splits["train"].y):
+            tags.append(RunTag("reprolab.warnings", "\n".join(warnings)[:MAX_TAG]))
         if model_id is not None:
             tags.append(RunTag(MODEL_DIGEST_TAG, model_digest(model_id)))
         self.store.client.log_batch(self.run_id, metrics=metrics, tags=tags)
@@ -745,6 +748,7 @@ def run_tags(config: Config, run: RunConfig, data, kind: str) -> dict[str, str]:
         "reprolab.seed": str(run.seed),
         "reprolab.run_key": run_key(run, data.digest),
         "reprolab.dataset_digest": data.digest,
+        **({"reprolab.data.warnings": "\n".join(data.warnings)[:MAX_TAG]} if data.warnings else {}),
         "mlflow.note.content": config.experiments[run.preset].description,
         # The UI draws each run in this colour: before and after told apart at a glance.
         "mlflow.runColor": preset_colour(run.preset, list(config.experiments)),

@@ -28,6 +28,7 @@ def main() -> int:
         dataset = datasets.prepare(config.data, outputs=outputs)
         outputs.json(DATA_SUMMARY, dataset.summary())
     print(json.dumps(dataset.summary(), indent=2))
+    entrypoint.warn(dataset.warnings)
     return 0
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from reprolab import entrypoint
 from reprolab.config import load_params
 from reprolab.files import FileFormatError, Outputs, read_csv, read_json
-from reprolab.metrics import HEADLINE, confusion_matrix, meets_target, missed_bounds, with_gap
+from reprolab.metrics import HEADLINE, confusion_matrix, fit_warnings, meets_target, missed_bounds, with_gap
 from reprolab.report import pipeline_report
 from reprolab.results import HISTORY_COLUMNS
 from reprolab.stages import (
@@ -51,6 +51,7 @@ def main() -> int:
     histories = {p: read_csv(history_file(p), f"rerun `dvc repro --force train@{p}`", HISTORY_COLUMNS) for p in presets}
     data_summary = read_json(DATA_SUMMARY, "rerun `dvc repro prepare`", DATA_SUMMARY_SHAPE)
     confusions = {}
+    warnings = list(data_summary.get("warnings", []))
     for preset in presets:
         fix = f"rerun `dvc repro --force train@{preset}`"
         rows = read_csv(predictions_file(preset), fix, PREDICTION_COLUMNS)
@@ -59,9 +60,14 @@ def main() -> int:
         if min(actual + predicted) < 0 or max(actual + predicted) >= classes:
             raise FileFormatError(f"{predictions_file(preset)} holds classes outside 0..{classes - 1}; {fix}")
         confusions[preset] = confusion_matrix(actual, predicted, classes)
+        counts = data_summary["train"]["class_counts"]
+        warnings += [
+            f"{preset}: {warning}"
+            for warning in fit_warnings(fits[preset]["metrics"]["train_accuracy"], counts, {"test": predicted})
+        ]
     bayes = data_summary.get("val", {}).get("bayes_accuracy")
 
-    markdown = pipeline_report(list(fits.values()), config.data.name, target, bayes, FIGURES)
+    markdown = pipeline_report(list(fits.values()), config.data.name, target, bayes, FIGURES, warnings)
     summary = {
         p: {
             **{k: round(v, 6) for k, v in with_gap(fit["metrics"]).items() if k in HEADLINE},

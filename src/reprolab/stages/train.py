@@ -53,6 +53,7 @@ def main() -> int:
                 )
                 outputs.json(fit_file(preset), summary)
     print(json.dumps(summary, indent=2))
+    entrypoint.warn(result.warnings(data.splits["train"].y))
     return 0
 
 
