@@ -207,3 +207,23 @@ def test_a_model_at_the_majority_rate_or_answering_one_class_is_named():
     assert fit_warnings(0.80, [70, 20, 10], {"test": [0, 1, 2]}) == []
     (warning,) = fit_warnings(0.95, [50, 50], {"val": [1, 1, 1], "test": [0, 1]})
     assert warning == "every val prediction is class 1: the model answers one class whatever the input"
+
+
+def test_balanced_accuracy_macro_f1_and_recall_per_class_are_the_hand_counts():
+    from reprolab.metrics import class_metrics
+
+    # 8 of class 0 and 2 of class 1, all answered 0: accuracy 0.8, yet one class is never found.
+    counted = class_metrics([0] * 8 + [1] * 2, [0] * 10, 2)
+    assert counted == pytest.approx(
+        {
+            "balanced_accuracy": 0.5,
+            "macro_f1": (2 * 0.8 * 1.0 / 1.8 + 0) / 2,
+            "recall_class0": 1.0,
+            "recall_class1": 0.0,
+        }
+    )
+    # Recalls 2/3, 1/2, 1/1; precisions 2/2, 1/2, 1/2; F1 0.8, 0.5, 2/3.
+    counted = class_metrics([0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 2, 2], 3)
+    assert counted["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    assert counted["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    assert [counted[f"recall_class{k}"] for k in range(3)] == pytest.approx([2 / 3, 1 / 2, 1])

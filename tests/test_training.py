@@ -11,7 +11,7 @@ from reprolab import data as datasets
 from reprolab.cli import main
 from reprolab.config import load_config
 from reprolab.jobs import Job, run_jobs
-from reprolab.metrics import meets_target
+from reprolab.metrics import class_metrics, meets_target
 from reprolab.report import comparison_table
 from reprolab.results import HISTORY_KEYS
 from reprolab.training import evaluate, run_one
@@ -22,9 +22,12 @@ def test_every_preset_trains_for_a_couple_of_epochs(quick_config, preset):
     trained, result = run_one(quick_config, preset, seed=0, data=datasets.prepare(quick_config.data))
     assert result.fit["epochs_run"] == 2 and len(result.history) == 2
     assert set(HISTORY_KEYS) <= set(result.history[0])
+    dataset = datasets.load(quick_config.data)
     for split in ("train", "val", "test"):
         assert 0.0 <= result.metrics[f"{split}_accuracy"] <= 1.0
         assert result.metrics[f"{split}_loss"] > 0
+        counted = class_metrics(dataset.splits[split].y, result.predictions[split], dataset.num_classes)
+        assert {key: result.metrics[f"{split}_{key}"] for key in counted} == counted
     assert not trained.model.training
 
 

@@ -54,6 +54,27 @@ def meets_target(metrics: Mapping[str, float], target: TargetConfig) -> bool:
     return not missed_bounds(metrics, target)
 
 
+def class_metrics(
+    actual: Sequence[int] | np.ndarray, predicted: Sequence[int] | np.ndarray, num_classes: int
+) -> dict[str, float]:
+    """Metrics that imbalanced classes cannot inflate: balanced accuracy (the mean of the
+    classes' recalls), macro-F1 (the mean of their F1 scores), and each class's recall
+    (`recall_class<k>`), over the classes that occur in `actual` (F1: in either)."""
+    counts = np.array(confusion_matrix(actual, predicted, num_classes), dtype=float)
+    right, actual_n, predicted_n = np.diag(counts), counts.sum(axis=1), counts.sum(axis=0)
+    present = actual_n > 0
+    recall = np.divide(right, actual_n, out=np.zeros_like(right), where=present)
+    precision = np.divide(right, predicted_n, out=np.zeros_like(right), where=predicted_n > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(right), where=both > 0)
+    scored = present | (predicted_n > 0)
+    return {
+        "balanced_accuracy": float(recall[present].mean()),
+        "macro_f1": float(f1[scored].mean()),
+        **{f"recall_class{k}": float(recall[k]) for k in np.flatnonzero(present)},
+    }
+
+
 NEAR_MAJORITY = 0.02  # training accuracy within this of the majority-class rate: the model did not fit
 
 

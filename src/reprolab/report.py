@@ -59,6 +59,10 @@ def per_seed_table(results: Sequence[RunResult], target: TargetConfig) -> str:
     return "\n".join(lines)
 
 
+def _cell(metrics: dict, key: str) -> str:
+    return f"{metrics[key]:.3f}" if key in metrics else "-"
+
+
 def pipeline_report(
     rows: Sequence[dict],
     data_name: str,
@@ -80,17 +84,32 @@ def pipeline_report(
         + (f" Best achievable validation accuracy (Bayes): {bayes:.3f}." if bayes is not None else ""),
         "",
         *[f"> **Warning.** {warning}\n" for warning in warnings],
-        "| preset | train acc | val acc | test acc | train-val gap | best epoch | epochs run | target met "
-        "| MLflow run |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| preset | train acc | val acc | test acc | train-val gap | val bal acc | test bal acc | test macro-F1 "
+        "| best epoch | epochs run | target met | MLflow run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         metrics = row["metrics"]
+        balanced = [_cell(metrics, key) for key in ("val_balanced_accuracy", "test_balanced_accuracy", "test_macro_f1")]
         lines.append(
             f"| {row['preset']} | {metrics['train_accuracy']:.3f} | {metrics['val_accuracy']:.3f} | "
-            f"{metrics['test_accuracy']:.3f} | {train_val_gap(metrics):.3f} | {row['best_epoch']} | "
-            f"{row['epochs_run']} | {target_cell(metrics, target)} | `{row['mlflow_run_id'] or '-'}` |"
+            f"{metrics['test_accuracy']:.3f} | {train_val_gap(metrics):.3f} | {' | '.join(balanced)} | "
+            f"{row['best_epoch']} | {row['epochs_run']} | {target_cell(metrics, target)} | "
+            f"`{row['mlflow_run_id'] or '-'}` |"
         )
+    lines += [
+        "",
+        "Balanced accuracy is the mean of the classes' recalls, and macro-F1 the mean of their F1 scores: "
+        "a model that answers the largest class scores no better than chance on them. Test recall per class:",
+        "",
+    ]
+    for row in rows:
+        recalls = sorted(
+            (int(key.rsplit("class", 1)[1]), value)
+            for key, value in row["metrics"].items()
+            if key.startswith("test_recall_class")
+        )
+        lines.append(f"- {row['preset']}: " + (", ".join(f"class {k} {v:.3f}" for k, v in recalls) or "-"))
     lines.append("")
     lines += [f"![{title}]({name})\n" for title, name in figures.items()]
     return "\n".join(lines)

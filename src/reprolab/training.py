@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from reprolab.data import content_digest
 from reprolab.entrypoint import UserError
-from reprolab.metrics import confusion_matrix
+from reprolab.metrics import class_metrics, confusion_matrix
 from reprolab.models import SequenceClassifier, build_model, save_arrays
 from reprolab.results import RunResult
 
@@ -115,13 +115,16 @@ def _loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float
 
 
 def evaluate(model: nn.Module, data: Dataset) -> Evaluation:
-    """`<split>_loss` and `<split>_accuracy` for train, val and test, and the predicted classes."""
+    """`<split>_loss`, `<split>_accuracy` and the class-balanced metrics (`class_metrics`) for
+    train, val and test, and the predicted classes."""
     metrics, predictions = {}, {}
     for name, split in data.splits.items():
         logits = predict(model, split.X).cpu()
-        for key, value in _loss_and_accuracy(logits, torch.from_numpy(split.y)).items():
-            metrics[f"{name}_{key}"] = value
         predictions[name] = logits.argmax(dim=1).numpy()
+        measured = _loss_and_accuracy(logits, torch.from_numpy(split.y))
+        measured |= class_metrics(split.y, predictions[name], data.num_classes)
+        for key, value in measured.items():
+            metrics[f"{name}_{key}"] = value
     return Evaluation(metrics, predictions)
 
 
