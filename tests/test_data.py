@@ -227,3 +227,17 @@ def test_balanced_accuracy_macro_f1_and_recall_per_class_are_the_hand_counts():
     assert counted["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
     assert counted["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
     assert [counted[f"recall_class{k}"] for k in range(3)] == pytest.approx([2 / 3, 1 / 2, 1])
+
+
+def test_every_problem_of_a_file_is_named_in_one_message(tmp_path):
+    X, y = _waves(steps=12)
+    transposed, one_based = X[:, :, :1].transpose(0, 2, 1), y + 1  # [N, channels, T] and labels 1..3
+    with pytest.raises(DataError) as caught:
+        datasets.build(user_config(tmp_path, X=transposed, y=one_based))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "Set data.layout=nft to read it that way" in message and "subtract 1 (y - 1)" in message, message
+    # With the layout given, only the labels are left to fix.
+    with pytest.raises(DataError, match=r"labels are 1..3: they must run 0..K-1") as caught:
+        datasets.build(user_config(tmp_path, "data.layout=nft", X=transposed, y=one_based))
+    assert "layout" not in str(caught.value)

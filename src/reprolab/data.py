@@ -24,6 +24,7 @@ import functools
 import hashlib
 import json
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -258,19 +259,47 @@ def read_user_file(config: DataConfig) -> dict[str, np.ndarray]:
     raw = read_npz(path, "data.user_file")
     where = str(path)
     if all(f"X_{s}" in raw and f"y_{s}" in raw for s in SPLITS):
-        arrays = {}
+        reads: dict[str, Callable[[], np.ndarray]] = {}
         for s in SPLITS:
-            arrays[f"X_{s}"] = _inputs(raw[f"X_{s}"], raw.get(f"lengths_{s}"), config, f"{where} [X_{s}]")
-            arrays[f"y_{s}"] = _labels(raw[f"y_{s}"], len(arrays[f"X_{s}"]), f"{where} [y_{s}]")
+            X, lengths = raw[f"X_{s}"], raw.get(f"lengths_{s}")
+            reads[f"X_{s}"] = functools.partial(_inputs, X, lengths, config, f"{where} [X_{s}]")
+            reads[f"y_{s}"] = functools.partial(_labels, raw[f"y_{s}"], len(X), f"{where} [y_{s}]")
+        arrays = _checked(dict(sorted(reads.items(), key=lambda item: item[0][0])), where)
     elif "X" in raw and "y" in raw:
-        X = _inputs(raw["X"], raw.get("lengths"), config, f"{where} [X]")
-        arrays = _split(X, _labels(raw["y"], len(X), f"{where} [y]"), config)
+        checked = _checked(
+            {
+                "X": lambda: _inputs(raw["X"], raw.get("lengths"), config, f"{where} [X]"),
+                "y": lambda: _labels(raw["y"], len(raw["X"]), f"{where} [y]"),
+            },
+            where,
+        )
+        arrays = _split(checked["X"], checked["y"], config)
     else:
         raise DataError(
             f"{where} must hold arrays X and y, or X_train, y_train, X_val, y_val, X_test, "
             f"y_test; found {', '.join(sorted(raw)) or 'none'}"
         )
     check_arrays(arrays, where)
+    return arrays
+
+
+def _checked(reads: dict[str, Callable[[], np.ndarray]], where: str) -> dict[str, np.ndarray]:
+    """Each array read and checked, and the label values too: every problem found, in one
+    message, rather than one per attempt (a transposed X and 1-based labels at once)."""
+    arrays, problems = {}, []
+    for name, read in reads.items():
+        try:
+            arrays[name] = read()
+        except DataError as error:
+            problems.append(str(error))
+    labels = [arrays[name] for name in reads if name.startswith("y") and name in arrays]
+    if problems and len(labels) == sum(name.startswith("y") for name in reads):
+        try:
+            _label_values(labels, where)
+        except DataError as error:
+            problems.append(str(error))
+    if problems:
+        raise DataError("; and ".join(problems))
     return arrays
 
 
@@ -414,15 +443,8 @@ def check_arrays(arrays: dict[str, np.ndarray], where: str) -> None:
             )
         if X.shape[2] != shape[1]:
             raise DataError(f"{where}: X_{split} has {X.shape[2]} features per step, X_train has {shape[1]}")
-    labels = np.unique(np.concatenate([arrays[f"y_{s}"] for s in SPLITS]))
+    labels = _label_values([arrays[f"y_{s}"] for s in SPLITS], where)
     train = np.unique(arrays["y_train"])
-    found = _label_text(labels)
-    if labels.min() == 1 and np.array_equal(labels, np.arange(1, len(labels) + 1)):
-        raise DataError(f"{where}: labels are {found}: they must run 0..K-1; subtract 1 (y - 1)")
-    if labels.min() < 0 or not np.array_equal(labels, np.arange(len(labels))):
-        raise DataError(
-            f"{where}: labels must be 0..K-1, found {found}; map them with np.unique(y, return_inverse=True)[1]"
-        )
     if len(train) < 2:
         raise DataError(f"{where}: y_train holds a single class; a classifier needs at least two")
     missing = [int(label) for label in labels if label not in train]
@@ -431,6 +453,19 @@ def check_arrays(arrays: dict[str, np.ndarray], where: str) -> None:
             f"{where}: class {missing[0]} has no training example (every class needs some); "
             f"provide more data of it or lower data.val_fraction / data.test_fraction"
         )
+
+
+def _label_values(ys: list[np.ndarray], where: str) -> np.ndarray:
+    """The classes found in the label arrays, which must be 0..K-1."""
+    labels = np.unique(np.concatenate(ys))
+    found = _label_text(labels)
+    if labels.min() == 1 and np.array_equal(labels, np.arange(1, len(labels) + 1)):
+        raise DataError(f"{where}: labels are {found}: they must run 0..K-1; subtract 1 (y - 1)")
+    if labels.min() < 0 or not np.array_equal(labels, np.arange(len(labels))):
+        raise DataError(
+            f"{where}: labels must be 0..K-1, found {found}; map them with np.unique(y, return_inverse=True)[1]"
+        )
+    return labels
 
 
 def _label_text(labels: np.ndarray) -> str:
