@@ -241,3 +241,28 @@ def test_every_problem_of_a_file_is_named_in_one_message(tmp_path):
     with pytest.raises(DataError, match=r"labels are 1..3: they must run 0..K-1") as caught:
         datasets.build(user_config(tmp_path, "data.layout=nft", X=transposed, y=one_based))
     assert "layout" not in str(caught.value)
+
+
+def test_standardization_uses_the_training_split_only(tmp_path):
+    rng = np.random.default_rng(0)
+    X_train = 10 + 2 * rng.standard_normal((30, 5, 2))
+    X_train[:5, 3:] = np.nan  # padding steps do not count
+    X_val, X_test = 50 + rng.standard_normal((10, 5, 2)), -3 + rng.standard_normal((10, 5, 2))
+    y_train, y_val, y_test = np.arange(30) % 2, np.arange(10) % 2, np.arange(10) % 2
+    files = dict(X_train=X_train, y_train=y_train, X_val=X_val, y_val=y_val, X_test=X_test, y_test=y_test)
+    scaled = datasets.build(user_config(tmp_path, "data.normalize=standard", **files))
+    raw = datasets.build(user_config(tmp_path, "data.normalize=none", **files))
+    flat = X_train.reshape(-1, 2)
+    mean, sd = np.nanmean(flat, axis=0), np.nanstd(flat, axis=0)
+    train = scaled.splits["train"].X.reshape(-1, 2)
+    assert np.nanmean(train, axis=0) == pytest.approx([0, 0], abs=1e-5)
+    assert np.nanstd(train, axis=0) == pytest.approx([1, 1], abs=1e-5)
+    assert np.isnan(scaled.splits["train"].X[:5, 3:]).all()
+    # Validation and test are moved by the training statistics: their own do not leak in.
+    for split, X in (("val", X_val), ("test", X_test)):
+        np.testing.assert_allclose(scaled.splits[split].X, (X - mean) / sd, atol=1e-5)
+    assert scaled.splits["val"].X.mean() > 15  # far from 0: validation was not standardized on itself
+    np.testing.assert_allclose(raw.splits["val"].X, X_val, rtol=1e-6)
+    assert scaled.digest != raw.digest and scaled.source != raw.source  # recorded in the digest and fingerprint
+    # A user file is standardized unless told otherwise.
+    assert load_config(["data=npz", "data.user_file=x.npz"], CONF_DIR).data.normalize.value == "standard"

@@ -60,6 +60,13 @@ class Layout(str, Enum):
     nft = "nft"  # [N, features, steps], e.g. [N, channels, T]
 
 
+class Normalize(str, Enum):
+    """How the inputs are scaled: standard = per feature, with the training split's mean and sd."""
+
+    none = "none"
+    standard = "standard"
+
+
 class Padding(str, Enum):
     """Where a user's `lengths` array says the padding of shorter sequences sits."""
 
@@ -148,6 +155,7 @@ class DataConfig:
     user_file: Optional[str] = field()
     layout: Layout = field()
     padding: Padding = field()
+    normalize: Normalize = field()
     val_fraction: float = field(metadata=ranged(0, 1, low_open=True, high_open=True))
     test_fraction: float = field(metadata=ranged(0, 1, low_open=True, high_open=True))
     split_seed: int = field(metadata=SEED)

@@ -25,18 +25,20 @@ import hashlib
 import json
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from reprolab.config import DataConfig, DataSource, GeneratorConfig, Layout, Padding, to_dict
+from reprolab.config import DataConfig, DataSource, GeneratorConfig, Layout, Normalize, Padding, to_dict
 from reprolab.entrypoint import UserError, one_line
 from reprolab.files import Outputs, npz_writer
 
 SPLITS = ("train", "val", "test")
 SOURCE_KEY = "source"
+WARNINGS_KEY = "warnings"  # what the inputs as given warned of (`padding_warnings`)
+METADATA_KEYS = (SOURCE_KEY, WARNINGS_KEY)  # kept in a prepared file, outside its content digest
 FORMAT = 2  # bump when the preparation changes what a source gives
 
 
@@ -73,6 +75,7 @@ class Dataset:
     digest: str
     source: str
     path: Optional[Path] = None
+    input_warnings: list[str] = field(default_factory=list)
 
     @property
     def num_features(self) -> int:
@@ -88,8 +91,9 @@ class Dataset:
 
     @functools.cached_property
     def warnings(self) -> list[str]:
-        """What in the data would mislead a result without an error: see `data_warnings`."""
-        return data_warnings(self.splits)
+        """What in the data would mislead a result without an error: `padding_warnings` (of the
+        inputs as given) and `data_warnings`."""
+        return self.input_warnings + data_warnings(self.splits)
 
     def summary(self) -> dict:
         """Sizes, sequence lengths, class counts, (when known) the Bayes limit per split, and
@@ -127,21 +131,25 @@ def _trailing_zero_steps(X: np.ndarray) -> np.ndarray:
     return run - padding.sum(axis=1)
 
 
-def data_warnings(splits: dict[str, Split]) -> list[str]:
-    """Each way the data can mislead a result, with its fix: sequences padded with zeros at the
-    end (the model reads the zeros as data), sequences of validation or test that are copies of
-    training ones (their accuracy measures memory), and classes missing from a split."""
-    warnings = []
-    X = np.concatenate([split.X for split in splits.values()])
+def padding_warnings(X: np.ndarray) -> list[str]:
+    """Sequences padded with zeros at the end (the model reads the zeros as data). Checked on the
+    inputs as given, before any scaling moves the zeros."""
     zeros = _trailing_zero_steps(X)
     padded = zeros >= ZERO_TAIL_STEPS
-    if padded.mean() >= ZERO_TAIL_SHARE:
-        share = zeros[padded].sum() / (~np.isnan(X).all(axis=2)).sum()
-        warnings.append(
-            f"{padded.sum()} of {len(X)} sequences end in {ZERO_TAIL_STEPS} or more all-zero steps ({share:.0%} of "
-            f"all steps): if that is padding, give `lengths` in the file or pad with NaN, or the model reads the "
-            f"zeros as data (a set padded that way trained to near chance)"
-        )
+    if padded.mean() < ZERO_TAIL_SHARE:
+        return []
+    share = zeros[padded].sum() / (~np.isnan(X).all(axis=2)).sum()
+    return [
+        f"{padded.sum()} of {len(X)} sequences end in {ZERO_TAIL_STEPS} or more all-zero steps ({share:.0%} of "
+        f"all steps): if that is padding, give `lengths` in the file or pad with NaN, or the model reads the "
+        f"zeros as data (a set padded that way trained to near chance)"
+    ]
+
+
+def data_warnings(splits: dict[str, Split]) -> list[str]:
+    """Sequences of validation or test that are copies of training ones (their accuracy measures
+    memory), and classes missing from a split."""
+    warnings = []
     seen = {hashlib.sha1(row.tobytes()).digest() for row in splits["train"].X}
     for name in ("val", "test"):
         copies = sum(hashlib.sha1(row.tobytes()).digest() in seen for row in splits[name].X)
@@ -281,6 +289,19 @@ def read_user_file(config: DataConfig) -> dict[str, np.ndarray]:
         )
     check_arrays(arrays, where)
     return arrays
+
+
+def standardized(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every split's X scaled per feature by the mean and standard deviation of the training
+    split's real (not NaN) steps, so that nothing of validation or test leaks into training;
+    a constant feature is only centred."""
+    train = arrays["X_train"].reshape(-1, arrays["X_train"].shape[2]).astype(np.float64)
+    mean, sd = np.nanmean(train, axis=0), np.nanstd(train, axis=0)
+    sd[sd == 0] = 1.0
+    out = dict(arrays)
+    for split in SPLITS:
+        out[f"X_{split}"] = ((arrays[f"X_{split}"] - mean) / sd).astype(np.float32)
+    return out
 
 
 def _checked(reads: dict[str, Callable[[], np.ndarray]], where: str) -> dict[str, np.ndarray]:
@@ -482,7 +503,7 @@ def content_digest(arrays: dict[str, np.ndarray]) -> str:
     """SHA-256 over the data arrays' names, dtypes, shapes and bytes, in name order."""
     digest = hashlib.sha256()
     for key in sorted(arrays):
-        if key == SOURCE_KEY:
+        if key in METADATA_KEYS:
             continue
         value = np.ascontiguousarray(arrays[key])
         digest.update(f"{key}|{value.dtype.str}|{value.shape}|".encode())
@@ -498,6 +519,8 @@ def source_fingerprint(config: DataConfig) -> str:
         for key, value in to_dict(config).items()
         if key not in ("name", "prepared_path", "expected_digest", "target", "user_file")
     }
+    if config.normalize is Normalize.none:
+        settings.pop("normalize")  # as before the choice existed: prepared files stay valid
     if config.source is DataSource.npz:
         assert config.user_file is not None
         path = Path(config.user_file)
@@ -529,9 +552,14 @@ def build(config: DataConfig) -> Dataset:
         arrays = generate_synthetic(config.generator)
     else:
         arrays = read_user_file(config)
+    padding = padding_warnings(np.concatenate([arrays[f"X_{s}"] for s in SPLITS]))
+    if config.normalize is Normalize.standard:
+        arrays = standardized(arrays)
     digest = content_digest(arrays)
     check_digest(digest, config, f"the {config.name} dataset built here")
-    return _to_dataset(config.name, arrays, digest, source_fingerprint(config), None)
+    return _to_dataset(
+        config.name, arrays | {WARNINGS_KEY: np.array(padding, dtype=str)}, digest, source_fingerprint(config), None
+    )
 
 
 def prepare_arrays(dataset: Dataset) -> dict[str, np.ndarray]:
@@ -539,6 +567,7 @@ def prepare_arrays(dataset: Dataset) -> dict[str, np.ndarray]:
     arrays = {f"{kind}_{s}": getattr(split, kind) for s, split in dataset.splits.items() for kind in ("X", "y")}
     arrays |= {f"flipped_{s}": split.flipped for s, split in dataset.splits.items() if split.flipped is not None}
     arrays[SOURCE_KEY] = np.array(dataset.source)
+    arrays[WARNINGS_KEY] = np.array(dataset.input_warnings, dtype=str)
     return arrays
 
 
@@ -598,4 +627,5 @@ def dataset_for(config: DataConfig) -> Dataset:
 
 def _to_dataset(name: str, arrays: dict[str, np.ndarray], digest: str, source: str, path: Optional[Path]) -> Dataset:
     splits = {s: Split(X=arrays[f"X_{s}"], y=arrays[f"y_{s}"], flipped=arrays.get(f"flipped_{s}")) for s in SPLITS}
-    return Dataset(name=name, splits=splits, digest=digest, source=source, path=path)
+    warnings = [str(w) for w in arrays.get(WARNINGS_KEY, np.array([], dtype=str))]
+    return Dataset(name=name, splits=splits, digest=digest, source=source, path=path, input_warnings=warnings)
