@@ -314,7 +314,7 @@ def _checked(reads: dict[str, Callable[[], np.ndarray]], where: str) -> dict[str
         except DataError as error:
             problems.append(str(error))
     labels = [arrays[name] for name in reads if name.startswith("y") and name in arrays]
-    if problems and len(labels) == sum(name.startswith("y") for name in reads):
+    if problems and len(labels) == sum(name.startswith("y") for name in reads) and sum(map(len, labels)):
         try:
             _label_values(labels, where)
         except DataError as error:
