@@ -1,7 +1,7 @@
 # The two commands of the README:
 #   make pipeline   set up .venv, run the DVC pipeline (dvc repro), print the report and the audit's verdict
 #   make test       set up .venv, check lint, formatting and types, run every test (what CI runs)
-# Also: make test-fast (unit tests, under a minute), make check (ruff + mypy),
+# Also: make test-fast (unit tests, a minute or two), make check (ruff + mypy),
 #       make compare (all presets over seeds 0-4), make audit, make history,
 #       make ui (MLflow UI on 127.0.0.1:5000, with the links to open), make screenshots (docs/*.png),
 #       make server-start / server-stop (docs/tracking.md),
