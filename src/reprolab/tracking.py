@@ -911,6 +911,7 @@ def finish_summary(
         store.client.log_artifact(run_id, str(path), folder)
 
 
+@_during_run
 def tag_runs(config: Config, run_ids: Sequence[str], tags: dict[str, str]) -> None:
     """Set `tags` on each of the recorded runs `run_ids` (e.g. a link to the audit that explains them)."""
     if not run_ids:
@@ -1008,18 +1009,18 @@ def annotate_run(
 # -- reading runs back (reprolab.reproduce) ---------------------------------------------------------
 
 _RUN_ID = r"[0-9a-f]{32}"
+# A run id alone, after `runs:/`, or in a UI URL's `/runs/<id>`.
+_RUN_REFERENCE = rf"(?:^runs:/|/runs/|^)({_RUN_ID})(?:$|[/?#])"
 
 
-@_during_run
 def names_a_run(text: str) -> bool:
     """Whether `text` has the form of a run reference that `resolve_run` reads."""
     import re
 
-    return (
-        text.startswith(("models:/", "runs:/")) or re.search(rf"(?:/runs/|^)({_RUN_ID})(?:$|[/?#])", text) is not None
-    )
+    return text.startswith(("models:/", "runs:/")) or re.search(_RUN_REFERENCE, text) is not None
 
 
+@_during_run
 def resolve_run(store: Store, reference: str, command: str = "reproduce"):
     """The run that `reference` names: a run id, `runs:/<id>[/path]`, a run's page URL from the
     MLflow UI, `models:/<name>@<alias>`, `models:/<name>/<version>` or `models:/<model id>`."""
@@ -1039,7 +1040,7 @@ def resolve_run(store: Store, reference: str, command: str = "reproduce"):
             else:
                 run_id = store.client.get_logged_model(rest).source_run_id
         else:
-            match = re.search(rf"(?:^runs:/|/runs/|^)({_RUN_ID})(?:$|[/?#])", text)
+            match = re.search(_RUN_REFERENCE, text)
             run_id = match.group(1) if match else None
     except MlflowException as error:
         raise TrackingError(
