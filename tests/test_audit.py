@@ -17,9 +17,11 @@ from reprolab.audit import (
     apply_changes,
     coalitions,
     derive_changes,
+    seed_checks,
     summarize,
 )
-from reprolab.config import ConfigError, load_config
+from reprolab.config import ConfigError, TargetMetric, load_config
+from reprolab.metrics import describe_target
 from reprolab.results import RunResult
 
 
@@ -163,7 +165,7 @@ def test_needed_and_sufficient_follow_the_target_checks():
     assert effects["dropout"].shapley["val_accuracy"].mean == pytest.approx(0.19)
     assert effects["learning rate"].shapley["val_accuracy"].mean == pytest.approx(0.01)
     assert summary.variants["after"].holds and not summary.variants["before"].holds
-    assert summary.verdict.startswith("Regularized meets the target on 3/3 seeds (validation 0.905 [")
+    assert summary.verdict.startswith("Regularized meets the target on 3/3 seeds (validation accuracy 0.905 [")
     for part in (
         "Without dropout it misses the target: it is needed",
         "Learning rate is not needed (the target holds without it)",
@@ -349,3 +351,47 @@ def test_the_intervals_keep_their_coverage_with_few_seeds_that_vary(seeds):
     coverage = {key: count / trials for key, count in covered.items()}
     print(f"coverage with {seeds} seeds: {coverage}")
     assert min(coverage.values()) >= 0.93, coverage
+
+
+def test_a_target_on_balanced_accuracy_judges_balanced_accuracy_over_the_seeds():
+    """90 sequences of class 0 and 10 of class 1; every seed gets all of class 0 and half of class
+    1 right: accuracy 0.95, balanced accuracy (1 + 0.5) / 2 = 0.75 by hand."""
+    y = np.array([0] * 90 + [1] * 10)
+    labels = {split: y for split in ("train", "val", "test")}
+    right_half = y.copy()
+    right_half[90:95] = 0
+    results = [
+        RunResult(
+            preset="imbalanced",
+            seed=seed,
+            metrics={
+                **{f"{split}_accuracy": 0.95 for split in labels},
+                **{f"{split}_balanced_accuracy": 0.75 for split in labels},
+            },
+            fit={"best_epoch": 1},
+            history=[],
+            dataset_digest="d",
+            predictions={split: right_half.tolist() for split in labels},
+        )
+        for seed in (0, 1, 2)
+    ]
+    on_accuracy = dataclasses.replace(TARGET, min_val_accuracy=0.85, max_train_accuracy=None)
+    on_balanced = dataclasses.replace(on_accuracy, metric=TargetMetric.balanced_accuracy)
+    assert describe_target(on_balanced) == "validation balanced accuracy >= 0.85"
+    plain = seed_checks(results, labels, on_accuracy, 0.95)["imbalanced"]
+    balanced = seed_checks(results, labels, on_balanced, 0.95)["imbalanced"]
+    assert plain.stats["val_accuracy"].mean == pytest.approx(0.95)
+    assert balanced.stats["val_balanced_accuracy"].mean == pytest.approx(0.75)
+    assert balanced.stats["train_balanced_accuracy"].mean == pytest.approx(0.75)
+    # Ten sequences of class 1 leave room: the interval is wide but holds the mean inside [0, 1].
+    interval = balanced.stats["val_balanced_accuracy"]
+    assert 0.0 <= interval.low < 0.70 and 0.80 < interval.high <= 1.0
+    assert plain.holds and plain.judged() == "yes"
+    assert not balanced.holds and balanced.seeds_met == 0
+    assert "validation balanced accuracy 0.750 < 0.85 (seed 0)" in balanced.missed
+    # The audit's verdict speaks of the metric the target names.
+    runs = [dataclasses.replace(r, preset=label) for label in ("before", "after", "before + dropout") for r in results]
+    sides = {"before": "d", "after": "d"}
+    summary = summarize(runs, TWO_CHANGES[:1], "b", "a", on_balanced, 0.95, sides, dict.fromkeys(sides, labels))
+    assert "validation balanced accuracy" in summary.verdict and "validation accuracy" not in summary.verdict
+    assert set(summary.attribution) >= {"val_balanced_accuracy", "test_balanced_accuracy"}

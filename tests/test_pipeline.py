@@ -227,6 +227,30 @@ def test_report_run_links_the_training_runs(repo):
     assert (repo / "reports/learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_report_judges_every_preset_over_the_audits_seeds(repo):
+    """Seed 0 of each preset is the training stage's run, seed 1 the report trains (nested under
+    its run); "target met" is "yes" only when every seed's run meets the target."""
+    (report,) = runs(repo, "report")
+    swept = {f"{preset}-seed{seed}" for preset in PRESETS for seed in (0, 1)}
+    ids = {name: report.data.tags[f"reprolab.run.{name}"] for name in swept}
+    trained = runs(repo, "compare")
+    assert {run.info.run_id for run in trained} == {ids[f"{preset}-seed1"] for preset in PRESETS}
+    assert {run.data.tags["mlflow.parentRunId"] for run in trained} == {report.info.run_id}
+    train_ids = {run.data.tags["reprolab.preset"]: run.info.run_id for run in runs(repo)}
+    assert {preset: ids[f"{preset}-seed0"] for preset in PRESETS} == train_ids
+    markdown = (repo / "reports/comparison.md").read_text()
+    assert "## Over seeds 0, 1" in markdown and "## Seed 0: the models in models/" in markdown
+    summary = json.loads((repo / "reports/summary.json").read_text())
+    client = client_for(repo)
+    for preset in PRESETS:
+        assert f"| {preset} | 0,1 |" in markdown
+        met = [client.get_run(ids[f"{preset}-seed{seed}"]).data.tags["reprolab.target_met"] for seed in (0, 1)]
+        verdict = summary[preset]["target_over_seeds"]
+        assert verdict in ("yes", "no", "cannot tell") and (verdict != "yes" or met == ["true", "true"])
+        stats = summary[preset]["over_seeds"]["val_accuracy"]
+        assert stats["low"] <= stats["mean"] <= stats["high"]
+
+
 def test_a_fresh_clone_that_shares_the_store_reproduces_a_pipeline_run(repo, tmp_path):
     clone = tmp_path / "clone"
     sh(repo, "git", "clone", "-q", str(repo), str(clone))
@@ -249,14 +273,15 @@ def test_audit_stage_reports_and_records_its_runs(repo):
     (summary_run,) = runs(repo, "audit-summary")
     assert summary_run.data.tags["reprolab.audit_id"] == summary["audit_id"]
     audit_runs = [run for run in runs(repo, "audit") if run.data.tags["reprolab.audit_id"] == summary["audit_id"]]
-    # before and after with seed 0 are the pipeline's baseline and regularized runs: reused.
-    assert summary["runs_reused"] == 2 and len(audit_runs) == 2**4 * 2 - 2
+    # before and after with seed 0 are the pipeline's baseline and regularized runs, and with
+    # seed 1 the report's (it shows every preset over audit.seeds, and ran first): reused.
+    assert summary["runs_reused"] == 4 and len(audit_runs) == 2**4 * 2 - 4
     assert {run.info.status for run in audit_runs} == {"FINISHED"}
     assert {run.data.tags["reprolab.dvc_stage"] for run in audit_runs} == {"audit"}
     assert {run.data.tags["mlflow.parentRunId"] for run in audit_runs} == {summary_run.info.run_id}
     with (repo / "reports/audit/runs.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    pipeline = {run.info.run_id for run in runs(repo)}
+    pipeline = {run.info.run_id for run in runs(repo) + runs(repo, "compare")}
     assert {row["mlflow_run_id"] for row in rows if row["reused"] == "True"} <= pipeline
     assert {row["mlflow_run_id"] for row in rows if row["reused"] == "False"} == {r.info.run_id for r in audit_runs}
 
@@ -387,20 +412,19 @@ def test_changing_one_preset_reruns_only_its_stages(repo):
     # lstm and gru are "the fix with another cell": they inherit regularized's lr in conf/;
     # regularized is the audit's "after". check_params reruns on any conf/ edit; it passes and
     # changes nothing downstream.
-    assert changed == {"check_params", "train@regularized", "train@lstm", "train@gru", "audit"}
+    assert changed == {"check_params", "train@regularized", "train@lstm", "train@gru", "report", "audit"}
     done = sh(repo, "dvc", "repro")
     ran = set(re.findall(r"Running stage '([^']+)'", done.stdout))
     assert "prepare" not in ran and "train@baseline" not in ran and "evaluate@baseline" not in ran
     assert {"train@regularized", "evaluate@regularized", "report"} <= ran
     # The audit retrained only the configurations that hold the new learning rate (the 8 of 16
     # combinations with the learning rate change, for 2 seeds), less "after" with seed 0, which
-    # train@regularized had just trained.
+    # train@regularized had just trained, and with seed 1, which the report had.
     summary = json.loads((repo / "reports/audit/summary.json").read_text())
-    assert summary["runs_reused"] == 8 * 2 + 1
+    assert summary["runs_reused"] == 8 * 2 + 2
     with (repo / "reports/audit/runs.csv").open() as handle:
         retrained = {row["configuration"] for row in csv.DictReader(handle) if row["reused"] == "False"}
     assert retrained == {
-        "after",
         "after - hidden size",
         "after - dropout",
         "after - early stopping",
@@ -416,16 +440,16 @@ def test_changing_the_training_code_reuses_no_run(repo):
     training = repo / "src/reprolab/training.py"
     original = training.read_text()
     training.write_text(original + "\n# a change to the code that trains\n")
-    known = {run.info.run_id for run in runs(repo)}
+    known = {run.info.run_id for run in runs(repo) + runs(repo, "compare")}
     try:
         done = sh(repo, "dvc", "repro")
         ran = set(re.findall(r"Running stage '([^']+)'", done.stdout))
         assert {f"train@{preset}" for preset in PRESETS} | {"audit"} <= ran
         # Only runs made with the new code are reused: the baseline and regularized runs that
-        # the training stages had just made; none from before the change.
+        # the training stages (seed 0) and the report (seed 1) had just made; none from before.
         with (repo / "reports/audit/runs.csv").open() as handle:
             reused = {row["mlflow_run_id"] for row in csv.DictReader(handle) if row["reused"] == "True"}
-        assert len(reused) == 2 and not reused & known
+        assert len(reused) == 4 and not reused & known
     finally:
         training.write_text(original)
     sh(repo, "dvc", "repro", "audit")  # the original code again: its runs are all reusable

@@ -190,8 +190,9 @@ def test_pipeline_and_audit_land_on_the_server_and_in_postgresql(repo, server):
     audit_runs = [
         r for r in runs(repo, "audit", uri=server.uri) if r.data.tags["reprolab.audit_id"] == summary["audit_id"]
     ]
-    # before and after with seed 0 are the pipeline's baseline and regularized runs: reused.
-    assert summary["runs_reused"] == 2 and len(audit_runs) == 2**4 * 2 - 2
+    # before and after with seed 0 are the pipeline's baseline and regularized runs, and with seed
+    # 1 the report's (every preset over audit.seeds): reused.
+    assert summary["runs_reused"] == 4 and len(audit_runs) == 2**4 * 2 - 4
     assert {r.info.status for r in audit_runs} == {"FINISHED"}
     (summary_run,) = runs(repo, "audit-summary", uri=server.uri)
     from mlflow.tracking import MlflowClient

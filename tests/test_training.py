@@ -41,8 +41,8 @@ def test_same_config_and_seed_give_identical_metrics(quick_config):
     assert first.metrics != other_seed.metrics
 
 
-def jobs(config, presets, seeds):
-    data = datasets.prepare(config.data)
+def jobs(config, presets, seeds, data=None):
+    data = data or datasets.prepare(config.data)
     return [Job(config, preset, seed, data) for preset in presets for seed in seeds]
 
 
@@ -93,11 +93,15 @@ def test_cli_train_prints_the_run(tmp_path, capsys):
     assert "test_accuracy" in out and len(out["dataset_digest"]) == 64
 
 
-def test_comparison_table_counts_target_hits(quick_config):
-    results = run_jobs(jobs(quick_config, ["baseline"], [0, 1]), workers=1)
-    table = comparison_table(results, quick_config.data.target)
+def test_comparison_table_judges_the_target_over_the_seeds(quick_config):
+    dataset = datasets.prepare(quick_config.data)
+    results = run_jobs(jobs(quick_config, ["baseline"], [0, 1], dataset), workers=1)
+    labels = {name: split.y for name, split in dataset.splits.items()}
+    table = comparison_table(results, labels, quick_config.data.target, 0.95)
     hits = sum(meets_target(r.metrics, quick_config.data.target) for r in results)
-    assert f"| {hits}/2 |" in table and "| baseline | 0,1 |" in table
+    assert "| baseline | 0,1 |" in table and f"({hits}/2 seeds" in table
+    # A verdict over both seeds, never "yes" unless every seed meets the target.
+    assert ("| yes (" in table) == (hits == 2)
 
 
 @pytest.mark.slow
@@ -110,7 +114,12 @@ def test_fixed_dataset_reproduces_overfitting_and_the_fix(tmp_path):
     dataset = datasets.prepare(config.data, path=tmp_path / "fixed.npz")
     baseline = run_one(config, "baseline", seed=0, data=dataset, progress=False)[1].metrics
     fixed = run_one(config, "regularized", seed=0, data=dataset, progress=False)[1].metrics
-    assert baseline["train_accuracy"] >= 0.97 and 0.65 <= baseline["val_accuracy"] <= 0.76
+    # Memorised, well short of the target's validation floor (0.7535 and 0.7615 seen on two machines'
+    # CPU kernels: the bound is the claim, not one machine's number).
+    assert baseline["train_accuracy"] >= 0.97 and baseline["val_accuracy"] >= 0.65
+    assert baseline["train_accuracy"] - baseline["val_accuracy"] >= 0.15 and not meets_target(
+        baseline, config.data.target
+    )
     assert meets_target(fixed, config.data.target)
 
 

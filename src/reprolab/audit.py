@@ -21,7 +21,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from reprolab.config import ConfigError, ExperimentConfig, TargetConfig, differences, to_dict
-from reprolab.metrics import has_target, meets_target, missed_bounds
+from reprolab.metrics import has_target, meets_target, missed_bounds, target_keys
 from reprolab.results import RunResult
 
 # Keys that make one change together: the first matching prefix names the group.
@@ -130,8 +130,15 @@ def ablation_variants(before: ExperimentConfig, after: ExperimentConfig) -> dict
 # -- analysis of the runs ---------------------------------------------------------------------
 
 # The metrics an audit reports, with the direction that is better.
-METRICS = {"val_accuracy": "higher", "test_accuracy": "higher", "train_accuracy": "lower", "train_val_gap": "lower"}
-SPLIT_OF = {"train_accuracy": "train", "val_accuracy": "val", "test_accuracy": "test"}
+METRICS = {
+    "val_accuracy": "higher",
+    "test_accuracy": "higher",
+    "train_accuracy": "lower",
+    "train_val_gap": "lower",
+    "val_balanced_accuracy": "higher",
+    "test_balanced_accuracy": "higher",
+}
+SPLITS = ("train", "val", "test")
 RESAMPLES = 2000
 BOOTSTRAP_SEED = 0  # the resampling is seeded too: the same runs give the same report
 SMALL_SPLIT = 100  # below this many sequences, one sequence moves an accuracy by more than 0.01
@@ -224,20 +231,29 @@ class Bootstrap:
         return int(min(RESAMPLES, max(200, 4e7 // (max(split_sizes) + 1))))
 
     def measure(self, runs: Sequence[RunResult], labels: Labels, label: str) -> Measures:
-        """Every metric of one configuration's runs (ordered by seed)."""
+        """Every metric of one configuration's runs (ordered by seed): each split's accuracy and
+        balanced accuracy (the mean of the classes' recalls), and the train-val gap."""
         coin = np.random.default_rng([BOOTSTRAP_SEED, zlib.crc32(label.encode())])
         values = {}
-        for key, split in SPLIT_OF.items():
+        for split in SPLITS:
             correct = np.array([np.asarray(run.predictions[split]) == labels[split] for run in runs], dtype=float)
-            per_seed = correct.mean(axis=1)
+            classes = np.unique(labels[split])
+            members = (labels[split][:, None] == classes[None, :]).astype(float)  # example x class
+            rate = correct.mean(axis=0)  # each example's rate of being right over the seeds
             if split in self.RESAMPLED:
                 weights = self.example_weights[split]
                 pseudo = coin.integers(0, 2, size=len(weights)).astype(float)  # the pseudo-example
-                draws = weights[:, :-1] @ correct.mean(axis=0) + weights[:, -1] * pseudo
+                real, extra = weights[:, :-1], weights[:, -1:]
+                draws = real @ rate + extra[:, 0] * pseudo
+                # Each class's weighted recall, the pseudo-example joining every class.
+                recalls = (real @ (members * rate[:, None]) + extra * pseudo[:, None]) / (real @ members + extra)
             else:  # not resampled: only the pseudo-example, with the weight of one real sequence
                 pseudo = coin.integers(0, 2, size=len(self.seed_noise)).astype(float)
-                draws = (correct.mean(axis=0).sum() + pseudo) / (correct.shape[1] + 1)
-            values[key] = Measure(per_seed, draws)
+                draws = (rate.sum() + pseudo) / (len(rate) + 1)
+                recalls = (rate @ members + pseudo[:, None]) / (members.sum(axis=0) + 1)
+            per_class = correct @ members / members.sum(axis=0)  # seed x class
+            values[f"{split}_accuracy"] = Measure(correct.mean(axis=1), draws)
+            values[f"{split}_balanced_accuracy"] = Measure(per_class.mean(axis=1), recalls.mean(axis=1))
         values["train_val_gap"] = values["train_accuracy"] - values["val_accuracy"]
         return values
 
@@ -351,8 +367,9 @@ def _missed(
         missed += [f"{bound} (seed {run.seed})" for bound in missed_bounds(run.metrics, target)]
     # The interval's worst ends must meet the target too: the lowest validation accuracy and the
     # highest training accuracy the interval allows; when even the best ends miss, it fails.
-    worst = {"val_accuracy": stats["val_accuracy"].low, "train_accuracy": stats["train_accuracy"].high}
-    best = {"val_accuracy": stats["val_accuracy"].high, "train_accuracy": stats["train_accuracy"].low}
+    val, train = target_keys(target)
+    worst = {val: stats[val].low, train: stats[train].high}
+    best = {val: stats[val].high, train: stats[train].low}
     interval_missed = missed_bounds(worst, target)
     missed += [f"{bound} (the interval's worst end)" for bound in interval_missed]
     return missed, not interval_missed, bool(missed_bounds(best, target))
@@ -365,6 +382,26 @@ def check_variant(
     missed, clears, fails = _missed(runs, stats, target)
     met = sum(meets_target(r.metrics, target) for r in runs)
     return VariantCheck(label, [r.seed for r in runs], stats, met, clears, fails, missed)
+
+
+def seed_checks(
+    results: Sequence[RunResult], labels: Labels, target: TargetConfig, confidence: float
+) -> dict[str, VariantCheck]:
+    """Each preset's runs over its seeds, as the audit judges a configuration: every metric's
+    mean with its interval, and the target check (met on every seed, and the intervals clear
+    the bounds). What `reprolab compare` and the pipeline's report show."""
+    by_preset: dict[str, list[RunResult]] = {}
+    for result in sorted(results, key=lambda r: r.seed):
+        by_preset.setdefault(result.preset, []).append(result)
+    sizes = {split: len(values) for split, values in labels.items()}
+    resamples = Bootstrap.resamples_for(list(sizes.values()))
+    checks = {}
+    for preset, runs in by_preset.items():
+        bootstrap = Bootstrap(len(runs), sizes, resamples)
+        measures = bootstrap.measure(runs, labels, preset)
+        stats = {key: bootstrap.interval(m, confidence, _level_bounds(key)) for key, m in measures.items()}
+        checks[preset] = check_variant(preset, runs, stats, target)
+    return checks
 
 
 def shapley_terms(names: Sequence[str], player: str) -> list[tuple[float, frozenset[str]]]:
@@ -510,14 +547,16 @@ def _attribution(key, measures, changes, named, interval, confidence) -> Attribu
 def greedy_path(
     changes: Sequence[Change], variants: dict[str, VariantCheck], named: dict[frozenset[str], str], target: TargetConfig
 ) -> list[PathStep]:
-    """From before, add at each step the change that raises mean validation accuracy most
-    (Fawcett & Hoos 2016's ablation path): which change first, second, ... and where each step
-    leads. Its order depends on the path taken; the Shapley values do not."""
+    """From before, add at each step the change that raises mean validation accuracy (balanced
+    accuracy, if the target names it) most (Fawcett & Hoos 2016's ablation path): which change
+    first, second, ... and where each step leads. Its order depends on the path taken; the
+    Shapley values do not."""
+    key = target_keys(target)[0]
     chosen: frozenset[str] = frozenset()
     path = []
     for _ in changes:
         options = [change.name for change in changes if change.name not in chosen]
-        best = max(options, key=lambda name: variants[named[chosen | {name}]].stats["val_accuracy"].mean)
+        best = max(options, key=lambda name: variants[named[chosen | {name}]].stats[key].mean)
         chosen = chosen | {best}
         check = variants[named[chosen]]
         path.append(PathStep(best, named[chosen], check.stats, check.holds if has_target(target) else None))
@@ -540,7 +579,9 @@ def verdict(summary: AuditSummary) -> str:
     that the intervals do not support."""
     after, before = summary.variants[AFTER], summary.variants[BEFORE]
     n = len(summary.seeds)
-    val = summary.attribution["val_accuracy"]
+    key = target_keys(summary.target)[0]  # validation accuracy, or balanced accuracy if the target names it
+    words = key.removeprefix("val_").replace("_", " ")
+    val = summary.attribution[key]
     gap = summary.attribution["train_val_gap"]
     sentences = []
     if not summary.gap_before:
@@ -553,32 +594,32 @@ def verdict(summary: AuditSummary) -> str:
     elif not after.holds:
         sentences.append(
             f"{summary.after} does not meet the target robustly ({after.seeds_met}/{n} seeds, validation "
-            f"accuracy {after.stats['val_accuracy'].text()}; missed: {'; '.join(after.missed[:3])}), so no "
+            f"{words} {after.stats[key].text()}; missed: {'; '.join(after.missed[:3])}), so no "
             f"change can be credited with meeting it"
         )
     else:
         sentences.append(
-            f"{summary.after} meets the target on {n}/{n} seeds (validation {after.stats['val_accuracy'].text()} vs "
-            f"{before.stats['val_accuracy'].text()} for {summary.before})"
+            f"{summary.after} meets the target on {n}/{n} seeds (validation {words} {after.stats[key].text()} vs "
+            f"{before.stats[key].text()} for {summary.before})"
         )
         sentences += _needed_and_sufficient(summary.effects)
     sentences.append(
-        f"From {summary.before} to {summary.after}, validation accuracy moves by {val.total.text(signed=True)} "
+        f"From {summary.before} to {summary.after}, validation {words} moves by {val.total.text(signed=True)} "
         f"and the train-val gap by {gap.total.text(signed=True)}; the Shapley shares of the validation change "
         f"(they add up to it): {_shares_text(val)}"
     )
-    told = [e for e in summary.effects if not e.shapley["val_accuracy"].contains(0.0)]
+    told = [e for e in summary.effects if not e.shapley[key].contains(0.0)]
     if told:
-        largest = max(told, key=lambda e: abs(e.shapley["val_accuracy"].mean))
+        largest = max(told, key=lambda e: abs(e.shapley[key].mean))
         sentences.append(f"{largest.change.name} has the largest share that can be told from chance")
     else:
         sentences.append("no change's share can be told from chance with these seeds and sequences")
     sizes = summary.split_sizes
     if sizes["val"] < SMALL_SPLIT and sizes["test"] > sizes["val"]:
-        test = summary.attribution["test_accuracy"]
+        test = summary.attribution[key.replace("val_", "test_", 1)]
         sentences.append(
             f"these rest on {sizes['val']} validation sequences; on the {sizes['test']} test sequences, test "
-            f"accuracy moves by {test.total.text(signed=True)}, with shares {_shares_text(test)}"
+            f"{words} moves by {test.total.text(signed=True)}, with shares {_shares_text(test)}"
         )
     return ". ".join(sentence[0].upper() + sentence[1:] for sentence in sentences) + "."
 

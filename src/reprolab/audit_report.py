@@ -13,6 +13,8 @@ METRIC_LABELS = {
     "test_accuracy": "test acc",
     "train_accuracy": "train acc",
     "train_val_gap": "train-val gap",
+    "val_balanced_accuracy": "val bal acc",
+    "test_balanced_accuracy": "test bal acc",
 }
 FIGURES = {
     "learning_curves": "learning_curves.png",
@@ -160,7 +162,8 @@ def _attribution_lines(summary: AuditSummary, header: list[str], percent: int) -
             lines.append(f"| {' x '.join(pair)} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Greedy path (Fawcett & Hoos 2016): from before, add the change that raises validation accuracy "
+        "Greedy path (Fawcett & Hoos 2016): from before, add the change that raises validation "
+        f"{'balanced accuracy' if summary.target.metric.value == 'balanced_accuracy' else 'accuracy'} "
         "most, then the next; unlike the shares, its order depends on the path.",
         "",
         "| step | added | " + " | ".join(header) + " | holds the target |",

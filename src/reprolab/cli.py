@@ -137,7 +137,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from reprolab.config import load_config
     from reprolab.jobs import Job, scheduler_address
     from reprolab.metrics import meets_target
-    from reprolab.report import comparison_table, per_seed_table
+    from reprolab.report import comparison_table, per_seed_table, seeds_note
     from reprolab.sweep import run_sweep
 
     config = load_config(args.overrides, args.config_dir)
@@ -170,7 +170,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
             reuse=config.compute.reuse and not args.retrain,
         )
         results = [run.result for run in runs]
-        table = comparison_table(results, config.data.target)
+        labels = {name: split.y for name, split in data.splits.items()}
+        table = comparison_table(results, labels, config.data.target, config.audit.confidence)
+        table += "\n\n" + seeds_note(config.audit.confidence, len(args.seeds))
         seeds_table = per_seed_table(results, config.data.target)
         reused = sum(run.reused for run in runs)
         with tempfile.TemporaryDirectory() as scratch:

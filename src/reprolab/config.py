@@ -67,6 +67,13 @@ class Normalize(str, Enum):
     standard = "standard"
 
 
+class TargetMetric(str, Enum):
+    """Which accuracy a target bounds: plain, or balanced (the mean of the classes' recalls)."""
+
+    accuracy = "accuracy"
+    balanced_accuracy = "balanced_accuracy"
+
+
 class Padding(str, Enum):
     """Where a user's `lengths` array says the padding of shorter sequences sits."""
 
@@ -137,9 +144,10 @@ class GeneratorConfig:
 class TargetConfig:
     """What "fixed" means for a dataset. Either bound may be null (off).
 
-    Met when validation accuracy >= `min_val_accuracy` and training accuracy < `max_train_accuracy`
-    (<= when `max_train_inclusive`)."""
+    Met when validation `metric` >= `min_val_accuracy` and training `metric` < `max_train_accuracy`
+    (<= when `max_train_inclusive`), `metric` being accuracy or balanced accuracy."""
 
+    metric: TargetMetric = field()
     min_val_accuracy: Optional[float] = field(metadata=ranged(0, 1))
     max_train_accuracy: Optional[float] = field(metadata=ranged(0, 1))
     max_train_inclusive: bool = field()

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from reprolab.config import TargetConfig, differences, flatten
 from reprolab.entrypoint import UserError, one_line
-from reprolab.metrics import describe_target, meets_target
+from reprolab.metrics import describe_target, meets_target, target_keys
 
 PARAMS_FILE = "params.yaml"
 SHOWN_PREFIXES = ("data.", "seed")
@@ -100,7 +100,7 @@ def _diff(revision: Revision, previous: Optional[Revision], preset: str) -> None
 
 
 def _held(metrics: Optional[dict], target: TargetConfig) -> Optional[bool]:
-    if not metrics or "val_accuracy" not in metrics or "train_accuracy" not in metrics:
+    if not metrics or any(key not in metrics for key in target_keys(target)):
         return None
     return meets_target(metrics, target)
 

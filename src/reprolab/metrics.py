@@ -23,14 +23,24 @@ def with_gap(metrics: Mapping[str, float]) -> dict[str, float]:
     return {**metrics, "train_val_gap": train_val_gap(metrics)}
 
 
+def target_keys(target: TargetConfig) -> tuple[str, str]:
+    """The metrics the target bounds: ("val_accuracy", "train_accuracy"), or their balanced
+    accuracies when `target.metric` is balanced_accuracy."""
+    return f"val_{target.metric.value}", f"train_{target.metric.value}"
+
+
+def _metric_words(target: TargetConfig) -> str:
+    return target.metric.value.replace("_", " ")
+
+
 def describe_target(target: TargetConfig) -> str:
     """The target in words, with its bounds' inclusiveness, e.g. "validation accuracy >= 0.85
     and training accuracy < 0.92"."""
-    parts = []
+    parts, words = [], _metric_words(target)
     if target.min_val_accuracy is not None:
-        parts.append(f"validation accuracy >= {target.min_val_accuracy:g}")
+        parts.append(f"validation {words} >= {target.min_val_accuracy:g}")
     if target.max_train_accuracy is not None:
-        parts.append(f"training accuracy {'<=' if target.max_train_inclusive else '<'} {target.max_train_accuracy:g}")
+        parts.append(f"training {words} {'<=' if target.max_train_inclusive else '<'} {target.max_train_accuracy:g}")
     return " and ".join(parts) if parts else "no target set (data.target has no bound)"
 
 
@@ -40,13 +50,15 @@ def has_target(target: TargetConfig) -> bool:
 
 def missed_bounds(metrics: Mapping[str, float], target: TargetConfig) -> list[str]:
     """Each bound the metrics miss, in words ("validation accuracy 0.741 < 0.85"); [] when met."""
-    missed = []
-    val, train = metrics["val_accuracy"], metrics["train_accuracy"]
-    if target.min_val_accuracy is not None and val < target.min_val_accuracy:
-        missed.append(f"validation accuracy {val:.3f} < {target.min_val_accuracy:g}")
-    ceiling = target.max_train_accuracy
-    if ceiling is not None and (train > ceiling if target.max_train_inclusive else train >= ceiling):
-        missed.append(f"training accuracy {train:.3f} {'>' if target.max_train_inclusive else '>='} {ceiling:g}")
+    missed, words = [], _metric_words(target)
+    val_key, train_key = target_keys(target)
+    floor, ceiling = target.min_val_accuracy, target.max_train_accuracy
+    if floor is not None and metrics[val_key] < floor:
+        missed.append(f"validation {words} {metrics[val_key]:.3f} < {floor:g}")
+    if ceiling is not None:
+        train = metrics[train_key]
+        if train > ceiling if target.max_train_inclusive else train >= ceiling:
+            missed.append(f"training {words} {train:.3f} {'>' if target.max_train_inclusive else '>='} {ceiling:g}")
     return missed
 
 

@@ -89,7 +89,8 @@ def confusion_matrices(matrices: dict[str, list[list[int]]], path: Path) -> None
 def seed_bands(runs: dict[str, Sequence[RunResult]], colours: dict[str, str], target: TargetConfig, path: Path) -> None:
     """Validation (solid) and training accuracy in eval mode (dashed) per epoch: mean line and
     min-max band over seeds, one panel per configuration in its preset's colour (`colours`), as
-    in the learning curves; the target's bounds as grey lines."""
+    in the learning curves; the target's bounds as grey lines when they bound accuracy (the
+    curves are not balanced accuracy)."""
     figure, axes = _figure(5 * len(runs), 3.8, len(runs), sharey=True)
     for axis, (label, results) in zip(axes, runs.items()):
         colour = colours[label]
@@ -105,7 +106,7 @@ def seed_bands(runs: dict[str, Sequence[RunResult]], colours: dict[str, str], ta
             axis.plot(epochs, means, color=colour, linestyle=style, label=f"{name}, mean")
             axis.fill_between(epochs, lows, highs, color=colour, alpha=0.15, label=f"{name}, min-max")
         for bound, name in ((target.min_val_accuracy, "validation floor"), (target.max_train_accuracy, "training cap")):
-            if bound is not None:
+            if bound is not None and target.metric.value == "accuracy":
                 axis.axhline(bound, color="grey", linestyle=":", linewidth=1, label=name)
         axis.set_title(f"{label} ({len(results)} seeds)", fontsize=10)
         axis.set_xlabel("epoch")

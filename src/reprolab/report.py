@@ -6,6 +6,9 @@ import statistics
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Optional
 
+import numpy as np
+
+from reprolab.audit import VariantCheck, seed_checks
 from reprolab.config import TargetConfig
 from reprolab.metrics import describe_target, has_target, missed_bounds, train_val_gap
 
@@ -21,29 +24,63 @@ def target_cell(metrics: dict[str, float], target: TargetConfig) -> str:
     return "no: " + "; ".join(missed) if missed else "yes"
 
 
-def _mean_std(values: Sequence[float], digits: int = 3) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {std:.{digits}f}"
+# The over-seeds table's metrics and their column names.
+SEED_COLUMNS = {
+    "train_accuracy": "train acc",
+    "val_accuracy": "val acc",
+    "test_accuracy": "test acc",
+    "train_val_gap": "train-val gap",
+    "val_balanced_accuracy": "val bal acc",
+    "test_balanced_accuracy": "test bal acc",
+}
 
 
-def comparison_table(results: Sequence[RunResult], target: TargetConfig) -> str:
-    """A Markdown table, one row per preset: mean ± sample std across seeds, and the target check."""
-    presets = list(dict.fromkeys(r.preset for r in results))
-    header = ["preset", "seeds", "train acc", "val acc", "test acc", "train-val gap", "best epoch", "target met"]
+def seeds_verdict(check: VariantCheck, target: TargetConfig) -> str:
+    """Whether a preset meets the target over its seeds: "yes (5/5 seeds, intervals clear)",
+    "no: <bounds missed>" when even the intervals' best ends miss, "cannot tell (...)" otherwise;
+    "-" with no target."""
+    if not has_target(target):
+        return "-"
+    seeds = f"{check.seeds_met}/{len(check.seeds)} seeds"
+    judged = check.judged()
+    if judged == "yes":
+        return f"yes ({seeds}, intervals clear)"
+    missed = check.missed[0] + ("; ..." if len(check.missed) > 1 else "")
+    return f"no ({seeds}): {missed}" if judged == "no" else f"cannot tell ({seeds}): {missed}"
+
+
+def comparison_table(
+    results: Sequence[RunResult], labels: dict[str, np.ndarray], target: TargetConfig, confidence: float
+) -> str:
+    """A Markdown table, one row per preset over its seeds: each metric's mean with its interval
+    (over seeds and held-out examples, as the audit's), the mean best epoch, and whether the
+    target holds over the seeds (`seeds_verdict`). `labels`: each split's true classes."""
+    checks = seed_checks(results, labels, target, confidence)
+    header = ["preset", "seeds", *SEED_COLUMNS.values(), "best epoch", "target met over the seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for preset in presets:
+    for preset, check in checks.items():
         runs = [r for r in results if r.preset == preset]
-        cells = [preset, ",".join(str(r.seed) for r in runs)]
-        cells += [
-            _mean_std([r.metrics[key] for r in runs]) for key in ("train_accuracy", "val_accuracy", "test_accuracy")
-        ]
-        cells.append(_mean_std([train_val_gap(r.metrics) for r in runs]))
-        cells.append(_mean_std([r.fit["best_epoch"] for r in runs], digits=1))
-        cells.append(
-            f"{sum(not missed_bounds(r.metrics, target) for r in runs)}/{len(runs)}" if has_target(target) else "-"
-        )
+        cells = [preset, ",".join(map(str, check.seeds))]
+        cells += [check.stats[key].text(signed=key == "train_val_gap") for key in SEED_COLUMNS]
+        cells += [f"{statistics.mean(r.fit['best_epoch'] for r in runs):.1f}", seeds_verdict(check, target)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def seeds_note(confidence: float, seeds: int) -> str:
+    """How to read `comparison_table` over `seeds` seeds."""
+    few = (
+        f" With only {seeds} seeds the seeds' spread is barely estimated and the intervals are wide; 3-5 "
+        "seeds narrow them."
+        if seeds < 3
+        else ""
+    )
+    return (
+        f"Mean [{round(confidence * 100)}% interval] over the seeds; the intervals include the seeds' spread "
+        "(Student's t) and the sampling noise of the finite splits (the Bayesian bootstrap), as the audit's "
+        "(docs/audit.md). *Target met*: yes when every seed meets it and the intervals clear its bounds; no "
+        "when even the intervals' best ends miss one; cannot tell otherwise." + few
+    )
 
 
 def per_seed_table(results: Sequence[RunResult], target: TargetConfig) -> str:
@@ -69,23 +106,35 @@ def pipeline_report(
     target: TargetConfig,
     bayes: Optional[float],
     figures: dict[str, str],
+    over_seeds: tuple[Sequence[int], str, str],
     warnings: Sequence[str] = (),
 ) -> str:
-    """The pipeline's Markdown report: one row per preset (single seed), with the target check,
-    and the warnings about the data and the fits (docs/your-data.md).
+    """The pipeline's Markdown report: every preset over the seeds (`over_seeds`: the seeds, the
+    `comparison_table` and its `seeds_note`), then one row per preset for the seed whose model
+    the pipeline keeps, with the target check, and the warnings about the data and the fits
+    (docs/your-data.md).
 
     Each row is a preset's `train.json` (metrics, fit, seed, digest, MLflow run id)."""
     first = rows[0]
+    seeds, table, note = over_seeds
     lines = [
         "# Before/after comparison",
         "",
-        f"Dataset `{data_name}`, digest `{first['dataset_digest']}` (the same for every row); seed {first['seed']}. "
+        f"Dataset `{data_name}`, digest `{first['dataset_digest']}` (the same for every run). "
         f"Target: {describe_target(target)}."
         + (f" Best achievable validation accuracy (Bayes): {bayes:.3f}." if bayes is not None else ""),
         "",
         *[f"> **Warning.** {warning}\n" for warning in warnings],
+        f"## Over seeds {', '.join(map(str, seeds))}",
+        "",
+        note,
+        "",
+        table,
+        "",
+        f"## Seed {first['seed']}: the models in models/",
+        "",
         "| preset | train acc | val acc | test acc | train-val gap | val bal acc | test bal acc | test macro-F1 "
-        "| best epoch | epochs run | target met | MLflow run |",
+        "| best epoch | epochs run | target met on this seed | MLflow run |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:

@@ -1,9 +1,9 @@
 """Stage `evaluate@<preset>`: judge a trained preset against the dataset's target.
 
 Reads what training measured (`train.json`) and writes the headline metrics file DVC shows
-(`dvc metrics show`): accuracies, the train-validation gap and whether the target is met.
-Neither torch nor MLflow is needed: changing the target re-runs this
-stage and the report in about a second each, and retrains nothing.
+(`dvc metrics show`): accuracies, the train-validation gap, the balanced accuracies when the
+target bounds them, and whether the target is met. Neither torch nor MLflow is needed: changing
+the target re-runs this stage in about a second, and retrains nothing.
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ import json
 from reprolab import entrypoint
 from reprolab.config import load_params
 from reprolab.files import Outputs, read_json
-from reprolab.metrics import HEADLINE, meets_target, with_gap
+from reprolab.metrics import HEADLINE, meets_target, target_keys, with_gap
 from reprolab.stages import FIT_SHAPE, PARAMS_FILE, fit_file, metrics_file
 
 
 def evaluate(fit: dict, target) -> dict:
     """The headline metrics of a fit, with the target's verdict."""
     metrics = with_gap(fit["metrics"])
-    return {**{key: round(metrics[key], 6) for key in HEADLINE}, "target_met": meets_target(metrics, target)}
+    shown = list(dict.fromkeys((*HEADLINE, *target_keys(target))))
+    return {**{key: round(metrics[key], 6) for key in shown}, "target_met": meets_target(metrics, target)}
 
 
 def main() -> int:

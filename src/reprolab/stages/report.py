@@ -1,24 +1,31 @@
-"""Stage `report`: compare the presets in one table and two figures, and link it all in MLflow.
+"""Stage `report`: compare the presets over seeds and on the pipeline's own seed, in tables and
+two figures, and link it all in MLflow.
 
-Writes `reports/comparison.md` (every preset's metrics and whether it met the target, naming the
-bound it missed), `reports/learning_curves.png`, `reports/confusion.png` and `reports/summary.json`.
-In MLflow it tags each preset's training run with its target verdict and adds its confusion
-matrix, registers the model of `audit.after` under the `after` alias of `reprolab-<data.name>`
-(`models:/reprolab-synthetic@after`), and logs a `report` run that holds the report and names
-the runs it compares.
+Every preset runs for each of `audit.seeds` (a FINISHED run with the same run key stands in: the
+train stages' runs and the audit's before and after runs are not trained again), so "target
+met" says whether the target holds over the seeds, with intervals, not on one lucky seed.
+Writes `reports/comparison.md` (the presets over the seeds, then the seed whose models the
+pipeline keeps, with warnings and the bounds missed), `reports/learning_curves.png`,
+`reports/confusion.png` and `reports/summary.json`. In MLflow it nests the new runs under a
+`report` run that holds the report and names the runs it compares, tags each preset's training
+run with its target verdict over the seeds and adds its confusion matrix, and registers the
+model of `audit.after` under the `after` alias of `reprolab-<data.name>`
+(`models:/reprolab-synthetic@after`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
 
 from reprolab import entrypoint
+from reprolab.audit import seed_checks
 from reprolab.config import load_params
 from reprolab.files import FileFormatError, Outputs, read_csv, read_json
-from reprolab.metrics import HEADLINE, confusion_matrix, fit_warnings, meets_target, missed_bounds, with_gap
-from reprolab.report import pipeline_report
+from reprolab.metrics import HEADLINE, confusion_matrix, fit_warnings, has_target, meets_target, missed_bounds, with_gap
+from reprolab.report import SEED_COLUMNS, comparison_table, pipeline_report, seeds_note, seeds_verdict
 from reprolab.results import HISTORY_COLUMNS
 from reprolab.stages import (
     DATA_SUMMARY,
@@ -36,17 +43,21 @@ FIGURES = {"learning curves": "learning_curves.png", "test confusion matrices": 
 
 
 def main() -> int:
+    from reprolab import data as datasets
     from reprolab import plots, tracking
+    from reprolab.jobs import Job, scheduler_address
+    from reprolab.sweep import run_sweep
 
     config = load_params(PARAMS_FILE)
     presets = list(config.experiments)
     target = config.data.target
     fits = {p: read_json(fit_file(p), f"rerun its training: `dvc repro --force train@{p}`", FIT_SHAPE) for p in presets}
+    data = datasets.load(config.data)
     digests = {fit["dataset_digest"] for fit in fits.values()}
-    if len(digests) != 1:
+    if digests != {data.digest}:
         raise FileFormatError(
-            f"the presets were trained on different datasets ({', '.join(sorted(digests))}); "
-            f"rerun `dvc repro` so that all use the current one"
+            f"the presets were trained on other data ({', '.join(sorted(digests))}) than "
+            f"{config.data.prepared_path} ({data.digest}); rerun `dvc repro` so that all use the current one"
         )
     histories = {p: read_csv(history_file(p), f"rerun `dvc repro --force train@{p}`", HISTORY_COLUMNS) for p in presets}
     data_summary = read_json(DATA_SUMMARY, "rerun `dvc repro prepare`", DATA_SUMMARY_SHAPE)
@@ -66,16 +77,46 @@ def main() -> int:
             for warning in fit_warnings(fits[preset]["metrics"]["train_accuracy"], counts, {"test": predicted})
         ]
     bayes = data_summary.get("val", {}).get("bayes_accuracy")
-
-    markdown = pipeline_report(list(fits.values()), config.data.name, target, bayes, FIGURES, warnings)
-    summary = {
-        p: {
-            **{k: round(v, 6) for k, v in with_gap(fit["metrics"]).items() if k in HEADLINE},
-            "target_met": meets_target(fit["metrics"], target),
+    seeds = config.audit.seeds
+    labels = {name: split.y for name, split in data.splits.items()}
+    run_ids = {p: fit["mlflow_run_id"] for p, fit in fits.items() if fit["mlflow_run_id"]}
+    names = ["comparison.md", "summary.json", *FIGURES.values()]
+    tags = {"reprolab.dataset_digest": data.digest, **{f"reprolab.run.{p}": r for p, r in run_ids.items()}}
+    # Everything is recorded before the files are put in place: if MLflow fails, the old report stays.
+    with tracking.summary_run(config, "report", "report", tags) as report_run, tempfile.TemporaryDirectory() as scratch:
+        swept = run_sweep(
+            [Job(config, preset, seed, data) for preset in presets for seed in seeds],
+            kind="compare",
+            parent_run_id=report_run,
+            describe=lambda job, result: (
+                f"{job.preset}-seed{job.seed}",
+                {"reprolab.target_met": str(meets_target(result.metrics, target)).lower()},
+            ),
+            log_models=config.tracking.log_sweep_models,
+            workers=config.compute.workers,
+            scheduler=scheduler_address(config.compute),
+            reuse=config.compute.reuse,
+        )
+        results = [run.result for run in swept]
+        checks = seed_checks(results, labels, target, config.audit.confidence)
+        over_seeds = (
+            seeds,
+            comparison_table(results, labels, target, config.audit.confidence),
+            seeds_note(config.audit.confidence, len(seeds)),
+        )
+        markdown = pipeline_report(list(fits.values()), config.data.name, target, bayes, FIGURES, over_seeds, warnings)
+        summary = {
+            p: {
+                **{k: round(v, 6) for k, v in with_gap(fit["metrics"]).items() if k in HEADLINE},
+                "seed": fit["seed"],
+                "target_met_on_seed": meets_target(fit["metrics"], target),
+                "seeds": checks[p].seeds,
+                "over_seeds": {key: dataclasses.asdict(checks[p].stats[key]) for key in SEED_COLUMNS},
+                # "yes", "no" or "cannot tell" (`seeds_verdict`); null with no target
+                "target_over_seeds": checks[p].judged() if has_target(target) else None,
+            }
+            for p, fit in fits.items()
         }
-        for p, fit in fits.items()
-    }
-    with tempfile.TemporaryDirectory() as scratch:
         built = Path(scratch)
         (built / "comparison.md").write_text(markdown)
         (built / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -83,8 +124,6 @@ def main() -> int:
         plots.confusion_matrices(
             {f"{p}: test": m for p, m in confusions.items()}, built / FIGURES["test confusion matrices"]
         )
-        # Recorded before the files are put in place: if MLflow fails, the old report stays.
-        run_ids = {p: fit["mlflow_run_id"] for p, fit in fits.items() if fit["mlflow_run_id"]}
         for preset, run_id in run_ids.items():
             own = built / preset / "confusion.png"
             own.parent.mkdir()
@@ -93,7 +132,11 @@ def main() -> int:
             tracking.annotate_run(
                 config,
                 run_id,
-                {"reprolab.target_met": str(not missed).lower(), "reprolab.target_missed": "; ".join(missed) or "-"},
+                {
+                    "reprolab.target_met": str(not missed).lower(),
+                    "reprolab.target_missed": "; ".join(missed) or "-",
+                    "reprolab.target_over_seeds": seeds_verdict(checks[preset], target),
+                },
                 [own],
             )
         after = config.audit.after
@@ -101,25 +144,22 @@ def main() -> int:
             tracking.register_model(
                 config,
                 run_ids[after],
-                {"reprolab.preset": after, "reprolab.target_met": str(summary[after]["target_met"]).lower()},
+                {
+                    "reprolab.preset": after,
+                    "reprolab.target_met": str(summary[after]["target_met_on_seed"]).lower(),
+                    "reprolab.target_over_seeds": seeds_verdict(checks[after], target),
+                },
             )
-        names = ["comparison.md", "summary.json", *FIGURES.values()]
-        with tracking.summary_run(
+        reused = sum(run.reused for run in swept)
+        tracking.finish_summary(
             config,
+            report_run,
+            [built / name for name in names],
             "report",
-            "report",
-            {
-                "reprolab.dataset_digest": next(iter(digests)),
-                **{f"reprolab.run.{preset}": run_id for preset, run_id in run_ids.items()},
-            },
-        ) as report_run:
-            tracking.finish_summary(
-                config,
-                report_run,
-                [built / name for name in names],
-                "report",
-                "Comparison of " + ", ".join(f"{p} (run {r})" for p, r in run_ids.items()),
-            )
+            f"Comparison of {', '.join(presets)} over seeds {', '.join(map(str, seeds))}: "
+            f"{len(swept) - reused} runs trained and nested under this run, {reused} reused",
+            tags={f"reprolab.run.{r.result.preset}-seed{r.result.seed}": r.run_id or "-" for r in swept},
+        )
         with Outputs() as outputs:
             for name in names:
                 outputs.copy(REPORTS_DIR / name, built / name)
