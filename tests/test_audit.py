@@ -17,10 +17,11 @@ from reprolab.audit import (
     apply_changes,
     coalitions,
     derive_changes,
+    grouping_warnings,
     seed_checks,
     summarize,
 )
-from reprolab.config import ConfigError, TargetMetric, load_config
+from reprolab.config import TargetMetric, load_config
 from reprolab.metrics import describe_target
 from reprolab.results import RunResult
 
@@ -77,14 +78,27 @@ def test_variants_are_every_combination_of_the_changes(presets):
     assert (rebuilt.model, rebuilt.train) == (after.model, after.train)
 
 
-def test_more_changes_than_the_exact_design_allows_are_refused(presets):
+def test_more_changes_than_the_exact_design_allows_are_grouped_by_section(presets):
     before, after = copy.deepcopy(presets[0]), copy.deepcopy(presets[0])
     for key, value in (("num_layers", 3), ("hidden_size", 7), ("dropout", 0.1), ("cell", "lstm")):
         setattr(after.model, key, value)
     for key, value in (("lr", 0.5), ("weight_decay", 0.1), ("batch_size", 3)):
         setattr(after.train, key, value)
-    with pytest.raises(ConfigError, match=r"7 changes .* stops at k = 6"):
-        ablation_variants(before, after)
+    changes = derive_changes(before, after)
+    assert [(c.name, sorted(c.merged)) for c in changes] == [
+        ("model settings", ["dropout", "hidden size", "model.cell", "model.num_layers"]),
+        ("training settings", ["learning rate", "train.batch_size", "train.weight_decay"]),
+    ]
+    assert sum(len(c.values) for c in changes) == 7
+    variants = ablation_variants(before, after)
+    assert len(variants) == 4 and variants["after"] == apply_changes(before, changes, "after")
+    assert variants["after"].model == after.model and variants["after"].train == after.train
+    (warning,) = grouping_warnings(changes)
+    assert warning.startswith("7 changes are more than the 6") and "model settings (" in warning
+    # Six changes stay one by one.
+    after.train = copy.deepcopy(before.train)
+    after.train.lr = 0.5
+    assert [c.merged for c in derive_changes(before, after)] == [[]] * 5
 
 
 # -- analysis on made-up results: the arithmetic and the verdict's logic ---------------------

@@ -14,13 +14,13 @@ import math
 import operator
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
 from omegaconf import OmegaConf
 
-from reprolab.config import ConfigError, ExperimentConfig, TargetConfig, differences, to_dict
+from reprolab.config import ExperimentConfig, TargetConfig, differences, to_dict
 from reprolab.metrics import has_target, meets_target, missed_bounds, target_keys
 from reprolab.results import RunResult
 
@@ -33,14 +33,18 @@ CHANGE_GROUPS = (
     ("train.lr", "learning rate"),
 )
 IGNORED_KEYS = ("description",)
+# Beyond MAX_CHANGES changes, one change per section of the preset.
+SECTION_NAMES = {"model": "model settings", "train": "training settings"}
 
 
 @dataclass
 class Change:
-    """One logical change: its name and, per key, the (before, after) values."""
+    """One logical change: its name and, per key, the (before, after) values; `merged` names the
+    changes it stands for when there were too many to audit one by one (else empty)."""
 
     name: str
     values: dict[str, tuple[Any, Any]]
+    merged: list[str] = field(default_factory=list)
 
 
 def _plain(preset: ExperimentConfig) -> dict[str, Any]:
@@ -56,12 +60,29 @@ def derive_changes(before: ExperimentConfig, after: ExperimentConfig) -> list[Ch
 
     Inside a group, only keys that differ are listed, but applying the change sets the whole
     group's differing keys together (e.g. early stopping's enabled flag with its patience).
+    More than MAX_CHANGES changes are grouped by section (`by_section`).
     """
     changes: dict[str, Change] = {}
     for key, old, new in differences(_plain(before), _plain(after)):
         name = _group(key)
         changes.setdefault(name, Change(name, {})).values[key] = (old, new)
-    return list(changes.values())
+    return list(changes.values()) if len(changes) <= MAX_CHANGES else by_section(list(changes.values()))
+
+
+def by_section(changes: Sequence[Change]) -> list[Change]:
+    """One change per section of the preset ("model settings", "training settings"), each
+    standing for the changes whose keys lie there: all 2^k combinations of more than
+    MAX_CHANGES changes are too many to train, and a group's share is still exact."""
+    grouped: dict[str, Change] = {}
+    for change in changes:
+        for key, values in change.values.items():
+            section = key.split(".")[0]
+            name = SECTION_NAMES.get(section, section)
+            group = grouped.setdefault(name, Change(name, {}))
+            group.values[key] = values
+            if change.name not in group.merged:
+                group.merged.append(change.name)
+    return list(grouped.values())
 
 
 def apply_changes(preset: ExperimentConfig, changes: Sequence[Change], side: str) -> ExperimentConfig:
@@ -87,7 +108,7 @@ def removed_label(change: Change) -> str:
     return f"{AFTER} - {change.name}"
 
 
-MAX_CHANGES = 6  # 2^6 = 64 configurations per seed: beyond that, group changes in CHANGE_GROUPS
+MAX_CHANGES = 6  # 2^6 = 64 configurations per seed: beyond that, changes are grouped by section
 
 
 def coalition_label(changes: Sequence[Change], names: frozenset[str]) -> str:
@@ -116,11 +137,6 @@ def ablation_variants(before: ExperimentConfig, after: ExperimentConfig) -> dict
     among them), by label. Labels starting with "before" train on the before side's data, the
     others on the after's."""
     changes = derive_changes(before, after)
-    if len(changes) > MAX_CHANGES:
-        raise ConfigError(
-            f"audit: {len(changes)} changes ({', '.join(c.name for c in changes)}): the audit trains all 2^k "
-            f"combinations and stops at k = {MAX_CHANGES}; audit fewer changes at a time"
-        )
     return {
         label: apply_changes(before, [c for c in changes if c.name in subset], "after")
         for subset, label in coalitions(changes).items()
@@ -519,7 +535,7 @@ def summarize(
         verdict="",
     )
     summary.verdict = verdict(summary)
-    summary.warnings = small_split_warnings(summary)
+    summary.warnings = grouping_warnings(changes) + small_split_warnings(summary)
     return summary
 
 
@@ -651,6 +667,21 @@ def _needed_and_sufficient(effects: Sequence[ChangeEffect]) -> list[str]:
         else "no change is enough on its own"
     )
     return sentences
+
+
+def grouping_warnings(changes: Sequence[Change]) -> list[str]:
+    """What grouping the changes by section (`by_section`) hides."""
+    groups = [change for change in changes if change.merged]
+    if not groups:
+        return []
+    count = sum(len(change.merged) for change in changes) + sum(not change.merged for change in changes)
+    return [
+        f"{count} changes are more than the {MAX_CHANGES} whose every combination the audit trains, so they are "
+        f"grouped by section: "
+        + "; ".join(f"{change.name} ({', '.join(change.merged)})" for change in groups)
+        + ". A group's share is that of its changes together. For each change's own share, audit in steps "
+        f"through an intermediate preset, at most {MAX_CHANGES} changes apart."
+    ]
 
 
 def small_split_warnings(summary: AuditSummary) -> list[str]:
