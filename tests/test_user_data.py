@@ -115,7 +115,7 @@ def test_many_classes_train_compare_and_audit(tmp_path, classes, channels):
     assert sum(summary["train"]["class_counts"]) == summary["train"]["size"] and "positive_rate" not in summary
 
     compare = reprolab(tmp_path, "compare", "--seeds", "0-2", "--presets", "baseline,regularized", *overrides)
-    assert "Bayes" not in compare.stdout  # unknown for user data: nothing printed
+    assert "Bayes-optimal" not in compare.stdout  # unknown for user data: nothing printed
     assert "no: validation accuracy" in compare.stdout and "< 0.99" in compare.stdout  # the bound that failed
     # `train` above ran regularized with seed 0: compare reuses that run and trains the 5 others.
     assert "1 of 6 runs reused" in compare.stdout
