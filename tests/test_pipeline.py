@@ -284,6 +284,16 @@ def test_audit_stage_reports_and_records_its_runs(repo):
     pipeline = {run.info.run_id for run in runs(repo) + runs(repo, "compare")}
     assert {row["mlflow_run_id"] for row in rows if row["reused"] == "True"} <= pipeline
     assert {row["mlflow_run_id"] for row in rows if row["reused"] == "False"} == {r.info.run_id for r in audit_runs}
+    # Every file the audit and the report write is a declared output: none goes stale unseen by DVC.
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    for stage, folder in (("audit", "reports/audit"), ("report", "reports")):
+        declared = {next(iter(out)) if isinstance(out, dict) else out for out in stages[stage]["outs"]}
+        written = {
+            str(path.relative_to(repo))
+            for path in (repo / folder).iterdir()
+            if path.is_file() and path.name != ".gitignore"
+        }
+        assert written == declared, stage
 
 
 def test_second_repro_is_a_noop_and_status_is_clean(repo):
