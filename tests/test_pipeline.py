@@ -232,7 +232,7 @@ def test_the_report_judges_every_preset_over_the_audits_seeds(repo):
     its run); "target met" is "yes" only when every seed's run meets the target."""
     (report,) = runs(repo, "report")
     swept = {f"{preset}-seed{seed}" for preset in PRESETS for seed in (0, 1)}
-    ids = {name: report.data.tags[f"reprolab.run.{name}"] for name in swept}
+    ids = {name: report.data.tags[f"reprolab.seed_run.{name}"] for name in swept}
     trained = runs(repo, "compare")
     assert {run.info.run_id for run in trained} == {ids[f"{preset}-seed1"] for preset in PRESETS}
     assert {run.data.tags["mlflow.parentRunId"] for run in trained} == {report.info.run_id}

@@ -158,7 +158,7 @@ def main() -> int:
             "report",
             f"Comparison of {', '.join(presets)} over seeds {', '.join(map(str, seeds))}: "
             f"{len(swept) - reused} runs trained and nested under this run, {reused} reused",
-            tags={f"reprolab.run.{r.result.preset}-seed{r.result.seed}": r.run_id or "-" for r in swept},
+            tags={f"reprolab.seed_run.{r.result.preset}-seed{r.result.seed}": r.run_id or "-" for r in swept},
         )
         with Outputs() as outputs:
             for name in names:
