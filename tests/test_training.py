@@ -8,6 +8,7 @@ import pytest
 
 from conftest import CONF_DIR, PRESETS, quick_overrides
 from reprolab import data as datasets
+from reprolab.audit import seed_checks
 from reprolab.cli import main
 from reprolab.config import load_config
 from reprolab.jobs import Job, run_jobs
@@ -96,8 +97,8 @@ def test_cli_train_prints_the_run(tmp_path, capsys):
 def test_comparison_table_judges_the_target_over_the_seeds(quick_config):
     dataset = datasets.prepare(quick_config.data)
     results = run_jobs(jobs(quick_config, ["baseline"], [0, 1], dataset), workers=1)
-    labels = {name: split.y for name, split in dataset.splits.items()}
-    table = comparison_table(results, labels, quick_config.data.target, 0.95)
+    checks = seed_checks(results, dataset.labels(), quick_config.data.target, 0.95)
+    table = comparison_table(results, checks, quick_config.data.target)
     hits = sum(meets_target(r.metrics, quick_config.data.target) for r in results)
     assert "| baseline | 0,1 |" in table and f"({hits}/2 seeds" in table
     # A verdict over both seeds, never "yes" unless every seed meets the target.

@@ -21,7 +21,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from reprolab.config import ExperimentConfig, TargetConfig, differences, to_dict
-from reprolab.metrics import has_target, meets_target, missed_bounds, target_keys
+from reprolab.metrics import has_target, meets_target, missed_bounds, target_keys, target_words
 from reprolab.results import RunResult
 
 # Keys that make one change together: the first matching prefix names the group.
@@ -596,7 +596,7 @@ def verdict(summary: AuditSummary) -> str:
     after, before = summary.variants[AFTER], summary.variants[BEFORE]
     n = len(summary.seeds)
     key = target_keys(summary.target)[0]  # validation accuracy, or balanced accuracy if the target names it
-    words = key.removeprefix("val_").replace("_", " ")
+    words = target_words(summary.target)
     val = summary.attribution[key]
     gap = summary.attribution["train_val_gap"]
     sentences = []
@@ -674,7 +674,7 @@ def grouping_warnings(changes: Sequence[Change]) -> list[str]:
     groups = [change for change in changes if change.merged]
     if not groups:
         return []
-    count = sum(len(change.merged) for change in changes) + sum(not change.merged for change in changes)
+    count = sum(len(change.merged) for change in groups)  # by_section groups every change
     return [
         f"{count} changes are more than the {MAX_CHANGES} whose every combination the audit trains, so they are "
         f"grouped by section: "

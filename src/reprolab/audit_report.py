@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from reprolab.audit import AFTER, BEFORE, METRICS, AuditSummary
-from reprolab.metrics import describe_target
+from reprolab.metrics import describe_target, target_words
 from reprolab.results import RunResult
 
 METRIC_LABELS = {
@@ -163,7 +163,7 @@ def _attribution_lines(summary: AuditSummary, header: list[str], percent: int) -
     lines += [
         "",
         "Greedy path (Fawcett & Hoos 2016): from before, add the change that raises validation "
-        f"{'balanced accuracy' if summary.target.metric.value == 'balanced_accuracy' else 'accuracy'} "
+        f"{target_words(summary.target)} "
         "most, then the next; unlike the shares, its order depends on the path.",
         "",
         "| step | added | " + " | ".join(header) + " | holds the target |",

@@ -134,6 +134,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from reprolab import data as datasets
     from reprolab import tracking
+    from reprolab.audit import seed_checks
     from reprolab.config import load_config
     from reprolab.jobs import Job, scheduler_address
     from reprolab.metrics import meets_target
@@ -170,8 +171,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             reuse=config.compute.reuse and not args.retrain,
         )
         results = [run.result for run in runs]
-        labels = {name: split.y for name, split in data.splits.items()}
-        table = comparison_table(results, labels, config.data.target, config.audit.confidence)
+        checks = seed_checks(results, data.labels(), config.data.target, config.audit.confidence)
+        table = comparison_table(results, checks, config.data.target)
         table += "\n\n" + seeds_note(config.audit.confidence, len(args.seeds))
         seeds_table = per_seed_table(results, config.data.target)
         reused = sum(run.reused for run in runs)

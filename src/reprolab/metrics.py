@@ -29,14 +29,15 @@ def target_keys(target: TargetConfig) -> tuple[str, str]:
     return f"val_{target.metric.value}", f"train_{target.metric.value}"
 
 
-def _metric_words(target: TargetConfig) -> str:
+def target_words(target: TargetConfig) -> str:
+    """The metric the target bounds, in words: "accuracy" or "balanced accuracy"."""
     return target.metric.value.replace("_", " ")
 
 
 def describe_target(target: TargetConfig) -> str:
     """The target in words, with its bounds' inclusiveness, e.g. "validation accuracy >= 0.85
     and training accuracy < 0.92"."""
-    parts, words = [], _metric_words(target)
+    parts, words = [], target_words(target)
     if target.min_val_accuracy is not None:
         parts.append(f"validation {words} >= {target.min_val_accuracy:g}")
     if target.max_train_accuracy is not None:
@@ -50,7 +51,7 @@ def has_target(target: TargetConfig) -> bool:
 
 def missed_bounds(metrics: Mapping[str, float], target: TargetConfig) -> list[str]:
     """Each bound the metrics miss, in words ("validation accuracy 0.741 < 0.85"); [] when met."""
-    missed, words = [], _metric_words(target)
+    missed, words = [], target_words(target)
     val_key, train_key = target_keys(target)
     floor, ceiling = target.min_val_accuracy, target.max_train_accuracy
     if floor is not None and metrics[val_key] < floor:

@@ -6,9 +6,7 @@ import statistics
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Optional
 
-import numpy as np
-
-from reprolab.audit import VariantCheck, seed_checks
+from reprolab.audit import VariantCheck
 from reprolab.config import TargetConfig
 from reprolab.metrics import describe_target, has_target, missed_bounds, train_val_gap
 
@@ -37,8 +35,8 @@ SEED_COLUMNS = {
 
 def seeds_verdict(check: VariantCheck, target: TargetConfig) -> str:
     """Whether a preset meets the target over its seeds: "yes (5/5 seeds, intervals clear)",
-    "no: <bounds missed>" when even the intervals' best ends miss, "cannot tell (...)" otherwise;
-    "-" with no target."""
+    "no (0/5 seeds): <the first bound missed>" when even the intervals' best ends miss,
+    "cannot tell (4/5 seeds): ..." otherwise; "-" with no target."""
     if not has_target(target):
         return "-"
     seeds = f"{check.seeds_met}/{len(check.seeds)} seeds"
@@ -49,13 +47,10 @@ def seeds_verdict(check: VariantCheck, target: TargetConfig) -> str:
     return f"no ({seeds}): {missed}" if judged == "no" else f"cannot tell ({seeds}): {missed}"
 
 
-def comparison_table(
-    results: Sequence[RunResult], labels: dict[str, np.ndarray], target: TargetConfig, confidence: float
-) -> str:
+def comparison_table(results: Sequence[RunResult], checks: dict[str, VariantCheck], target: TargetConfig) -> str:
     """A Markdown table, one row per preset over its seeds: each metric's mean with its interval
-    (over seeds and held-out examples, as the audit's), the mean best epoch, and whether the
-    target holds over the seeds (`seeds_verdict`). `labels`: each split's true classes."""
-    checks = seed_checks(results, labels, target, confidence)
+    (over seeds and held-out examples, as the audit's: `audit.seed_checks` gives `checks`), the
+    mean best epoch, and whether the target holds over the seeds (`seeds_verdict`)."""
     header = ["preset", "seeds", *SEED_COLUMNS.values(), "best epoch", "target met over the seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for preset, check in checks.items():

@@ -78,7 +78,6 @@ def main() -> int:
         ]
     bayes = data_summary.get("val", {}).get("bayes_accuracy")
     seeds = config.audit.seeds
-    labels = {name: split.y for name, split in data.splits.items()}
     run_ids = {p: fit["mlflow_run_id"] for p, fit in fits.items() if fit["mlflow_run_id"]}
     names = ["comparison.md", "summary.json", *FIGURES.values()]
     tags = {"reprolab.dataset_digest": data.digest, **{f"reprolab.run.{p}": r for p, r in run_ids.items()}}
@@ -98,10 +97,10 @@ def main() -> int:
             reuse=config.compute.reuse,
         )
         results = [run.result for run in swept]
-        checks = seed_checks(results, labels, target, config.audit.confidence)
+        checks = seed_checks(results, data.labels(), target, config.audit.confidence)
         over_seeds = (
             seeds,
-            comparison_table(results, labels, target, config.audit.confidence),
+            comparison_table(results, checks, target),
             seeds_note(config.audit.confidence, len(seeds)),
         )
         markdown = pipeline_report(list(fits.values()), config.data.name, target, bayes, FIGURES, over_seeds, warnings)
