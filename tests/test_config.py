@@ -6,7 +6,7 @@ import pytest
 
 from conftest import CONF_DIR, PRESETS
 from reprolab.cli import main
-from reprolab.config import ConfigError, compose_raw, load_config, validate
+from reprolab.config import ConfigError, compose_raw, load_config, to_dict, validate
 
 
 def test_every_preset_composes_with_its_intended_differences():
@@ -22,6 +22,20 @@ def test_every_preset_composes_with_its_intended_differences():
     # The cell presets are the fix with another cell, nothing else.
     for name in ("lstm", "gru"):
         assert config.experiments[name].train == fixed.train
+
+
+@pytest.mark.parametrize("data", ["synthetic", "synthetic_small", "npz"])
+def test_to_dict_is_omegaconfs_plain_container(data):
+    """Run keys and logged params are made of to_dict: it must give what OmegaConf gives."""
+    from omegaconf import OmegaConf
+
+    overrides = [f"data={data}"] + (["data.user_file=mine.npz"] if data == "npz" else [])
+    config = load_config(overrides, CONF_DIR)
+    typed = [config, config.data, *(config.run_config(preset, 7) for preset in PRESETS)]
+    for value in typed:
+        expected = OmegaConf.to_container(OmegaConf.structured(value), resolve=True, enum_to_str=True)
+        assert to_dict(value) == expected
+        assert repr(to_dict(value)) == repr(expected)  # the same types too (1 is not 1.0 in a YAML file)
 
 
 def test_overrides_reach_the_selected_preset():
