@@ -37,6 +37,7 @@ from conftest import (
     runs,
     set_in_yaml,
     sh,
+    shorten_pipeline,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.timeout(900)]
@@ -122,11 +123,9 @@ def server():
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, server) -> Path:
-    """A 4-epoch copy of the project after `dvc repro` against the server (audit over 2 seeds)."""
+    """A shortened copy of the project after `dvc repro` against the server."""
     repo = copy_repository(tmp_path_factory.mktemp("server"))
-    set_in_yaml(repo / "conf/train/default.yaml", r"^max_epochs: \d+", "max_epochs: 4")
-    set_in_yaml(repo / "conf/train/default.yaml", r"^  patience: \d+", "  patience: 2")
-    set_in_yaml(repo / "conf/config.yaml", r"^  seeds: \[.*\]", "  seeds: [0, 1]")
+    shorten_pipeline(repo)
     set_in_yaml(repo / "conf/config.yaml", r"^  - tracking: sqlite", "  - tracking: server")
     set_in_yaml(repo / "conf/tracking/server.yaml", r"^uri: .*", f"uri: {server.uri}")
     sh(repo, "reprolab", "compose")
@@ -260,7 +259,7 @@ def test_server_dying_mid_run_fails_fast_keeps_outputs_and_recovers(repo, server
     # Outputs are `persist: true` and written all at once: the interrupted stage leaves every
     # file as it was, its own preset's included.
     kept = [
-        repo / "data/prepared/synthetic.npz",
+        repo / "data/prepared/synthetic_small.npz",
         *(repo / f"models/{p}.npz" for p in PRESETS),
         *(repo / f"results/{p}/metrics.json" for p in PRESETS),
         repo / "results/baseline/train.json",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import userdata
-from conftest import commit, copy_repository, runs, set_in_yaml, sh
+from conftest import commit, copy_repository, runs, set_in_yaml, sh, shorten_pipeline
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -25,8 +25,7 @@ target: {min_val_accuracy: 0.6, max_train_accuracy: null, max_train_inclusive: f
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     repo = copy_repository(tmp_path_factory.mktemp("yours"))
-    set_in_yaml(repo / "conf/train/default.yaml", r"^max_epochs: \d+", "max_epochs: 4")
-    set_in_yaml(repo / "conf/config.yaml", r"^  seeds: \[.*\]", "  seeds: [0, 1]")
+    shorten_pipeline(repo, data=None)
     commit(repo, "short epochs for tests")
     # The README's steps.
     X, y, _ = userdata.series(n=150, classes=4, channels=2, seed=11)
