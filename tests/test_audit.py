@@ -10,12 +10,14 @@ import pytest
 
 from conftest import CONF_DIR
 from reprolab.audit import (
+    CODE,
     Bootstrap,
     Change,
     Labels,
     ablation_variants,
     apply_changes,
     coalitions,
+    code_change,
     derive_changes,
     grouping_warnings,
     seed_checks,
@@ -99,6 +101,21 @@ def test_more_changes_than_the_exact_design_allows_are_grouped_by_section(preset
     after.train = copy.deepcopy(before.train)
     after.train.lr = 0.5
     assert [c.merged for c in derive_changes(before, after)] == [[]] * 5
+    # With less room (the training code takes a place of its own), they are grouped.
+    assert [c.name for c in derive_changes(before, after, room=4)] == ["model settings", "training settings"]
+
+
+def test_the_training_code_is_a_change_no_preset_key_holds(presets):
+    """Between runs of different code the code is one more change: a player of every coalition,
+    labelled like the others, that leaves the preset as it is (the audit picks the code)."""
+    before, after = presets
+    code = code_change("the code of run 0123abcd (commit 1a2b)", "this checkout's code", "reprolab.training")
+    changes = [*derive_changes(before, after), code]
+    labels = coalitions(changes)
+    assert len(labels) == 2**5 and labels[frozenset({CODE})] == "before + training code"
+    assert labels[frozenset(c.name for c in changes) - {CODE}] == "after - training code"
+    assert apply_changes(before, [code], "after") == before
+    assert apply_changes(before, changes, "after").model == after.model
 
 
 # -- analysis on made-up results: the arithmetic and the verdict's logic ---------------------

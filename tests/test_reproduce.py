@@ -3,6 +3,7 @@ digest) and trained again, in a copy of the project on the small built-in datase
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import tarfile
@@ -159,3 +160,75 @@ def test_models_alias_and_bad_references_resolve_or_say_what_to_give(repo):
     assert done.returncode == 2 and "is not in" in done.stderr and "MLFLOW_TRACKING_URI" in done.stderr
     done = reproduce(repo, "models:/nothing@after", check=False)
     assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_an_audit_between_runs_of_two_commits_lists_the_training_code_as_a_change(tmp_path):
+    """Before: a run at the first commit (learning rate 0.003); after: a run at a commit that
+    changed the training code (its learning rate doubled). The code is a change with its share,
+    the configurations without it are trained by the first commit's recorded code (and recorded
+    with that code: reproduce gives them back), and a setting the old code does not know is
+    refused in one line before anything trains."""
+    repo = copy_repository(tmp_path / "repo")
+    commit(repo, "the project")
+    before = train(repo, "experiments.regularized.train.lr=0.003")
+    old_source = client_for(repo).get_run(before).data.tags["reprolab.source.commit"]
+    training = repo / "src/reprolab/training.py"
+    training.write_text(training.read_text().replace("lr=run.train.lr,", "lr=run.train.lr * 2,"))
+    commit(repo, "the training code doubles the learning rate")
+    after = train(repo)
+    audit = ["reprolab", "audit", "--before", before, "--after", after, "--seeds", "0-1", "--workers", "2"]
+    sh(repo, *audit, "--no-models", "--output-dir", "out", "data=synthetic_small")
+    summary = json.loads((repo / "out/summary.json").read_text())
+    code = summary["changes"]["training code"]
+    assert code["keys"] == {
+        "reprolab.training": [f"the code of run {before[:8]} (commit {old_source[:12]})", "this checkout's code"]
+    }
+    assert set(summary["changes"]) == {"learning rate", "training code"}
+    assert summary["runs_reused"] == 2  # each side's own run
+    for metric, attribution in summary["attribution"].items():
+        shares = sum(change["shapley"]["mean"] for change in attribution["changes"].values())
+        assert abs(shares - attribution["total"]["mean"]) <= 1e-9, metric
+    client = client_for(repo)
+    with (repo / "out/runs.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 8
+    old_code = {"before", "before + learning rate"}
+    for row in rows:
+        tags = client.get_run(row["mlflow_run_id"]).data.tags
+        if row["configuration"] in old_code:
+            assert tags["reprolab.source.commit"] == old_source, row
+            if row["reused"] == "False":  # trained by this audit with the recorded code
+                assert tags["reprolab.trained_by"] == code["keys"]["reprolab.training"][0], row
+        else:
+            assert tags["reprolab.source.commit"] != old_source and "reprolab.trained_by" not in tags, row
+    # A run the audit trained with the old code gives its result back from its own record.
+    (trained,) = [
+        r["mlflow_run_id"] for r in rows if r["configuration"] == "before + learning rate" and r["seed"] == "1"
+    ]
+    assert f"({trained}): identical" in reproduce(repo, trained).stdout
+    # A setting that only the new code knows: the old code cannot run the configurations.
+    config = repo / "src/reprolab/config.py"
+    config.write_text(
+        config.read_text().replace(
+            "    device: Device = field()\n", "    device: Device = field()\n    lr_scale: float = 1.0\n", 1
+        )
+    )
+    training.write_text(training.read_text().replace("lr=run.train.lr * 2,", "lr=run.train.lr * run.train.lr_scale,"))
+    commit(repo, "a learning-rate scale")
+    scaled = train(repo, "+experiments.regularized.train.lr_scale=2")
+    audit[5] = scaled
+    refused = sh(repo, *audit, "--output-dir", "refused", "data=synthetic_small", check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert "cannot run the configuration 'before'" in line and "lr_scale" in line, line
+    assert not (repo / "refused").exists()
+    # A side whose recorded code was altered in the store is not the code that trained it.
+    artifacts = Path(client.get_run(before).info.artifact_uri.removeprefix("file://"))
+    _alter_archive(artifacts / "source/source.tar.gz", "src/reprolab/training.py", "lr=run.train.lr,", "lr=0.05,")
+    audit[5] = after
+    refused = sh(repo, *audit, "--output-dir", "refused", "data=synthetic_small", check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert f"run {before}'s source archive no longer matches its manifest (altered: src/reprolab/training.py)" in line
+    assert not (repo / "refused").exists()
+    assert not [r for r in runs(repo, "audit-summary") if r.info.status == "RUNNING"]

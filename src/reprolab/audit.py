@@ -55,18 +55,28 @@ def _group(key: str) -> str:
     return next((name for prefix, name in CHANGE_GROUPS if key.startswith(prefix)), key)
 
 
-def derive_changes(before: ExperimentConfig, after: ExperimentConfig) -> list[Change]:
+def derive_changes(before: ExperimentConfig, after: ExperimentConfig, room: Optional[int] = None) -> list[Change]:
     """Every differing key between two presets, related keys grouped, in config order.
 
     Inside a group, only keys that differ are listed, but applying the change sets the whole
     group's differing keys together (e.g. early stopping's enabled flag with its patience).
-    More than MAX_CHANGES changes are grouped by section (`by_section`).
+    More than `room` (default MAX_CHANGES) changes are grouped by section (`by_section`).
     """
     changes: dict[str, Change] = {}
     for key, old, new in differences(_plain(before), _plain(after)):
         name = _group(key)
         changes.setdefault(name, Change(name, {})).values[key] = (old, new)
-    return list(changes.values()) if len(changes) <= MAX_CHANGES else by_section(list(changes.values()))
+    fits = len(changes) <= (MAX_CHANGES if room is None else room)
+    return list(changes.values()) if fits else by_section(list(changes.values()))
+
+
+CODE = "training code"  # a change of the code that trains, between runs made by different code
+
+
+def code_change(before: str, after: str, module: str) -> Change:
+    """The training code as one more change, between the codes named `before` and `after`
+    (`module` is the module whose import closure is the training code)."""
+    return Change(CODE, {module: (before, after)})
 
 
 def by_section(changes: Sequence[Change]) -> list[Change]:
@@ -86,10 +96,13 @@ def by_section(changes: Sequence[Change]) -> list[Change]:
 
 
 def apply_changes(preset: ExperimentConfig, changes: Sequence[Change], side: str) -> ExperimentConfig:
-    """A copy of `preset` with each change's keys set to their `side` ("before"/"after") values."""
+    """A copy of `preset` with each change's keys set to their `side` ("before"/"after") values
+    (the training code is no key of a preset: which code trains is the caller's)."""
     index = {"before": 0, "after": 1}[side]
     node = OmegaConf.structured(copy.deepcopy(preset))
     for change in changes:
+        if change.name == CODE:
+            continue
         for key, values in change.values.items():
             OmegaConf.update(node, key, values[index])
     changed = OmegaConf.to_object(node)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -13,32 +14,45 @@ from typing import Optional
 
 import yaml
 
-from reprolab import audit, plots, tracking
+from reprolab import audit, plots, recorded_code, tracking
 from reprolab import data as datasets
 from reprolab.audit_report import FIGURES, audit_markdown, summed_confusion
-from reprolab.config import Config, ConfigError, TrackingConfig, load_params, validate_params
+from reprolab.config import Config, ConfigError, TrackingConfig, load_params, to_dict, validate_params
 from reprolab.files import atomic_directory, write_csv
 from reprolab.jobs import Job
 from reprolab.metrics import meets_target
 from reprolab.plots import preset_colour
+from reprolab.recorded_code import THIS_CHECKOUT, TRAINING_MODULE, RecordedCode
 from reprolab.results import RunResult
+from reprolab.sources import code_digest
 from reprolab.sweep import run_sweep
 
 
 @dataclasses.dataclass
 class AuditSide:
-    """One side of an audit: a preset of a config, and that config's checked dataset."""
+    """One side of an audit: a preset of a config, that config's checked dataset, and the code
+    that trains it (this checkout's, or the recorded code of the run it came from)."""
 
     preset: str
     config: Config
     data: datasets.Dataset
     source: str  # where the config came from, for messages
     run_id: Optional[str] = None  # the recorded run this side was taken from
+    code: Optional[RecordedCode] = None  # None: this checkout's code
+    note: Optional[str] = None  # printed once the audit can start
 
     @property
     def name(self) -> str:
         """How the report names this side: the preset, and the run it came from."""
         return f"{self.preset} (run {self.run_id[:8]})" if self.run_id else self.preset
+
+    @property
+    def code_label(self) -> str:
+        return self.code.label if self.code else THIS_CHECKOUT
+
+    @property
+    def training_digest(self) -> str:
+        return self.code.training_digest if self.code else code_digest(TRAINING_MODULE)
 
 
 def _with_data(config: Config, data: datasets.Dataset, side: Config, scratch: Path, label: str):
@@ -67,8 +81,8 @@ def side_from(
 def side_from_run(config: Config, data: datasets.Dataset, reference: str, scratch: Path, label: str) -> AuditSide:
     """One side of an audit from a recorded training run (its id, runs:/<id>, its UI page, or a
     registered model version): the run's own configuration and preset, its dataset rebuilt and
-    checked against the digest it recorded, and this checkout's training code, checked to be
-    the code that trained it (its run key must come out the same)."""
+    checked against the digest it recorded, and the code that trained it: this checkout's when
+    the run key comes out the same with it, else the run's recorded code."""
     store = tracking.connect(config.tracking)
     run = tracking.resolve_run(store, reference, "audit")
     run_id, folder = run.info.run_id, scratch / label
@@ -90,14 +104,15 @@ def side_from_run(config: Config, data: datasets.Dataset, reference: str, scratc
             f"{side_data.digest[:12]}… here: the data changed since; restore that data (`dvc checkout`, or the "
             f"file at {side.data.user_file or side.data.prepared_path}) to audit this run"
         )
-    if tracking.run_key(side.run_config(preset, seed), side_data.digest) != run.data.tags.get("reprolab.run_key"):
-        commit = run.data.tags.get("reprolab.source.commit") or run.data.tags.get("mlflow.source.git.commit")
-        raise ConfigError(
-            f"audit: run {run_id} was trained by other training code (or torch/NumPy versions) than this checkout's; "
-            f"an audit trains every configuration with one code, so check out the run's commit "
-            f"({commit[:12] if commit else 'not recorded'}) and audit there"
-        )
-    return AuditSide(preset, side, side_data, f"run {run_id}", run_id)
+    recorded_key, code, note = run.data.tags.get("reprolab.run_key"), None, None
+    if tracking.run_key(side.run_config(preset, seed), side_data.digest) != recorded_key:
+        code = recorded_code.of_run(run, store, folder, "audit")
+        if tracking.run_key(side.run_config(preset, seed), side_data.digest, code) != recorded_key:
+            note = (
+                f"audit: run {run_id}'s run key does not come out the same here (this checkout reads its settings "
+                f"differently, or other torch or NumPy versions): it is trained again by its code, not reused"
+            )
+    return AuditSide(preset, side, side_data, f"run {run_id}", run_id, code, note)
 
 
 def _check_same_data(before: AuditSide, after: AuditSide, allow_mismatch: bool) -> None:
@@ -113,23 +128,52 @@ def _check_same_data(before: AuditSide, after: AuditSide, allow_mismatch: bool) 
 def ablation_jobs(
     before: AuditSide, after: AuditSide, seeds: Sequence[int], audit_id: str, tracking_config: TrackingConfig
 ) -> tuple[list[audit.Change], list[Job]]:
-    """The changes, and one job per (variant, seed) on its side's data."""
+    """The changes, and one job per (variant, seed) on its side's data. When the two sides were
+    trained by different code, the training code is one more change: each variant is trained by
+    the after side's code if it holds that change, else by the before side's."""
     old, new = before.config.preset(before.preset), after.config.preset(after.preset)
-    changes = audit.derive_changes(old, new)
+    other_code = before.training_digest != after.training_digest
+    changes = audit.derive_changes(old, new, room=audit.MAX_CHANGES - other_code)
+    if other_code:
+        changes.append(audit.code_change(before.code_label, after.code_label, TRAINING_MODULE))
     if not changes:
         raise ConfigError(
             f"audit: {before.name} and {after.name} have the same model and training; there is nothing to audit"
         )
+    shared_code = before.code if before.code and after.code else None
     jobs = []
-    for label, variant in audit.ablation_variants(old, new).items():
+    for subset, label in audit.coalitions(changes).items():
+        variant = audit.apply_changes(old, [c for c in changes if c.name in subset], "after")
         side = before if label.startswith(audit.BEFORE) else after
+        code = (after if audit.CODE in subset else before).code if other_code else shared_code
         variant = dataclasses.replace(variant, description=f"audit {audit_id}: {label} ({before.name} -> {after.name})")
         # The side's presets stay beside the variant, so the config each run records is one that
         # validates (its audit.before and audit.after name presets): it can be read back and rerun.
         experiments = {**side.config.experiments, label: variant}
         config = dataclasses.replace(side.config, experiments=experiments, experiment=label, tracking=tracking_config)
-        jobs += [Job(config, label, seed, side.data) for seed in seeds]
+        jobs += [Job(config, label, seed, side.data, code) for seed in seeds]
+    _check_codes_take(jobs)
     return changes, jobs
+
+
+def _check_codes_take(jobs: Sequence[Job]) -> None:
+    """Before anything trains: each recorded code must take the configurations it is to train
+    (a setting that the other side's code added is unknown to it), checked in one process per code."""
+    by_code: dict[str, tuple[RecordedCode, dict[str, dict]]] = {}
+    for job in jobs:
+        if job.code is not None:
+            by_code.setdefault(job.code.training_digest, (job.code, {}))[1].setdefault(job.preset, to_dict(job.config))
+    for code, configs in by_code.values():
+        try:
+            errors = recorded_code.config_errors(code.archive, list(configs.values()))
+        except recorded_code.CodeError as error:
+            raise ConfigError(f"audit: {code.label} does not start: {error}") from error
+        for label, refusal in zip(configs, errors):
+            if refusal is not None:
+                raise ConfigError(
+                    f"audit: {code.label} cannot run the configuration '{label}' ({refusal}); the code change can "
+                    f"be audited only between runs whose settings both codes know"
+                )
 
 
 def _run_row(result: RunResult, run_id: Optional[str], reused: bool) -> dict:
@@ -246,6 +290,9 @@ def run_audit(
     _check_same_data(before, after, allow_dataset_mismatch)
     audit_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     changes, jobs = ablation_jobs(before, after, seeds, audit_id, config.tracking)
+    for side in (before, after):
+        if side.note:
+            print(side.note, file=sys.stderr, flush=True)
     print(
         f"audit {audit_id}: {before.name} -> {after.name}, {len(changes)} changes "
         f"({', '.join(c.name for c in changes)}), {len(jobs)} runs over seeds {list(seeds)}",
@@ -263,6 +310,11 @@ def run_audit(
             if side.run_id
         },
         "reprolab.audit.runs": str(len(jobs)),
+        **(
+            {"reprolab.audit.code": f"{before.code_label} -> {after.code_label}"}
+            if any(change.name == audit.CODE for change in changes)
+            else {}
+        ),
         **({"reprolab.dataset_digest": before.data.digest} if same_data else {}),
     }
     with tracking.summary_run(config, f"audit {before.name} -> {after.name}", "audit-summary", tags) as summary_run:

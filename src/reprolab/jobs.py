@@ -13,6 +13,7 @@ reruns elsewhere the jobs of a worker that dies, so a lost worker costs time, no
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import pickle
@@ -26,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, CancelledError, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from reprolab.config import ComputeConfig, Config
@@ -34,6 +36,7 @@ from reprolab.entrypoint import INTERRUPTED, UserError, die_with_parent, one_lin
 from reprolab.results import RunResult
 
 if TYPE_CHECKING:
+    from reprolab.recorded_code import RecordedCode
     from reprolab.training import TrainResult
 
 
@@ -46,12 +49,14 @@ def _context() -> Any:
 
 @dataclass
 class Job:
-    """One run to do: `preset` of `config` with `seed`, on `data`."""
+    """One run to do: `preset` of `config` with `seed`, on `data`, trained by this code or by a
+    run's recorded `code` (`reprolab.recorded_code`)."""
 
     config: Config
     preset: str
     seed: int
     data: Dataset
+    code: Optional[RecordedCode] = None
 
 
 class WorkerError(UserError, RuntimeError):
@@ -65,8 +70,31 @@ _ONE_AT_A_TIME = threading.Lock()
 def _run_job(job: Job, on_epoch: Optional[Callable[[dict[str, float]], None]] = None, progress: bool = False):
     from reprolab.training import run_one
 
+    if job.code is not None:
+        return _run_recorded(job, job.code)
     with _ONE_AT_A_TIME:
         return run_one(job.config, job.preset, job.seed, job.data, progress=progress, on_epoch=on_epoch)
+
+
+def _run_recorded(job: Job, code: RecordedCode):
+    """A job for recorded code: trained by that code in a process of its own, on the data its
+    own `build` makes from the job's settings, which must be the job's dataset."""
+    from reprolab.config import to_dict
+    from reprolab.recorded_code import CodeError, TrainedElsewhere, train
+
+    user_file = job.config.data.user_file
+    data_file = (Path(user_file).name, Path(user_file).read_bytes()) if user_file else None
+    try:
+        again = train(code.archive, to_dict(job.config), data_file, job.preset, job.seed)
+    except CodeError as error:
+        raise WorkerError(f"compute: {code.label} could not train {job.preset}, seed {job.seed}: {error}") from error
+    result = RunResult.from_json(json.dumps(again["result"]))
+    if result.dataset_digest != job.data.digest:
+        raise WorkerError(
+            f"compute: {code.label} builds other data from these data settings (digest {result.dataset_digest[:12]}…, "
+            f"not {job.data.digest[:12]}…): its runs cannot be compared with this code's on one dataset"
+        )
+    return TrainedElsewhere(again["device"]), result
 
 
 _in_job = threading.Event()
@@ -103,10 +131,10 @@ def _run_pickled(job: Job) -> bytes:
     return pickle.dumps(result)
 
 
-def _run_parts(config: Config, preset: str, seed: int, data: Dataset):
+def _run_parts(config: Config, preset: str, seed: int, data: Dataset, code: Optional[RecordedCode] = None):
     """A job on a Dask worker."""
     _undo_dask_malloc_setting()
-    return _run_job(Job(config, preset, seed, data))
+    return _run_job(Job(config, preset, seed, data, code))
 
 
 def _undo_dask_malloc_setting() -> None:
@@ -373,6 +401,7 @@ def _dask_batch(client: Any, jobs: Sequence[Job], remaining: list[int], address:
             jobs[index].preset,
             jobs[index].seed,
             shared[id(jobs[index].data)],
+            jobs[index].code,
             key=f"reprolab-{batch}-{index}",
             priority=rank,
             pure=False,

@@ -189,7 +189,7 @@ def read_archive(archive: Path, into: Path) -> dict:
     found = {
         str(p.relative_to(into)): hashlib.sha256(p.read_bytes()).hexdigest() for p in into.rglob("*") if p.is_file()
     }
-    recorded = manifest["files"]
+    recorded = manifest["files"] if manifest["files"] is not None else found  # git's archive: as found
     manifest["altered"] = sorted(name for name in set(found) | set(recorded) if found.get(name) != recorded.get(name))
     manifest["digest_now"] = source_digest(found)
     return manifest

@@ -15,13 +15,8 @@ original tagged. A sweep's summary run reproduces all of its runs.
 
 from __future__ import annotations
 
-import copy
 import json
-import os
 import shutil
-import subprocess
-import sys
-import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,29 +24,13 @@ from typing import Any, Optional
 
 import yaml
 
-from reprolab import provenance, tracking
+from reprolab import provenance, recorded_code, tracking
 from reprolab.config import Config
-from reprolab.entrypoint import UserError, one_line
+from reprolab.entrypoint import UserError
 from reprolab.jobs import call_each
 from reprolab.results import HISTORY_KEYS, RunResult, text_digest
 
 IDENTICAL, WITHIN_TOLERANCE, DIFFERS = "identical", "within tolerance", "differs"
-
-# Run by the captured code in its own process: the contract with every recorded version is
-# `reprolab.config.validate`, `reprolab.data.build` and `reprolab.training.run_one`.
-_WORKER = """
-import json, sys, yaml
-import reprolab
-from reprolab.config import validate
-from reprolab.data import build
-from reprolab.training import run_one
-params, preset, seed, code, out = sys.argv[1:]
-if not reprolab.__file__.startswith(code):
-    sys.exit(f"the captured code did not load: reprolab came from {reprolab.__file__}")
-config = validate(yaml.safe_load(open(params)))
-trained, result = run_one(config, preset, int(seed), build(config.data), progress=False)
-open(out, "w").write(json.dumps({"result": json.loads(result.to_json()), "device": trained.device}))
-"""
 
 
 class ReproduceError(UserError, RuntimeError):
@@ -145,29 +124,6 @@ class Rebuilt:
     environment: dict
 
 
-def _archive(store: tracking.Store, run, folder: Path) -> bytes:
-    """The run's source archive, else git's archive of its commit from this repository."""
-    archive = tracking.download(store, run.info.run_id, f"{tracking.SOURCE_FOLDER}/{provenance.ARCHIVE}", folder)
-    if archive is not None:
-        return archive.read_bytes()
-    commit = run.data.tags.get("reprolab.source.commit") or run.data.tags.get("mlflow.source.git.commit")
-    root = tracking.repo_root()
-    if commit:
-        tar = folder / "commit.tar.gz"
-        done = subprocess.run(
-            ["git", "archive", "--format=tar.gz", "-o", str(tar), commit, "--", "src", "conf"],
-            cwd=root,
-            capture_output=True,
-            timeout=120,
-        )
-        if done.returncode == 0:
-            return tar.read_bytes()
-    raise ReproduceError(
-        f"reproduce: run {run.info.run_id} recorded no source archive, and its commit {commit or '(none)'} is not in "
-        f"the git repository at {root}; run reproduce in a clone that has it (`git fetch`)"
-    )
-
-
 def _dvc_cached(root: Path, md5: str) -> Optional[Path]:
     try:
         from dvc.repo import Repo
@@ -248,7 +204,7 @@ def rebuild(store: tracking.Store, run, folder: Path) -> Rebuilt:
     environment_file = tracking.download(store, run_id, tracking.ENVIRONMENT_FILE, folder)
     return Rebuilt(
         run,
-        _archive(store, run, folder),
+        recorded_code.archive_of(run, folder, store, "reproduce"),
         raw,
         data_file,
         chosen["preset"],
@@ -259,31 +215,12 @@ def rebuild(store: tracking.Store, run, folder: Path) -> Rebuilt:
 
 
 def retrain(archive: bytes, params: dict, data_file: Optional[tuple[str, bytes]], preset: str, seed: int) -> dict:
-    """Train a rebuilt run with its own code in a fresh process, here or on a Dask worker: the
-    result, the device, and the source files that no longer match the archive's manifest."""
-    with tempfile.TemporaryDirectory(prefix="reprolab-retrain-") as scratch:
-        folder = Path(scratch)
-        (folder / provenance.ARCHIVE).write_bytes(archive)
-        try:
-            manifest = provenance.read_archive(folder / provenance.ARCHIVE, folder / "code")
-        except (OSError, ValueError, KeyError, tarfile.TarError) as error:
-            raise ReproduceError(f"reproduce: the run's source archive is unreadable ({one_line(error)})") from error
-        params = copy.deepcopy(params)
-        if data_file is not None:
-            (folder / "data").mkdir()
-            (folder / "data" / data_file[0]).write_bytes(data_file[1])
-            params["data"]["user_file"] = str(folder / "data" / data_file[0])
-        params["data"]["prepared_path"] = str(folder / "prepared.npz")
-        (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        source, out = folder / "code" / "src", folder / "again.json"
-        env = {**os.environ, "PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1"}
-        command = [sys.executable, "-c", _WORKER, str(folder / "params.yaml"), preset, str(seed), str(source), str(out)]
-        done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        if done.returncode != 0:
-            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-            cause = lines[-1] if lines else f"exit status {done.returncode}"
-            raise ReproduceError(f"reproduce: the run's code failed to train again: {cause}")
-        return {**json.loads(out.read_text()), "altered": manifest["altered"], "digest_now": manifest["digest_now"]}
+    """Train a rebuilt run with its own code in a fresh process, here or on a Dask worker
+    (`recorded_code.train`)."""
+    try:
+        return recorded_code.train(archive, params, data_file, preset, seed)
+    except recorded_code.CodeError as error:
+        raise ReproduceError(f"reproduce: the run's code failed to train again: {error}") from error
 
 
 def judge(rebuilt: Rebuilt, again: dict, tolerance: float) -> tuple[Outcome, RunResult, dict]:

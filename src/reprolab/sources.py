@@ -14,21 +14,23 @@ from __future__ import annotations
 import ast
 import hashlib
 from pathlib import Path
+from typing import Optional
 
 PACKAGE = "reprolab"
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def module_file(name: str) -> Path:
-    """The file of a module of this package (`reprolab.stages.train` -> .../stages/train.py)."""
+def module_file(name: str, package_dir: Optional[Path] = None) -> Path:
+    """The file of a module of this package (`reprolab.stages.train` -> .../stages/train.py),
+    or of another copy of it at `package_dir` (a run's recorded source)."""
     parts = name.split(".")[1:]
-    path = PACKAGE_DIR.joinpath(*parts)
+    path = (package_dir or PACKAGE_DIR).joinpath(*parts)
     return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
-def _is_module(name: str) -> bool:
+def _is_module(name: str, package_dir: Path) -> bool:
     parts = name.split(".")[1:]
-    path = PACKAGE_DIR.joinpath(*parts)
+    path = package_dir.joinpath(*parts)
     return path.is_dir() or path.with_suffix(".py").is_file()
 
 
@@ -41,9 +43,9 @@ def _type_checking_only(node: ast.AST) -> bool:
     )
 
 
-def _imports(name: str) -> set[str]:
+def _imports(name: str, package_dir: Path) -> set[str]:
     """The package's modules that module `name` imports, with their parent packages."""
-    tree = ast.parse(module_file(name).read_text())
+    tree = ast.parse(module_file(name, package_dir).read_text())
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
@@ -54,7 +56,9 @@ def _imports(name: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == PACKAGE:
             found.add(node.module)
             found.update(
-                f"{node.module}.{alias.name}" for alias in node.names if _is_module(f"{node.module}.{alias.name}")
+                f"{node.module}.{alias.name}"
+                for alias in node.names
+                if _is_module(f"{node.module}.{alias.name}", package_dir)
             )
         for child in ast.iter_child_nodes(node):
             visit(child)
@@ -67,8 +71,9 @@ def _imports(name: str) -> set[str]:
     return with_parents
 
 
-def closure(name: str) -> list[Path]:
+def closure(name: str, package_dir: Optional[Path] = None) -> list[Path]:
     """Every source file of this package that importing and running module `name` can execute."""
+    package_dir = package_dir or PACKAGE_DIR
     seen: set[str] = set()
     todo = [name]
     while todo:
@@ -76,13 +81,14 @@ def closure(name: str) -> list[Path]:
         if module in seen:
             continue
         seen.add(module)
-        todo.extend(_imports(module) - seen)
-    return sorted(module_file(module) for module in seen)
+        todo.extend(_imports(module, package_dir) - seen)
+    return sorted(module_file(module, package_dir) for module in seen)
 
 
-def code_digest(name: str) -> str:
+def code_digest(name: str, package_dir: Optional[Path] = None) -> str:
     """SHA-256 over the closure's files (their paths within the package and their bytes)."""
+    package_dir = package_dir or PACKAGE_DIR
     digest = hashlib.sha256()
-    for path in closure(name):
-        digest.update(str(path.relative_to(PACKAGE_DIR)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in closure(name, package_dir):
+        digest.update(str(path.relative_to(package_dir)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()

@@ -51,7 +51,7 @@ def run_sweep(
     trained (longest first) and recorded as a `kind` run nested under `parent_run_id`."""
     if not jobs:
         return []
-    keys = [tracking.run_key(job.config.run_config(job.preset, job.seed), job.data.digest) for job in jobs]
+    keys = [tracking.run_key(job.config.run_config(job.preset, job.seed), job.data.digest, job.code) for job in jobs]
     found = tracking.finished_runs(jobs[0].config, keys) if reuse else {}
     done: dict[int, SweepRun] = {}
     for index, key in enumerate(keys):
@@ -77,6 +77,7 @@ def run_sweep(
             tags=tags,
             parent_run_id=parent_run_id,
             log_model=log_models,
+            code=job.code,
         )
         done[index_of[id(job)]] = SweepRun(result, run_id, False)
         trained_so_far = sum(not run.reused for run in done.values())

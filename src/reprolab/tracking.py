@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Optional, TypeVar, cast
 
 import yaml
 
@@ -48,6 +48,9 @@ from reprolab.entrypoint import UserError, one_line, signals_deferred
 from reprolab.metrics import train_val_gap
 from reprolab.plots import preset_colour
 from reprolab.results import RunResult, text_digest
+
+if TYPE_CHECKING:
+    from reprolab.recorded_code import RecordedCode
 
 # Fail in seconds, not minutes, when a tracking server is unreachable: MLflow's defaults
 # (7 retries with exponential backoff, 120 s timeout) took 246 s to give up here.
@@ -438,10 +441,11 @@ def close_orphaned_runs(store: Store) -> list[str]:
 # -- runs ------------------------------------------------------------------------------------------
 
 
-def provenance_tags() -> dict[str, str]:
-    """The source that runs (its digest; in git, HEAD, the commit that holds the source and
-    whether it differs from HEAD), and DVC's stage and experiment names when running under DVC."""
-    tags = provenance.capture_source().tags()
+def provenance_tags(source: Optional[provenance.Source] = None) -> dict[str, str]:
+    """The source that runs, or `source` (its digest; in git, HEAD, the commit that holds the
+    source and whether it differs from HEAD), and DVC's stage and experiment names when running
+    under DVC."""
+    tags = (source or provenance.capture_source()).tags()
     for env, tag in (
         ("DVC_STAGE", "reprolab.dvc_stage"),
         ("DVC_EXP_NAME", "reprolab.dvc_experiment"),
@@ -604,7 +608,8 @@ class TrackedRun:
         now = int(time.time() * 1000)
         fit = [Metric(key, float(value), now, 0) for key, value in result.fit.items()]
         self._send_epochs(result.history[self._sent_epochs :], fit)
-        model_id = self._log_model(trained.model, data) if self.log_model and trained is not None else None
+        model = getattr(trained, "model", None)
+        model_id = self._log_model(model, data) if self.log_model and model is not None else None
         metrics = []
         for key, value in result.metrics.items():
             split = key.split("_", 1)[0]
@@ -687,15 +692,18 @@ def _package_source(folder: Path) -> Path:
 
 
 @_during_run
-def _log_inputs(store: Store, run_id: str, config: Config, run: RunConfig, data) -> None:
+def _log_inputs(
+    store: Store, run_id: str, config: Config, run: RunConfig, data, code: Optional[RecordedCode] = None
+) -> None:
     """A training run's inputs: its resolved configuration (flattened as params, and as YAML with
-    the whole params.yaml) and its dataset."""
+    the whole params.yaml), the source that trained it (this code's, or the recorded `code`) and
+    its dataset."""
     store.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in flatten(to_dict(run)).items()])
     store.client.log_text(run_id, yaml.safe_dump(to_dict(config), sort_keys=False), "config/params.yaml")
     store.client.log_text(run_id, yaml.safe_dump(to_dict(run), sort_keys=False), "config/run.yaml")
     with tempfile.TemporaryDirectory(prefix="reprolab-source-") as scratch:
         archive = Path(scratch) / provenance.ARCHIVE
-        archive.write_bytes(provenance.capture_source().archive)
+        archive.write_bytes(code.archive if code else provenance.capture_source().archive)
         store.client.log_artifact(run_id, str(archive), SOURCE_FOLDER)
     _log_dataset(data, str(data.path) if data.path else str(config.data.user_file or config.data.prepared_path))
 
@@ -727,32 +735,35 @@ def _training_code() -> dict[str, str]:
     return {"code": code_digest("reprolab.training"), "torch": version("torch"), "numpy": version("numpy")}
 
 
-def run_key(run: RunConfig, dataset_digest: str) -> str:
+def run_key(run: RunConfig, dataset_digest: str, code: Optional[RecordedCode] = None) -> str:
     """What makes a training run's result: its model and training settings, its seed, the digest
     of its dataset, and the code and libraries that train (a digest of `reprolab.training` and
-    every module it runs, the torch and NumPy versions). The preset's name does not count."""
+    every module it runs, this code's or the recorded `code`'s; the torch and NumPy versions).
+    The preset's name does not count."""
     payload = {
         "model": to_dict(run.model),
         "train": to_dict(run.train),
         "seed": run.seed,
         "dataset": dataset_digest,
         **_training_code(),
+        **({"code": code.training_digest} if code else {}),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def run_tags(config: Config, run: RunConfig, data, kind: str) -> dict[str, str]:
+def run_tags(config: Config, run: RunConfig, data, kind: str, code: Optional[RecordedCode] = None) -> dict[str, str]:
     return {
         "reprolab.kind": kind,
         "reprolab.preset": run.preset,
         "reprolab.seed": str(run.seed),
-        "reprolab.run_key": run_key(run, data.digest),
+        "reprolab.run_key": run_key(run, data.digest, code),
         "reprolab.dataset_digest": data.digest,
         **({"reprolab.data.warnings": "\n".join(data.warnings)[:MAX_TAG]} if data.warnings else {}),
         "mlflow.note.content": config.experiments[run.preset].description,
         # The UI draws each run in this colour: before and after told apart at a glance.
         "mlflow.runColor": preset_colour(run.preset, list(config.experiments)),
-        **provenance_tags(),
+        **provenance_tags(code.source if code else None),
+        **({"reprolab.trained_by": code.label} if code else {}),
         **data_tags(config),
     }
 
@@ -768,24 +779,26 @@ def training_run(
     log_model: Optional[bool] = None,
     parent_run_id: Optional[str] = None,
     started_s_ago: float = 0.0,
+    code: Optional[RecordedCode] = None,
 ) -> Iterator[TrackedRun]:
     """Open a run for one training invocation, with params, config, dataset and tags logged.
 
     `kind` is the `reprolab.kind` tag ("train" for pipeline and single runs, "audit" and
     "compare" for a sweep's); `tags` are added to the standard ones; `log_model` overrides
     `tracking.log_model`; `parent_run_id` nests it under a sweep's summary run;
-    `started_s_ago` backdates the start of a run recorded after its training (a sweep's).
+    `started_s_ago` backdates the start of a run recorded after its training (a sweep's);
+    `code` is the recorded code that trained it, when not this code (an audit's other side).
     """
     if not config.tracking.enabled:
         yield TrackedRun(None, None)
         return
     store = connect(config.tracking)
-    all_tags = {**run_tags(config, run, data, kind), **(tags or {})}
+    all_tags = {**run_tags(config, run, data, kind, code), **(tags or {})}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     start = int((time.time() - started_s_ago) * 1000)
     with _open(store, run_name or f"{run.preset}-seed{run.seed}", all_tags, start, fluent=True) as run_id:
-        _log_inputs(store, run_id, config, run, data)
+        _log_inputs(store, run_id, config, run, data, code)
         yield TrackedRun(
             store,
             run_id,
@@ -807,9 +820,11 @@ def record_run(
     tags: dict[str, str],
     parent_run_id: Optional[str],
     log_model: bool,
+    code: Optional[RecordedCode] = None,
 ) -> Optional[str]:
     """Record a training that already ran (a sweep's) as a run nested under `parent_run_id`,
-    its start backdated to when the training started; return its id."""
+    its start backdated to when the training started; return its id. A training by recorded
+    `code` (in its own process) records that code, and no model (the model stayed there)."""
     with training_run(
         config,
         run,
@@ -820,6 +835,7 @@ def record_run(
         log_model=log_model,
         parent_run_id=parent_run_id,
         started_s_ago=result.fit["wall_time_s"],
+        code=code,
     ) as tracked:
         tracked.log_result(trained, result, data)
     return tracked.run_id
