@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -51,6 +52,23 @@ def test_parallel_runs_equal_serial_runs(quick_config):
     serial = run_jobs(jobs(quick_config, ["baseline", "gru"], [0, 1]), workers=1)
     parallel = run_jobs(jobs(quick_config, ["baseline", "gru"], [0, 1]), workers=2)
     assert [r.metrics for r in serial] == [r.metrics for r in parallel]
+
+
+def test_a_dask_worker_that_trains_with_other_code_refuses_the_job(quick_config):
+    """A Dask worker runs the reprolab and libraries it was started with: a job from a command
+    whose training code differs is refused in one line before it trains (its result would be
+    recorded under a run key that is not its own); a job that carries its recorded code needs
+    only the same libraries."""
+    from reprolab import jobs
+
+    here = jobs._worker_training_code()
+    other = {**here, "code": "0" * 64}
+    with pytest.raises(jobs.WorkerError, match=r"^compute: a Dask worker trains with other code .* 000000000000 here"):
+        jobs._run_parts(quick_config, "baseline", 0, None, None, other)
+    jobs._check_trains_as(here, shipped=False)
+    jobs._check_trains_as(other, shipped=True)
+    with pytest.raises(jobs.WorkerError, match=rf"torch {re.escape(here['torch'])} there, 0\.0 here"):
+        jobs._check_trains_as({**other, "torch": "0.0"}, shipped=True)
 
 
 def test_early_stopping_stops_and_restores_the_best_weights(tmp_path):

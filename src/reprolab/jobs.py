@@ -13,6 +13,7 @@ reruns elsewhere the jobs of a worker that dies, so a lost worker costs time, no
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
@@ -131,10 +132,36 @@ def _run_pickled(job: Job) -> bytes:
     return pickle.dumps(result)
 
 
-def _run_parts(config: Config, preset: str, seed: int, data: Dataset, code: Optional[RecordedCode] = None):
-    """A job on a Dask worker."""
+def _run_parts(
+    config: Config, preset: str, seed: int, data: Dataset, code: Optional[RecordedCode], driver: dict[str, str]
+):
+    """A job on a Dask worker, which must train as the driver would (`driver`: its training code
+    and libraries, `sources.training_code`)."""
     _undo_dask_malloc_setting()
+    _check_trains_as(driver, shipped=code is not None)
     return _run_job(Job(config, preset, seed, data, code))
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_training_code() -> dict[str, str]:
+    from reprolab.sources import training_code
+
+    return training_code()
+
+
+def _check_trains_as(driver: dict[str, str], shipped: bool) -> None:
+    """A Dask worker runs the reprolab and libraries it was started with, not the driver's: a
+    result it trained with other code would be recorded under a run key that is not its own.
+    With recorded code shipped in the job, only the libraries must agree."""
+    here = _worker_training_code()
+    keys = ("torch", "numpy") if shipped else ("code", "torch", "numpy")
+    differing = [f"{key} {here[key][:12]} there, {driver[key][:12]} here" for key in keys if here[key] != driver[key]]
+    if differing:
+        raise WorkerError(
+            f"compute: a Dask worker trains with other code or libraries than this command ({'; '.join(differing)}; "
+            f"training code as the digest of reprolab.training and what it imports): start the workers from this "
+            f"checkout and environment"
+        )
 
 
 def _undo_dask_malloc_setting() -> None:
@@ -394,6 +421,7 @@ def _dask_batch(client: Any, jobs: Sequence[Job], remaining: list[int], address:
             # On every worker: a dataset held by one would draw every job to it (locality).
             shared[id(data)] = client.scatter(data, hash=False, broadcast=True)
     batch = uuid.uuid4().hex[:8]
+    driver = _worker_training_code()  # this process's
     futures = {
         client.submit(
             _run_parts,
@@ -402,6 +430,7 @@ def _dask_batch(client: Any, jobs: Sequence[Job], remaining: list[int], address:
             jobs[index].seed,
             shared[id(jobs[index].data)],
             jobs[index].code,
+            driver,
             key=f"reprolab-{batch}-{index}",
             priority=rank,
             pure=False,

@@ -85,6 +85,14 @@ def closure(name: str, package_dir: Optional[Path] = None) -> list[Path]:
     return sorted(module_file(module, package_dir) for module in seen)
 
 
+def training_code() -> dict[str, str]:
+    """What trains, as a run key holds it: the digest of `reprolab.training`'s closure, and the
+    torch and NumPy versions."""
+    from importlib.metadata import version
+
+    return {"code": code_digest("reprolab.training"), "torch": version("torch"), "numpy": version("numpy")}
+
+
 def code_digest(name: str, package_dir: Optional[Path] = None) -> str:
     """SHA-256 over the closure's files (their paths within the package and their bytes)."""
     package_dir = package_dir or PACKAGE_DIR

@@ -728,11 +728,9 @@ def _log_dataset(data, source: str) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _training_code() -> dict[str, str]:
-    from importlib.metadata import version
+    from reprolab.sources import training_code
 
-    from reprolab.sources import code_digest
-
-    return {"code": code_digest("reprolab.training"), "torch": version("torch"), "numpy": version("numpy")}
+    return training_code()
 
 
 def run_key(run: RunConfig, dataset_digest: str, code: Optional[RecordedCode] = None) -> str:
