@@ -386,7 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit_cmd = command(
         "audit", cmd_audit, "Which change closed the gap: an ablation over seeds with intervals (or --history)."
     )
-    run_forms = "a preset, or a recorded training run: its id, runs:/<id>, its MLflow UI URL or models:/<name>@<alias>"
+    run_forms = (
+        "a preset, or a recorded training run (trained by its own code): its id, runs:/<id>, its MLflow UI URL or "
+        "models:/<name>@<alias>"
+    )
     audit_cmd.add_argument("--before", default=None, help=f"before the change: {run_forms} (default: audit.before)")
     audit_cmd.add_argument("--after", default=None, help=f"after the change: {run_forms} (default: audit.after)")
     audit_cmd.add_argument(

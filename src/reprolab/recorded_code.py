@@ -146,9 +146,12 @@ def _run_worker(folder: Path, task: str, args: list[str], timeout: Optional[floa
     source, out = folder / "code" / "src", folder / "out.json"
     env = {**os.environ, "PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1"}
     command = [sys.executable, "-c", _WORKER, str(source), str(out), task, *args]
-    done = subprocess.run(
-        command, cwd=folder, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout
-    )
+    try:
+        done = subprocess.run(
+            command, cwd=folder, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as error:
+        raise CodeError(f"it did not answer within {timeout:.0f} s") from error
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
         raise CodeError(lines[-1] if lines else f"exit status {done.returncode}")
