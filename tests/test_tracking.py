@@ -109,6 +109,14 @@ def test_the_run_key_is_what_makes_a_result(monkeypatch, tmp_path):
     assert tracking.run_key(run, "d" * 64) == key
 
 
+def test_a_sqlite_stores_artifacts_live_beside_it_whatever_the_directory(tmp_path, monkeypatch):
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    store = tracking.connect(config(f"sqlite:///{tmp_path / 'team' / 'mlflow.db'}"))
+    location = store.client.get_experiment(store.experiment_id).artifact_location
+    assert location == (tmp_path / "team" / "mlruns").as_uri()
+
+
 def test_a_deleted_experiment_names_the_restore(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     store = tracking.connect(config(uri))

@@ -359,9 +359,11 @@ def _connect(config: TrackingConfig, uri: str) -> Store:
         if experiment is not None:
             experiment_id = experiment.experiment_id
         else:
-            # Artifacts of the default store live beside it, at the repository root, also when the
-            # experiment is first created from a queued run's temporary copy (MLflow would use cwd).
-            artifacts = (repo_root() / ARTIFACTS_DIR).as_uri() if uri == _default_uri() else None
+            # Artifacts of a SQLite store live beside it (the default store's at the repository
+            # root), also when the experiment is first created from a queued run's temporary copy
+            # or another directory: MLflow would put them under whatever directory it ran in.
+            sqlite = "sqlite:///"
+            artifacts = (Path(uri[len(sqlite) :]).parent / ARTIFACTS_DIR).as_uri() if uri.startswith(sqlite) else None
             try:
                 experiment_id = client.create_experiment(
                     config.experiment_name,
