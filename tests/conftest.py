@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import zygote
 from reprolab.config import Config, load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -46,14 +48,80 @@ def quick_config(tmp_path: Path) -> Config:
 # -- temporary copies of the repository ------------------------------------------------------
 
 
-def clean_env(code_from: Path | None = None, **extra: str) -> dict[str, str]:
+def clean_env(code_from: Path | None = None, warm: bool = False, **extra: str) -> dict[str, str]:
     """The environment without the caller's MLflow/DVC settings, the venv first on PATH; with
-    `code_from`, a copy of the repository whose own src/ then runs (not the installed package)."""
+    `code_from`, a copy of the repository whose own src/ then runs (not the installed package);
+    with `warm`, `python -m reprolab...` and `reprolab` run in the warm interpreter (zygote.py)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "DVC_", "DASK_"))}
+    env.pop(zygote.SOCKET_VARIABLE, None)
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    if warm and (server := warm_interpreter()) is not None:
+        env["PATH"] = f"{server.shims}{os.pathsep}{env['PATH']}"
+        env[zygote.SOCKET_VARIABLE] = str(server.socket)
     if code_from is not None and (code_from / "src/reprolab").is_dir():
         env["PYTHONPATH"] = str(code_from / "src")
     return {**env, **extra}
+
+
+class WarmInterpreter:
+    """The test run's zygote.py server (one per pytest-xdist worker), started on first use."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="reprolab-zygote-"))
+        self.shims, self.socket = self.folder / "bin", self.folder / "socket"
+        self.shims.mkdir()
+        zygote.write_shims(str(self.shims), str(BIN))
+        with (self.folder / "server.log").open("w") as log:
+            self.process = subprocess.Popen(
+                [str(BIN / "python"), zygote.__file__, str(self.socket)],
+                cwd=self.folder,
+                env=clean_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        """Wait until it serves (the stand-ins run the real interpreter until then)."""
+        deadline = time.time() + timeout
+        while not self.socket.exists():
+            assert self.process.poll() is None and time.time() < deadline, (self.folder / "server.log").read_text()
+            time.sleep(0.1)
+
+    def served(self) -> int:
+        """How many commands it has run."""
+        return (self.folder / "server.log").read_text().count("served ")
+
+    def stop(self) -> None:
+        import signal
+
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=60)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_warm: list[WarmInterpreter] = []
+
+
+def warm_interpreter() -> WarmInterpreter | None:
+    """The running server, started if need be; None with REPROLAB_TEST_COLD=1 (every command a
+    fresh interpreter, as users run them)."""
+    if os.environ.get("REPROLAB_TEST_COLD") == "1":
+        return None
+    if not _warm:
+        _warm.append(WarmInterpreter())
+    return _warm[0]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_warm_interpreter() -> Iterator[None]:
+    yield
+    while _warm:
+        _warm.pop().stop()
 
 
 def sh(
@@ -61,7 +129,7 @@ def sh(
 ) -> subprocess.CompletedProcess:
     """Run a command in `repo` (its own code) with a clean environment and a time limit; fail
     with its output unless check=False."""
-    env = clean_env(code_from=repo, **(extra_env or {}))
+    env = clean_env(code_from=repo, warm=True, **(extra_env or {}))
     kwargs.setdefault("timeout", 600)
     done = subprocess.run(list(args), cwd=repo, env=env, capture_output=True, text=True, **kwargs)
     if check and done.returncode != 0:
@@ -93,9 +161,9 @@ def reprolab(
     """`reprolab --config-dir conf ARGS` in `cwd`, the installed package, a clean environment and a
     time limit; fail with its output on exit != 0 unless check=False."""
     done = subprocess.run(
-        [*REPROLAB, *args],
+        ["reprolab", *REPROLAB[1:], *args],
         cwd=cwd,
-        env={**clean_env(), **(env or {})},
+        env={**clean_env(warm=True), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -37,15 +37,17 @@ SMALL = [
 
 
 def run(workdir: Path, *argv: str, env: dict | None = None, preexec: Callable | None = None, timeout: int = 240):
-    """`reprolab ...`, or a stage as DVC runs it (`stage:train regularized`), in `workdir`."""
+    """`reprolab ...`, or a stage as DVC runs it (`stage:train regularized`), in `workdir`; in the
+    warm interpreter unless `preexec` sets up the process (signals, limits: a fresh one then)."""
+    warm = preexec is None
     if argv[0].startswith("stage:"):
-        command = [sys.executable, "-m", f"reprolab.stages.{argv[0][6:]}", *argv[1:]]
+        command = ["python" if warm else sys.executable, "-m", f"reprolab.stages.{argv[0][6:]}", *argv[1:]]
     else:
-        command = [str(BIN / "reprolab"), *argv]
+        command = ["reprolab" if warm else str(BIN / "reprolab"), *argv]
     return subprocess.run(
         command,
         cwd=workdir,
-        env={**clean_env(), **(env or {})},
+        env={**clean_env(warm=warm), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

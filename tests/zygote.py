@@ -1,0 +1,294 @@
+"""A warm interpreter for the tests' `reprolab` commands and DVC stages: a test-only fork server.
+
+Every `reprolab ...` a test runs through `conftest.sh`/`conftest.reprolab`, and every
+`python -m reprolab...` stage that DVC runs for it, would import MLflow, SQLAlchemy, alembic,
+pandas, ... afresh: two to three seconds of a core, hundreds of times per suite. This server
+imports them once; a stand-in `python` and `reprolab` (first on the PATH of those commands)
+hand their command line, working directory, environment and standard streams to it, and it
+forks a child that runs the command as `python -m` or the console script would, and returns its
+exit status. torch is *not* preloaded: reprolab forks its training workers only while torch is
+not imported yet (`reprolab.jobs._context`), and the child must take the same path as a fresh
+process.
+
+The stand-ins fall back to the real interpreter whenever the server is not there, so a test
+never depends on it; tests of process behaviour (signals, resource limits, DVC's process tree)
+start real processes (`conftest.clean_env()` without `zygote=True`).
+
+Run as `python zygote.py SOCKET`; `write_shims` makes the stand-ins. Written by hand: multiprocessing's forkserver runs
+picklable callables for its own parent, not another program's command line and streams.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import io
+import json
+import os
+import runpy
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import traceback
+
+PRELOAD = (
+    "numpy",
+    "pandas",
+    "yaml",
+    "omegaconf",
+    "hydra",
+    "psutil",
+    "tqdm",
+    "sqlalchemy",
+    "alembic.script",
+    "alembic.runtime.migration",
+    "mlflow",
+    "mlflow.tracking",
+    "mlflow.models",
+    "mlflow.pyfunc",
+    "mlflow.data",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.store.db.utils",
+    "matplotlib",
+    "matplotlib.pyplot",
+)
+SOCKET_VARIABLE = "REPROLAB_TEST_ZYGOTE"
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+# The stand-in: stdlib only, started with -I -S (no site-packages) so it starts in milliseconds.
+SHIM = """#!{python} -IS
+import json, os, signal, socket, struct, sys
+
+PYTHON, SCRIPT, VARIABLE = {python!r}, {script!r}, {variable!r}
+FORWARDED = {forwarded!r}
+
+
+def fallback(args):
+    target = PYTHON if os.path.basename(sys.argv[0]) == "python" else SCRIPT
+    os.execv(target, [target, *args])
+
+
+def main():
+    args, path = sys.argv[1:], os.environ.get(VARIABLE)
+    if os.path.basename(sys.argv[0]) == "python":
+        if not (path and len(args) >= 2 and args[0] == "-m" and args[1].split(".")[0] == "reprolab"):
+            fallback(args)
+        request = {{"module": args[1], "argv": ["-m", *args[2:]]}}
+    else:
+        if not path:
+            fallback(args)
+        request = {{"script": SCRIPT, "argv": [SCRIPT, *args]}}
+    try:
+        for fd in (0, 1, 2):
+            os.fstat(fd)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.connect(path)
+    except OSError:
+        fallback(args)
+    umask = os.umask(0)
+    os.umask(umask)
+    request.update(cwd=os.getcwd(), env=dict(os.environ), umask=umask)
+    body = json.dumps(request).encode()
+    socket.send_fds(server, [b"x"], [0, 1, 2])
+    server.sendall(struct.pack("!Q", len(body)) + body)
+    for signum in FORWARDED:
+        signal.signal(signum, lambda number, frame: server.send(bytes([number])))
+    if os.environ.get("DVC_STAGE"):  # a stage gets SIGTERM when DVC dies: forward it (entrypoint)
+        import ctypes
+        ctypes.CDLL("libc.so.6").prctl(1, int(signal.SIGTERM))
+    answer = b""
+    while not answer.endswith(b"\\n"):
+        chunk = server.recv(64)
+        if not chunk:
+            print("reprolab test zygote: lost the command's process", file=sys.stderr)
+            os._exit(1)
+        answer += chunk
+    code = int(answer)
+    if code < 0:
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    os._exit(code)
+
+
+main()
+"""
+
+
+def write_shims(folder: str, bin_dir: str) -> None:
+    """The stand-in `python` and `reprolab` in `folder`, for the interpreter and script in `bin_dir`."""
+    text = SHIM.format(
+        python=os.path.join(bin_dir, "python"),
+        script=os.path.join(bin_dir, "reprolab"),
+        variable=SOCKET_VARIABLE,
+        forwarded=tuple(int(s) for s in FORWARDED),
+    )
+    for name in ("python", "reprolab"):
+        path = os.path.join(folder, name)
+        with open(path, "w") as out:
+            out.write(text)
+        os.chmod(path, 0o755)
+
+
+def _receive(connection: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = connection.recv(size - len(data))
+        if not chunk:
+            raise EOFError("the stand-in went away")
+        data += chunk
+    return data
+
+
+def _exit_code(error: SystemExit) -> int:
+    """What the interpreter makes of SystemExit(code)."""
+    if error.code is None:
+        return 0
+    if isinstance(error.code, int):
+        return error.code & 0xFF
+    print(error.code, file=sys.stderr)
+    return 1
+
+
+def _run_command(request: dict, fds: list[int], base_path: list[str]) -> None:
+    """In the forked child: become the requested command, run it, exit as the interpreter would."""
+    for number, fd in enumerate(fds):
+        if fd != number:
+            os.dup2(fd, number)
+            os.close(fd)
+    os.chdir(request["cwd"])
+    os.umask(request["umask"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
+        signal.signal(signum, signal.SIG_DFL)
+    unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
+    encoding, errors = sys.stdout.encoding, sys.stdout.errors
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding=encoding, errors=errors)
+    sys.stdout = sys.__stdout__ = io.TextIOWrapper(
+        io.FileIO(1, "w", closefd=False) if unbuffered else io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
+        encoding=encoding,
+        errors=errors,
+        line_buffering=os.isatty(1),
+        write_through=unbuffered,
+    )
+    sys.stderr = sys.__stderr__ = io.TextIOWrapper(
+        io.FileIO(2, "w", closefd=False) if unbuffered else io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
+        encoding=encoding,
+        errors="backslashreplace",
+        line_buffering=True,
+        write_through=unbuffered,
+    )
+    first = request["cwd"] if "module" in request else os.path.dirname(request["script"])
+    extra = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    sys.path[:] = [first, *extra, *base_path]
+    importlib.invalidate_caches()
+    import numpy
+
+    numpy.random.seed()  # a fresh process seeds NumPy's global generator from the OS
+    sys.argv = list(request["argv"])
+    code, interrupted = 0, False
+    try:
+        if "module" in request:
+            runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(request["script"], run_name="__main__")
+    except SystemExit as error:
+        code = _exit_code(error)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        interrupted = True
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        code = 1
+    try:
+        threading._shutdown()  # type: ignore[attr-defined]  (what the interpreter does at exit)
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+    if interrupted:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(code)
+
+
+def _supervise(connection: socket.socket, base_path: list[str]) -> None:
+    """In a child of the server: receive one command, fork it, forward signals to it, kill it if
+    the stand-in dies, send its exit status back."""
+    _, fds, _, _ = socket.recv_fds(connection, 1, 3)
+    (size,) = struct.unpack("!Q", _receive(connection, 8))
+    request = json.loads(_receive(connection, size))
+    print("served", request.get("module") or request["script"], flush=True)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            connection.close()
+            _run_command(request, fds, base_path)
+        finally:
+            os._exit(1)
+    for fd in fds:
+        os.close(fd)
+    pidfd = os.pidfd_open(pid)
+    while True:
+        ready, _, _ = select.select([connection, pidfd], [], [])
+        if pidfd in ready:
+            break
+        data = connection.recv(64)
+        for signum in data or [signal.SIGKILL]:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+        if not data:
+            break
+    _, status = os.waitpid(pid, 0)
+    try:
+        connection.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+    except OSError:
+        pass
+
+
+def serve(path: str) -> None:
+    """Preload, then fork a supervisor for each stand-in that connects to `path`."""
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            print(f"not preloaded: {name}: {error}", flush=True)
+    try:  # MLflow's map of installed packages, which each model's logging builds (0.8 s) and caches
+        from mlflow.utils.requirements_utils import _init_modules_to_packages_map
+
+        _init_modules_to_packages_map()
+    except Exception as error:
+        print(f"not preloaded: MLflow's package map: {error}", flush=True)
+    if "torch" in sys.modules or "reprolab" in sys.modules:
+        print("refusing to serve: torch or reprolab was preloaded", flush=True)
+        return
+    base_path = [entry for entry in sys.path[1:] if entry not in os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    sys.stdout.flush()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the supervisors are reaped by the kernel
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(128)
+    print("serving", flush=True)
+    while True:
+        connection, _ = server.accept()
+        if os.fork() == 0:
+            try:
+                server.close()
+                _supervise(connection, base_path)
+            finally:
+                os._exit(0)
+        connection.close()
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])
