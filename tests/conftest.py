@@ -320,6 +320,7 @@ def runs(repo: Path, kind: str = "train", uri: str | None = None) -> list:
 def queue_two_experiments(repo: Path) -> str:
     """Queue two `dvc exp run -S` experiments (lstm hidden size 8 and 12), run them with two
     workers at once, wait until none is queued or running; return `dvc queue status`."""
+    refs = experiment_refs(repo)
     for size in (8, 12):
         sh(repo, "dvc", "exp", "run", "--queue", "-S", f"experiments.lstm.model.hidden_size={size}")
     # `queue start` returns at once, leaving worker daemons: they must not hold this test's
@@ -328,7 +329,7 @@ def queue_two_experiments(repo: Path) -> str:
         subprocess.run(
             ["dvc", "queue", "start", "-j", "2"],
             cwd=repo,
-            env=clean_env(code_from=repo),
+            env=clean_env(code_from=repo, warm=True),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -336,13 +337,28 @@ def queue_two_experiments(repo: Path) -> str:
             check=True,
         )
     try:
-        deadline = time.time() + 300
-        # Each `dvc queue status` costs a core for a second and a half, taken from the experiments.
+        # Each `dvc queue status` costs a core for a second and a half, taken from the experiments:
+        # wait for the two experiments' git refs (what DVC makes of a finished one), asking DVC
+        # itself every 30 s (a failed experiment makes none) and at the end.
+        deadline, asked = time.time() + 300, time.time()
+        while time.time() < deadline and len(experiment_refs(repo) - refs) < 2:
+            time.sleep(1)
+            if time.time() - asked > 30:
+                asked = time.time()
+                if not re.search(r"\b(Queued|Running)\b", sh(repo, "dvc", "queue", "status").stdout):
+                    break
         while time.time() < deadline and re.search(r"\b(Queued|Running)\b", sh(repo, "dvc", "queue", "status").stdout):
-            time.sleep(5)
+            time.sleep(2)
         return sh(repo, "dvc", "queue", "status").stdout
     finally:
         stop_queue_workers(repo)
+
+
+def experiment_refs(repo: Path) -> set[str]:
+    """The git refs of the DVC experiments in `repo` (refs/exps/<baseline commit>/<name>; not DVC's
+    own refs/exps/exec/... or refs/exps/celery/...)."""
+    refs = sh(repo, "git", "for-each-ref", "--format=%(refname)", "refs/exps").stdout.split()
+    return {ref for ref in refs if re.match(r"refs/exps/[0-9a-f]{2}/[0-9a-f]{38}/", ref)}
 
 
 def stop_queue_workers(repo: Path) -> None:
