@@ -236,11 +236,17 @@ def _supervise(connection: socket.socket, base_path: list[str]) -> None:
             os._exit(1)
     for fd in fds:
         os.close(fd)
-    pidfd = os.pidfd_open(pid)
+    try:
+        pidfd: int | None = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # Linux before 5.3: look every 50 ms
+        pidfd = None
     while True:
-        ready, _, _ = select.select([connection, pidfd], [], [])
-        if pidfd in ready:
+        watched = [connection] if pidfd is None else [connection, pidfd]
+        ready, _, _ = select.select(watched, [], [], 0.05 if pidfd is None else None)
+        if pidfd in ready or (pidfd is None and os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)):
             break
+        if connection not in ready:
+            continue
         data = connection.recv(64)
         for signum in data or [signal.SIGKILL]:
             try:
