@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -94,8 +95,6 @@ class WarmInterpreter:
         return (self.folder / "server.log").read_text().count("served ")
 
     def stop(self) -> None:
-        import signal
-
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -336,6 +335,10 @@ def queue_two_experiments(repo: Path) -> str:
             timeout=120,
             check=True,
         )
+
+    def busy() -> bool:
+        return bool(re.search(r"\b(Queued|Running)\b", sh(repo, "dvc", "queue", "status").stdout))
+
     try:
         # Each `dvc queue status` costs a core for a second and a half, taken from the experiments:
         # wait for the two experiments' git refs (what DVC makes of a finished one), asking DVC
@@ -345,9 +348,9 @@ def queue_two_experiments(repo: Path) -> str:
             time.sleep(1)
             if time.time() - asked > 30:
                 asked = time.time()
-                if not re.search(r"\b(Queued|Running)\b", sh(repo, "dvc", "queue", "status").stdout):
+                if not busy():
                     break
-        while time.time() < deadline and re.search(r"\b(Queued|Running)\b", sh(repo, "dvc", "queue", "status").stdout):
+        while time.time() < deadline and busy():
             time.sleep(2)
         return sh(repo, "dvc", "queue", "status").stdout
     finally:

@@ -12,10 +12,11 @@ process.
 
 The stand-ins fall back to the real interpreter whenever the server is not there, so a test
 never depends on it; tests of process behaviour (signals, resource limits, DVC's process tree)
-start real processes (`conftest.clean_env()` without `zygote=True`).
+start real processes (`conftest.clean_env()` without `warm=True`).
 
-Run as `python zygote.py SOCKET`; `write_shims` makes the stand-ins. Written by hand: multiprocessing's forkserver runs
-picklable callables for its own parent, not another program's command line and streams.
+Run as `python zygote.py SOCKET`; `write_shims` makes the stand-ins. Written by hand:
+multiprocessing's forkserver runs picklable callables for its own parent, not another program's
+command line and streams.
 """
 
 from __future__ import annotations
@@ -152,6 +153,22 @@ def _exit_code(error: SystemExit) -> int:
     return 1
 
 
+def _text_stream(fd: int, mode: str, encoding: str, errors: str, line_buffering: bool = False) -> io.TextIOWrapper:
+    """A standard stream on `fd` as the interpreter opens it (unbuffered with PYTHONUNBUFFERED)."""
+    unbuffered = mode == "w" and bool(os.environ.get("PYTHONUNBUFFERED"))
+    raw = io.FileIO(fd, mode, closefd=False)
+    binary: io.RawIOBase | io.BufferedIOBase
+    if mode == "r":
+        binary = io.BufferedReader(raw)
+    elif unbuffered:
+        binary = raw
+    else:
+        binary = io.BufferedWriter(raw)
+    return io.TextIOWrapper(
+        binary, encoding=encoding, errors=errors, line_buffering=line_buffering, write_through=unbuffered
+    )
+
+
 def _run_command(request: dict, fds: list[int], base_path: list[str]) -> None:
     """In the forked child: become the requested command, run it, exit as the interpreter would."""
     for number, fd in enumerate(fds):
@@ -163,25 +180,12 @@ def _run_command(request: dict, fds: list[int], base_path: list[str]) -> None:
     os.environ.clear()
     os.environ.update(request["env"])
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
+    for signum in {*FORWARDED, signal.SIGCHLD} - {signal.SIGINT}:
         signal.signal(signum, signal.SIG_DFL)
-    unbuffered = bool(os.environ.get("PYTHONUNBUFFERED"))
-    encoding, errors = sys.stdout.encoding, sys.stdout.errors
-    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding=encoding, errors=errors)
-    sys.stdout = sys.__stdout__ = io.TextIOWrapper(
-        io.FileIO(1, "w", closefd=False) if unbuffered else io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
-        encoding=encoding,
-        errors=errors,
-        line_buffering=os.isatty(1),
-        write_through=unbuffered,
-    )
-    sys.stderr = sys.__stderr__ = io.TextIOWrapper(
-        io.FileIO(2, "w", closefd=False) if unbuffered else io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
-        encoding=encoding,
-        errors="backslashreplace",
-        line_buffering=True,
-        write_through=unbuffered,
-    )
+    encoding, errors = sys.stdout.encoding, sys.stdout.errors  # the server's, opened from the same environment
+    sys.stdin = sys.__stdin__ = _text_stream(0, "r", encoding, errors)
+    sys.stdout = sys.__stdout__ = _text_stream(1, "w", encoding, errors, line_buffering=os.isatty(1))
+    sys.stderr = sys.__stderr__ = _text_stream(2, "w", encoding, "backslashreplace", line_buffering=True)
     first = request["cwd"] if "module" in request else os.path.dirname(request["script"])
     extra = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
     sys.path[:] = [first, *extra, *base_path]
@@ -278,7 +282,8 @@ def serve(path: str) -> None:
     if "torch" in sys.modules or "reprolab" in sys.modules:
         print("refusing to serve: torch or reprolab was preloaded", flush=True)
         return
-    base_path = [entry for entry in sys.path[1:] if entry not in os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    own = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    base_path = [entry for entry in sys.path[1:] if entry not in own]
     sys.stdout.flush()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the supervisors are reaped by the kernel
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
