@@ -191,3 +191,21 @@ def test_a_lost_batch_is_sent_again_until_too_many_losses(capsys):
         sweep_jobs._until_done(
             [0], lost_every_time, ConnectionError, lambda count, cause: f"lost {count} times ({cause})", lambda left: ""
         )
+
+
+def test_a_dataset_that_cannot_reach_a_dead_dask_worker_is_sent_again(quick_config, monkeypatch):
+    """Scattering to a worker that died since the scheduler listed it fails with a closed
+    connection (seen in a newcomer walk's killed-worker test): a lost batch, sent again, not a
+    failed sweep."""
+    from distributed.comm.core import CommClosedError
+
+    from reprolab import jobs as sweep_jobs
+
+    class ClusterWithADeadWorker:
+        def scatter(self, *args, **kwargs):
+            raise CommClosedError("in <TCP (closed) ConnectionPool.scatter>: Stream is closed")
+
+    monkeypatch.setattr(sweep_jobs, "LOST_WORKER_WAIT_S", 0)
+    job = Job(quick_config, "baseline", 0, datasets.prepare(quick_config.data))
+    with pytest.raises(sweep_jobs._LostData, match="sending a dataset to the Dask cluster at tcp://x failed"):
+        sweep_jobs._dask_batch(ClusterWithADeadWorker(), [job], [0], "tcp://x", lambda *a: None)

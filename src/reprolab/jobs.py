@@ -388,6 +388,9 @@ def _one_pool(jobs: Sequence[Job], remaining: list[int], workers: int, finish: C
             raise
 
 
+LOST_WORKER_WAIT_S = 1.0
+
+
 class _LostData(WorkerError):
     """A job the scheduler cancelled: the data it needed was lost with a worker (see _on_dask)."""
 
@@ -418,8 +421,16 @@ def _dask_batch(client: Any, jobs: Sequence[Job], remaining: list[int], address:
     for index in remaining:
         data = jobs[index].data
         if id(data) not in shared:
-            # On every worker: a dataset held by one would draw every job to it (locality).
-            shared[id(data)] = client.scatter(data, hash=False, broadcast=True)
+            # On every worker: a dataset held by one would draw every job to it (locality). A
+            # worker that died since the scheduler last listed it closes the connection: the
+            # data is lost with it as surely as after the jobs were sent, and sent again alike.
+            try:
+                shared[id(data)] = client.scatter(data, hash=False, broadcast=True)
+            except OSError as error:  # distributed's CommClosedError among them
+                time.sleep(LOST_WORKER_WAIT_S)  # time for the scheduler to drop the dead worker
+                raise _LostData(
+                    f"compute: sending a dataset to the Dask cluster at {address} failed ({one_line(error)[:200]})"
+                ) from error
     batch = uuid.uuid4().hex[:8]
     driver = _worker_training_code()  # this process's
     futures = {
