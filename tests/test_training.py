@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 
-from conftest import CONF_DIR, PRESETS, quick_overrides
+from conftest import CONF_DIR, PRESETS, clean_env, quick_overrides
 from reprolab import data as datasets
 from reprolab.audit import seed_checks
 from reprolab.cli import main
 from reprolab.config import load_config
-from reprolab.jobs import Job, run_jobs
+from reprolab.jobs import Job, _context, run_jobs
 from reprolab.metrics import class_metrics, meets_target
 from reprolab.report import comparison_table
 from reprolab.results import HISTORY_KEYS
@@ -52,6 +54,51 @@ def test_parallel_runs_equal_serial_runs(quick_config):
     serial = run_jobs(jobs(quick_config, ["baseline", "gru"], [0, 1]), workers=1)
     parallel = run_jobs(jobs(quick_config, ["baseline", "gru"], [0, 1]), workers=2)
     assert [r.metrics for r in serial] == [r.metrics for r in parallel]
+
+
+FORKED_AFTER_TORCH = """
+import json, sys, torch
+from reprolab import data as datasets
+from reprolab.config import load_config
+from reprolab.jobs import Job, _context, run_jobs, train_in_background
+torch.set_num_threads(2)
+torch.randn(512, 512) @ torch.randn(512, 512)  # this driver's own threads have started
+config = load_config(json.loads(sys.argv[1]), sys.argv[2])
+data = datasets.prepare(config.data)
+jobs = [Job(config, preset, 0, data) for preset in ("baseline", "gru")]
+pooled = [result.metrics for result in run_jobs(jobs, workers=2)]
+with train_in_background(jobs[1], progress=False) as job:
+    background = job.result()[1].metrics
+print(json.dumps({"start": _context().get_start_method(), "pooled": pooled, "background": background}))
+"""
+
+
+def test_a_driver_that_computed_with_torch_forks_workers_that_train_as_in_process(quick_config, tmp_path):
+    """A driver that has imported torch and computed on two threads forks its workers (a CPU
+    build): they train on one thread, give the metrics of a run in this process, and none hangs."""
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_AFTER_TORCH, json.dumps(quick_overrides(tmp_path)), str(CONF_DIR)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=clean_env(),
+    )
+    assert done.returncode == 0, done.stderr
+    forked = json.loads(done.stdout.splitlines()[-1])
+    data = datasets.prepare(quick_config.data)
+    here = {preset: run_one(quick_config, preset, 0, data)[1].metrics for preset in ("baseline", "gru")}
+    assert forked["start"] == "fork"
+    assert forked["pooled"] == [here["baseline"], here["gru"]] and forked["background"] == here["gru"]
+
+
+def test_a_driver_holding_a_gpu_build_of_torch_starts_fresh_workers(monkeypatch):
+    """A forked child cannot use CUDA once its parent has touched it: with a GPU build of torch
+    imported, workers start as fresh interpreters."""
+    import torch
+
+    assert _context().get_start_method() == "fork"  # this process: a CPU build, imported
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    assert _context().get_start_method() == "spawn"
 
 
 def test_a_dask_worker_that_trains_with_other_code_refuses_the_job(quick_config):

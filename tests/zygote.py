@@ -6,9 +6,10 @@ pandas, ... afresh: two to three seconds of a core, hundreds of times per suite.
 imports them once; a stand-in `python` and `reprolab` (first on the PATH of those commands)
 hand their command line, working directory, environment and standard streams to it, and it
 forks a child that runs the command as `python -m` or the console script would, and returns its
-exit status. torch is *not* preloaded: reprolab forks its training workers only while torch is
-not imported yet (`reprolab.jobs._context`), and the child must take the same path as a fresh
-process.
+exit status. A CPU build of torch is preloaded too, so that reprolab's training workers, forked
+from the command (`reprolab.jobs._context`), skip its import; a GPU build is not (a driver that
+holds one starts its workers as fresh interpreters, another path than a fresh command takes).
+reprolab itself is not preloaded: each command imports it from its own checkout.
 
 The stand-ins fall back to the real interpreter whenever the server is not there, so a test
 never depends on it; tests of process behaviour (signals, resource limits, DVC's process tree)
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import importlib
+import importlib.util
 import io
 import json
 import os
@@ -266,6 +268,22 @@ def _supervise(connection: socket.socket, base_path: list[str]) -> None:
         pass
 
 
+def _cpu_build_of_torch() -> bool:
+    """What torch/version.py says, read without importing torch."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    version: dict = {}
+    for folder in spec.submodule_search_locations:
+        try:
+            with open(os.path.join(folder, "version.py")) as source:
+                exec(compile(source.read(), "torch/version.py", "exec"), version)
+        except OSError:
+            continue
+        return not (version.get("cuda") or version.get("hip"))
+    return False
+
+
 def serve(path: str) -> None:
     """Preload, then fork a supervisor for each stand-in that connects to `path`."""
     for name in PRELOAD:
@@ -273,14 +291,16 @@ def serve(path: str) -> None:
             importlib.import_module(name)
         except ImportError as error:
             print(f"not preloaded: {name}: {error}", flush=True)
+    if _cpu_build_of_torch():
+        importlib.import_module("torch")
     try:  # MLflow's map of installed packages, which each model's logging builds (0.8 s) and caches
         from mlflow.utils.requirements_utils import _init_modules_to_packages_map
 
         _init_modules_to_packages_map()
     except Exception as error:
         print(f"not preloaded: MLflow's package map: {error}", flush=True)
-    if "torch" in sys.modules or "reprolab" in sys.modules:
-        print("refusing to serve: torch or reprolab was preloaded", flush=True)
+    if "reprolab" in sys.modules:
+        print("refusing to serve: reprolab was preloaded", flush=True)
         return
     own = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     base_path = [entry for entry in sys.path[1:] if entry not in own]
