@@ -336,8 +336,11 @@ def queue_two_experiments(repo: Path) -> str:
             check=True,
         )
 
-    def busy() -> bool:
-        return bool(re.search(r"\b(Queued|Running)\b", sh(repo, "dvc", "queue", "status").stdout))
+    def status() -> str:
+        return sh(repo, "dvc", "queue", "status").stdout
+
+    def busy(shown: str) -> bool:
+        return bool(re.search(r"\b(Queued|Running)\b", shown))
 
     try:
         # Each `dvc queue status` costs a core for a second and a half, taken from the experiments:
@@ -348,11 +351,13 @@ def queue_two_experiments(repo: Path) -> str:
             time.sleep(1)
             if time.time() - asked > 30:
                 asked = time.time()
-                if not busy():
+                if not busy(status()):
                     break
-        while time.time() < deadline and busy():
+        shown = status()
+        while time.time() < deadline and busy(shown):
             time.sleep(2)
-        return sh(repo, "dvc", "queue", "status").stdout
+            shown = status()
+        return shown
     finally:
         stop_queue_workers(repo)
 
