@@ -55,6 +55,8 @@ PRELOAD = (
     "mlflow.data",
     "mlflow.store.tracking.sqlalchemy_store",
     "mlflow.store.db.utils",
+    "mlflow.tracing.processor.base_mlflow",
+    "git",
     "matplotlib",
     "matplotlib.pyplot",
 )
@@ -293,6 +295,8 @@ def serve(path: str) -> None:
             print(f"not preloaded: {name}: {error}", flush=True)
     if _cpu_build_of_torch():
         importlib.import_module("torch")
+        # What a training worker's first optimizer imports (torch.optim disables dynamo on it): 2 s.
+        importlib.import_module("torch._dynamo")
     try:  # MLflow's map of installed packages, which each model's logging builds (0.8 s) and caches
         from mlflow.utils.requirements_utils import _init_modules_to_packages_map
 
