@@ -137,11 +137,12 @@ def sh(
 
 
 @contextmanager
-def logged_process(argv: list[str], cwd: Path, log: Path) -> Iterator[subprocess.Popen]:
-    """`argv` started in `cwd` with a clean environment, its output in the file `log` (never the
-    test's pipes); killed and reaped on leaving the block if it is still running."""
+def logged_process(argv: list[str], cwd: Path, log: Path, warm: bool = False) -> Iterator[subprocess.Popen]:
+    """`argv` started in `cwd` with a clean environment (`warm`: see clean_env), its output in the
+    file `log` (never the test's pipes); killed and reaped on leaving the block if still running."""
     with log.open("w") as out:
-        process = subprocess.Popen(argv, cwd=cwd, env=clean_env(), stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        env = clean_env(warm=warm)
+        process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     try:
         yield process
     finally:

@@ -18,15 +18,16 @@ pytestmark = pytest.mark.slow  # each test runs `reprolab`, which trains or crea
 
 
 def run_limited(tmp_path: Path, limit_bytes: int | None, *args: str) -> subprocess.CompletedProcess:
-    """`reprolab ARGS` in tmp_path under a file-size limit (None: none)."""
+    """`reprolab ARGS` in tmp_path under a file-size limit (None: none, and in the warm
+    interpreter, which cannot pass a limit on)."""
 
     def limit() -> None:
         if limit_bytes is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
     return subprocess.run(
-        [*REPROLAB, *args], cwd=tmp_path, env=clean_env(), preexec_fn=limit, capture_output=True, text=True,
-        timeout=300,
+        ["reprolab", *REPROLAB[1:], *args], cwd=tmp_path, env=clean_env(warm=limit_bytes is None), preexec_fn=limit,
+        capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 
 

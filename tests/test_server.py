@@ -26,7 +26,6 @@ import pytest
 import yaml
 
 from conftest import (
-    BIN,
     PRESETS,
     REPO_ROOT,
     clean_env,
@@ -336,10 +335,10 @@ def auth_server():
 
 
 def train_against(server: Server, tmp_path: Path, **credentials: str) -> subprocess.CompletedProcess:
-    env = clean_env(MLFLOW_TRACKING_URI=server.uri, **credentials)
+    env = clean_env(warm=True, MLFLOW_TRACKING_URI=server.uri, **credentials)
     return subprocess.run(
         [
-            str(BIN / "reprolab"),
+            "reprolab",
             "--config-dir",
             str(REPO_ROOT / "conf"),
             "train",
