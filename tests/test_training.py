@@ -56,6 +56,12 @@ def test_parallel_runs_equal_serial_runs(quick_config):
     assert [r.metrics for r in serial] == [r.metrics for r in parallel]
 
 
+def gpu_build() -> bool:
+    import torch
+
+    return bool(torch.version.cuda or getattr(torch.version, "hip", None))
+
+
 FORKED_AFTER_TORCH = """
 import json, sys, torch
 from reprolab import data as datasets
@@ -87,16 +93,18 @@ def test_a_driver_that_computed_with_torch_forks_workers_that_train_as_in_proces
     forked = json.loads(done.stdout.splitlines()[-1])
     data = datasets.prepare(quick_config.data)
     here = {preset: run_one(quick_config, preset, 0, data)[1].metrics for preset in ("baseline", "gru")}
-    assert forked["start"] == "fork"
+    assert forked["start"] == ("spawn" if gpu_build() else "fork")
     assert forked["pooled"] == [here["baseline"], here["gru"]] and forked["background"] == here["gru"]
 
 
 def test_a_driver_holding_a_gpu_build_of_torch_starts_fresh_workers(monkeypatch):
     """A forked child cannot use CUDA once its parent has touched it: with a GPU build of torch
-    imported, workers start as fresh interpreters."""
+    imported, workers start as fresh interpreters; with a CPU build, they fork."""
     import torch
 
-    assert _context().get_start_method() == "fork"  # this process: a CPU build, imported
+    monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setattr(torch.version, "hip", None, raising=False)
+    assert _context().get_start_method() == "fork"
     monkeypatch.setattr(torch.version, "cuda", "12.4")
     assert _context().get_start_method() == "spawn"
 
