@@ -79,6 +79,7 @@ print(json.dumps({"start": _context().get_start_method(), "pooled": pooled, "bac
 """
 
 
+@pytest.mark.slow  # a process of its own that trains
 def test_a_driver_that_computed_with_torch_forks_workers_that_train_as_in_process(quick_config, tmp_path):
     """A driver that has imported torch and computed on two threads forks its workers (a CPU
     build): they train on one thread, give the metrics of a run in this process, and none hangs."""
