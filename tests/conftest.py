@@ -151,8 +151,9 @@ def logged_process(argv: list[str], cwd: Path, log: Path, warm: bool = False) ->
         process.wait(timeout=60)
 
 
-# The installed `reprolab` command on the repository's conf/.
-REPROLAB = [str(BIN / "reprolab"), "--config-dir", str(CONF_DIR)]
+# The installed `reprolab` command on the repository's conf/, found on the PATH that clean_env() gives
+# (the venv's, or with warm=True the warm interpreter's stand-in).
+REPROLAB = ["reprolab", "--config-dir", str(CONF_DIR)]
 
 
 def reprolab(
@@ -161,7 +162,7 @@ def reprolab(
     """`reprolab --config-dir conf ARGS` in `cwd`, the installed package, a clean environment and a
     time limit; fail with its output on exit != 0 unless check=False."""
     done = subprocess.run(
-        ["reprolab", *REPROLAB[1:], *args],
+        [*REPROLAB, *args],
         cwd=cwd,
         env={**clean_env(warm=True), **(env or {})},
         capture_output=True,

@@ -134,7 +134,7 @@ def test_an_audit_on_dask_survives_a_killed_worker_and_equals_the_local_one(clus
 
     from distributed import Client
 
-    argv = ["reprolab", *REPROLAB[1:], "audit", "--seeds", "0-1", "--no-models",
+    argv = [*REPROLAB, "audit", "--seeds", "0-1", "--no-models",
             "--scheduler", cluster.address, "--output-dir", "out", *small_overrides(dask_dir, 40)]  # fmt: skip
     with logged_process(argv, dask_dir, tmp_path / "audit.log", warm=True) as audit:
         with Client(cluster.address, timeout=60) as client:
@@ -160,7 +160,7 @@ def test_a_sweep_whose_data_died_with_its_workers_sends_it_again(cluster, tmp_pa
     dataset die, and a new one, started after them, holds none of it."""
     from distributed import Client
 
-    argv = ["reprolab", *REPROLAB[1:], "compare", "--presets", "baseline", "--seeds", "0-5", "--retrain",
+    argv = [*REPROLAB, "compare", "--presets", "baseline", "--seeds", "0-5", "--retrain",
             "--scheduler", cluster.address, *small_overrides(tmp_path, 150)]  # fmt: skip
     with logged_process(argv, tmp_path, tmp_path / "compare.log", warm=True) as compare:
         with Client(cluster.address, timeout=60) as client:

@@ -26,7 +26,7 @@ def run_limited(tmp_path: Path, limit_bytes: int | None, *args: str) -> subproce
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
     return subprocess.run(
-        ["reprolab", *REPROLAB[1:], *args], cwd=tmp_path, env=clean_env(warm=limit_bytes is None), preexec_fn=limit,
+        [*REPROLAB, *args], cwd=tmp_path, env=clean_env(warm=limit_bytes is None), preexec_fn=limit,
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 

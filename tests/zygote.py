@@ -273,17 +273,15 @@ def _supervise(connection: socket.socket, base_path: list[str]) -> None:
 def _cpu_build_of_torch() -> bool:
     """What torch/version.py says, read without importing torch."""
     spec = importlib.util.find_spec("torch")
-    if spec is None or not spec.submodule_search_locations:
+    if spec is None or spec.origin is None:
         return False
     version: dict = {}
-    for folder in spec.submodule_search_locations:
-        try:
-            with open(os.path.join(folder, "version.py")) as source:
-                exec(compile(source.read(), "torch/version.py", "exec"), version)
-        except OSError:
-            continue
-        return not (version.get("cuda") or version.get("hip"))
-    return False
+    try:
+        with open(os.path.join(os.path.dirname(spec.origin), "version.py")) as source:
+            exec(compile(source.read(), "torch/version.py", "exec"), version)
+    except OSError:
+        return False
+    return not (version.get("cuda") or version.get("hip"))
 
 
 def serve(path: str) -> None:
