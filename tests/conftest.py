@@ -3,6 +3,8 @@ of the repository to run DVC and MLflow in."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import re
 import shutil
@@ -243,26 +245,51 @@ def copy_built_repository(source: Path, target: Path) -> Path:
     """A copy of a repository that built_once made (git, DVC cache, outputs, MLflow store) that
     is a repository of its own: the MLflow store's absolute paths (artifact locations) moved to
     the copy, DVC's temporary folder (locks, queue) left behind."""
-    import sqlite3
-
     dvc_dir = source / ".dvc"
     shutil.copytree(source, target, symlinks=True, ignore=lambda d, _: ["tmp"] if Path(d) == dvc_dir else [])
-    store = target / "mlflow.db"
-    if store.is_file():
-        with closing(sqlite3.connect(store)) as database:
-            tables = [row[0] for row in database.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-            for table in tables:
-                for column in database.execute(f'PRAGMA table_info("{table}")').fetchall():
-                    if re.search("CHAR|TEXT|CLOB", column[2].upper()):
-                        database.execute(
-                            f'UPDATE "{table}" SET "{column[1]}" = replace("{column[1]}", ?, ?) '
-                            f'WHERE instr("{column[1]}", ?) > 0',
-                            (str(source), str(target), str(source)),
-                        )
-            database.commit()
+    if (target / "mlflow.db").is_file():
+        _move_store_paths(target / "mlflow.db", source, target)
     # A model's files stay as logged, MLmodel's artifact_path too (where it was logged: metadata
     # that loading does not use): their digest is checked before the registry serves them.
     return target
+
+
+def _move_store_paths(store: Path, source: Path, target: Path) -> None:
+    """In a copied MLflow store, every absolute path under `source` (artifact locations) moved to `target`."""
+    import sqlite3
+
+    with closing(sqlite3.connect(store)) as database:
+        tables = [row[0] for row in database.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for column in database.execute(f'PRAGMA table_info("{table}")').fetchall():
+                if re.search("CHAR|TEXT|CLOB", column[2].upper()):
+                    database.execute(
+                        f'UPDATE "{table}" SET "{column[1]}" = replace("{column[1]}", ?, ?) '
+                        f'WHERE instr("{column[1]}", ?) > 0',
+                        (str(source), str(target), str(source)),
+                    )
+        database.commit()
+
+
+@functools.cache
+def _empty_store() -> Path:
+    """A folder holding the mlflow.db that MLflow makes for a new store, made once per process."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    folder = Path(tempfile.mkdtemp(prefix="reprolab-new-store-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    # The artifact root a command run in `folder` gives the store's Default experiment.
+    SqlAlchemyStore(f"sqlite:///{folder / 'mlflow.db'}", str(folder / "mlruns")).engine.dispose()
+    return folder
+
+
+def new_store(folder: Path) -> None:
+    """folder/mlflow.db: a new MLflow store as a command run in `folder` would make it, copied
+    instead of made (MLflow's migrations take one to two seconds a store). For tests where the
+    store is only where runs go; tests of how a store is made, or that none is, let the command
+    make it."""
+    shutil.copyfile(_empty_store() / "mlflow.db", folder / "mlflow.db")
+    _move_store_paths(folder / "mlflow.db", _empty_store(), folder)
 
 
 def set_in_yaml(path: Path, pattern: str, replacement: str) -> None:

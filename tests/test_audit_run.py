@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import reprolab, small_overrides
+from conftest import new_store, reprolab, small_overrides
 
 pytestmark = pytest.mark.slow
 CHANGES = ("hidden size", "dropout", "learning rate", "early stopping")
@@ -24,6 +24,7 @@ def client(tmp_path: Path):
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory) -> Path:
     tmp_path = tmp_path_factory.mktemp("audit")
+    new_store(tmp_path)
     reprolab(
         tmp_path, "audit", "--seeds", "0-1", "--workers", "2", "--output-dir", "out", *small_overrides(tmp_path, 3)
     )
@@ -123,6 +124,7 @@ def test_an_audit_between_two_recorded_runs_equals_the_audit_of_their_presets(au
 
 
 def test_results_do_not_depend_on_the_worker_count(audited, tmp_path):
+    new_store(tmp_path)
     reprolab(
         tmp_path,
         "audit",

@@ -20,6 +20,7 @@ from conftest import (
     assert_finished_compare_runs,
     clean_env,
     logged_process,
+    new_store,
     reprolab,
     runs,
     small_overrides,
@@ -126,6 +127,8 @@ def test_an_audit_on_dask_survives_a_killed_worker_and_equals_the_local_one(clus
     local_dir, dask_dir = tmp_path / "local", tmp_path / "dask"
     local_dir.mkdir()
     dask_dir.mkdir()
+    new_store(local_dir)
+    new_store(dask_dir)
     local = reprolab(
         local_dir, "audit", "--seeds", "0-1", "--workers", "2", "--no-models", "--output-dir", "out",
         *small_overrides(local_dir, 40),
@@ -160,6 +163,7 @@ def test_a_sweep_whose_data_died_with_its_workers_sends_it_again(cluster, tmp_pa
     dataset die, and a new one, started after them, holds none of it."""
     from distributed import Client
 
+    new_store(tmp_path)
     argv = [*REPROLAB, "compare", "--presets", "baseline", "--seeds", "0-5", "--retrain",
             "--scheduler", cluster.address, *small_overrides(tmp_path, 150)]  # fmt: skip
     with logged_process(argv, tmp_path, tmp_path / "compare.log", warm=True) as compare:
@@ -187,6 +191,7 @@ def test_compare_through_the_environment_variable_equals_the_local_one(cluster, 
     for backend, env in (("local", {}), ("dask", {"DASK_SCHEDULER_ADDRESS": cluster.address})):
         work = tmp_path / backend
         work.mkdir()
+        new_store(work)
         done = reprolab(
             work, "compare", "--seeds", "0-1", "--presets", "baseline,gru", *small_overrides(work, 40), env=env
         )
@@ -201,6 +206,7 @@ def test_compare_through_the_environment_variable_equals_the_local_one(cluster, 
 
 
 def test_an_unreachable_scheduler_is_one_line(tmp_path):
+    new_store(tmp_path)
     done = reprolab(
         tmp_path, "compare", "--seeds", "0-1", "--scheduler", f"tcp://127.0.0.1:{free_port()}",
         *small_overrides(tmp_path, 40), check=False,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import client_for, commit, copy_repository, runs, sh
+from conftest import client_for, commit, copy_repository, new_store, runs, sh
 from userdata import save, series
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -21,6 +21,7 @@ QUICK = ["experiments.regularized.train.max_epochs=2", "experiments.baseline.tra
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     repo = copy_repository(tmp_path_factory.mktemp("reproduce"))
+    new_store(repo)
     commit(repo, "the project")
     return repo
 
@@ -169,6 +170,7 @@ def test_an_audit_between_runs_of_two_commits_lists_the_training_code_as_a_chang
     with that code: reproduce gives them back), and a setting the old code does not know is
     refused in one line before anything trains."""
     repo = copy_repository(tmp_path / "repo")
+    new_store(repo)
     commit(repo, "the project")
     before = train(repo, "experiments.regularized.train.lr=0.003")
     old_source = client_for(repo).get_run(before).data.tags["reprolab.source.commit"]

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import CONF_DIR, quick_overrides, reprolab
+from conftest import CONF_DIR, new_store, quick_overrides, reprolab
 from reprolab import tracking
 from reprolab.config import TrackingConfig, flatten, load_config
 
@@ -209,6 +209,7 @@ def test_a_half_migrated_store_is_named_with_its_repair(tmp_path):
 def test_the_registry_serves_only_the_model_its_run_logged(tmp_path):
     """A model loads by unpickling: its files are checked against the digest its run recorded
     before the `after` alias may point at it."""
+    new_store(tmp_path)
     done = reprolab(tmp_path, "train", "--no-progress", *quick_overrides(tmp_path))
     run_id = json.loads(done.stdout[done.stdout.index("{") :])["mlflow_run_id"]
     config = load_config(quick_overrides(tmp_path), CONF_DIR)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import CONF_DIR, PRESETS, clean_env, quick_overrides
+from conftest import CONF_DIR, PRESETS, clean_env, new_store, quick_overrides
 from reprolab import data as datasets
 from reprolab.audit import seed_checks
 from reprolab.cli import main
@@ -151,6 +151,7 @@ def test_without_early_stopping_all_epochs_run(quick_config):
 
 
 def test_cli_train_prints_the_run(tmp_path, capsys):
+    new_store(tmp_path)
     code = main(
         [
             "--config-dir",

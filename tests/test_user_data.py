@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import userdata
-from conftest import PRESETS, reprolab
+from conftest import PRESETS, new_store, reprolab
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -54,6 +54,7 @@ def one_line_refusal(done: subprocess.CompletedProcess) -> str:
 
 
 def test_train_on_a_then_b_trains_on_b_and_records_both(tmp_path):
+    new_store(tmp_path)
     X, y, _ = userdata.series(n=90, classes=3, seed=1)
     a = userdata.save(tmp_path / "A.npz", X=X, y=y)
     X2, y2, _ = userdata.series(n=90, classes=3, seed=2)
@@ -65,6 +66,7 @@ def test_train_on_a_then_b_trains_on_b_and_records_both(tmp_path):
     # B's numbers: the same as training on B alone, in a store of its own.
     alone = tmp_path / "alone"
     alone.mkdir()
+    new_store(alone)
     again = train_output(reprolab(alone, "train", *on_file(alone, b)))
     assert {k: again[k] for k in ("dataset_digest", "val_accuracy", "train_loss")} == {
         k: second[k] for k in ("dataset_digest", "val_accuracy", "train_loss")
@@ -85,6 +87,7 @@ def test_train_on_a_then_b_trains_on_b_and_records_both(tmp_path):
 
 
 def test_changed_generator_settings_are_refused_or_built_afresh(tmp_path):
+    new_store(tmp_path)
     base = [f"data.prepared_path={tmp_path / 'p.npz'}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
     small = ["data=synthetic_small", *base, "experiments.regularized.train.max_epochs=2"]
     reprolab(tmp_path, "prepare", *small)
@@ -105,6 +108,7 @@ def load_digest(path: Path) -> str:
 
 @pytest.mark.parametrize("classes, channels", [(4, 3), (9, 1)])
 def test_many_classes_train_compare_and_audit(tmp_path, classes, channels):
+    new_store(tmp_path)
     X, y, _ = userdata.series(n=180, classes=classes, channels=channels, seed=classes)
     path = userdata.save(tmp_path / "mine.npz", X=X, y=y)
     overrides = on_file(tmp_path, path, "data.target.min_val_accuracy=0.99")
@@ -137,6 +141,7 @@ def test_many_classes_train_compare_and_audit(tmp_path, classes, channels):
 
 
 def test_zero_padding_without_lengths_is_warned_by_the_commands_and_kept_on_the_run(tmp_path):
+    new_store(tmp_path)
     X, y, _ = userdata.series(n=60, classes=2, channels=1, steps=20, seed=3, variable=True)
     path = userdata.save(tmp_path / "zeros.npz", X=X, y=y)  # zero-padded at the end, no lengths
     prepared = reprolab(tmp_path, "prepare", *on_file(tmp_path, path), timeout=120)
@@ -150,6 +155,7 @@ def test_zero_padding_without_lengths_is_warned_by_the_commands_and_kept_on_the_
 
 
 def test_padding_side_does_not_matter_with_lengths(tmp_path):
+    new_store(tmp_path)
     X, y, lengths = userdata.series(n=120, classes=2, channels=2, steps=30, seed=5, variable=True)
     end = userdata.save(tmp_path / "end.npz", X=X, y=y, lengths=lengths)
     front = userdata.save(tmp_path / "front.npz", X=userdata.pad_front(X, lengths), y=y, lengths=lengths)
@@ -166,6 +172,7 @@ def test_padding_side_does_not_matter_with_lengths(tmp_path):
 
 
 def test_a_tiny_validation_split_gives_honest_intervals_and_a_warning(tmp_path):
+    new_store(tmp_path)
     X, y, _ = userdata.series(n=40, classes=2, seed=3)
     path = userdata.save(tmp_path / "tiny.npz", X=X, y=y)
     overrides = on_file(tmp_path, path, "data.val_fraction=0.25", "data.test_fraction=0.25")
@@ -181,6 +188,7 @@ def test_a_tiny_validation_split_gives_honest_intervals_and_a_warning(tmp_path):
 
 
 def test_a_transposed_array_is_refused_with_the_fix_or_read_as_told(tmp_path):
+    new_store(tmp_path)
     X, y, _ = userdata.series(n=60, classes=2, channels=1, steps=150, seed=4)
     path = userdata.save(tmp_path / "channels_first.npz", X=X.transpose(0, 2, 1), y=y)  # [N, 1, T]
     refused = one_line_refusal(reprolab(tmp_path, "train", *on_file(tmp_path, path), check=False))

@@ -12,13 +12,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import REPROLAB, assert_finished_compare_runs, clean_env, logged_process, runs, small_overrides
+from conftest import REPROLAB, assert_finished_compare_runs, clean_env, logged_process, new_store, runs, small_overrides
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def compare(work: Path) -> AbstractContextManager[subprocess.Popen]:
     """A local compare of baseline over seeds 0-3 on two workers, long enough to interfere with."""
+    new_store(work)
     argv = [*REPROLAB, "compare", "--presets", "baseline", "--seeds", "0-3", "--workers", "2", "--retrain"]
     return logged_process([*argv, *small_overrides(work, 400)], work, work / "compare.log")
 

@@ -286,6 +286,8 @@ def _cpu_build_of_torch() -> bool:
 
 def serve(path: str) -> None:
     """Preload, then fork a supervisor for each stand-in that connects to `path`."""
+    # As reprolab.tracking does before it imports MLflow: no telemetry client, no thread to fork.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     for name in PRELOAD:
         try:
             importlib.import_module(name)
