@@ -54,7 +54,7 @@ def quick_config(tmp_path: Path) -> Config:
 def clean_env(code_from: Path | None = None, warm: bool = False, **extra: str) -> dict[str, str]:
     """The environment without the caller's MLflow/DVC settings, the venv first on PATH; with
     `code_from`, a copy of the repository whose own src/ then runs (not the installed package);
-    with `warm`, `python -m reprolab...` and `reprolab` run in the warm interpreter (zygote.py)."""
+    with `warm`, `python -m reprolab...`, `reprolab` and `dvc` run in the warm interpreter (zygote.py)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "DVC_", "DASK_"))}
     env.pop(zygote.SOCKET_VARIABLE, None)
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"

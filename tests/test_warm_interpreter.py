@@ -29,6 +29,8 @@ def test_a_command_gives_the_same_output_and_status_warm_and_cold(tmp_path):
     for argv in (
         ["reprolab", "--config-dir", str(CONF_DIR), "compose", "-o", "-", "seed=7"],
         ["reprolab", "--config-dir", str(CONF_DIR), "compose", "no_such_key=1"],  # refused: exit 2
+        ["dvc", "--version"],
+        ["dvc", "status"],  # refused: not a DVC repository
         ["python", "-m", "reprolab", "--config-dir", str(CONF_DIR), "compose", "-o", "out.yaml"],  # in cwd
     ):
         written = []
@@ -39,7 +41,8 @@ def test_a_command_gives_the_same_output_and_status_warm_and_cold(tmp_path):
         assert results[-1] == results[-2] and written[0] == written[1], argv
     assert "seed: 7" in results[0][1] and results[2][0] == 2 and "no_such_key" in results[2][2]
     assert "seed:" in written[0]
-    assert server.served() == served + 3  # the warm runs ran warm
+    assert results[4][0] == 0 and results[6][0] != 0 and "not inside of a DVC repository" in results[6][2]
+    assert server.served() == served + 5  # the warm runs ran warm
 
 
 def test_without_its_server_the_stand_in_runs_the_real_interpreter(tmp_path):

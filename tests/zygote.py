@@ -1,19 +1,21 @@
-"""A warm interpreter for the tests' `reprolab` commands and DVC stages: a test-only fork server.
+"""A warm interpreter for the tests' `reprolab` and `dvc` commands and DVC's stages: a test-only
+fork server.
 
-Every `reprolab ...` a test runs through `conftest.sh`/`conftest.reprolab`, and every
+Every `reprolab ...` and `dvc ...` a test runs through `conftest.sh`/`conftest.reprolab`, and every
 `python -m reprolab...` stage that DVC runs for it, would import MLflow, SQLAlchemy, alembic,
-pandas, ... afresh: two to three seconds of a core, hundreds of times per suite. This server
-imports them once; a stand-in `python` and `reprolab` (first on the PATH of those commands)
-hand their command line, working directory, environment and standard streams to it, and it
-forks a child that runs the command as `python -m` or the console script would, and returns its
-exit status. A CPU build of torch is preloaded too, so that reprolab's training workers, forked
-from the command (`reprolab.jobs._context`), skip its import; a GPU build is not (a driver that
-holds one starts its workers as fresh interpreters, another path than a fresh command takes).
-reprolab itself is not preloaded: each command imports it from its own checkout.
+pandas, DVC, celery, networkx, ... afresh: one to three seconds of a core, hundreds of times per
+suite. This server imports them once; a stand-in `python`, `reprolab` and `dvc` (first on the PATH
+of those commands) hand their command line, working directory, environment and standard streams to
+it, and it forks a child that runs the command as `python -m` or the console script would, and
+returns its exit status. A CPU build of torch is preloaded too, so that reprolab's training
+workers, forked from the command (`reprolab.jobs._context`), skip its import; a GPU build is not (a
+driver that holds one starts its workers as fresh interpreters, another path than a fresh command
+takes). reprolab itself is not preloaded: each command imports it from its own checkout.
 
-The stand-ins fall back to the real interpreter whenever the server is not there, so a test
-never depends on it; tests of process behaviour (signals, resource limits, DVC's process tree)
-start real processes (`conftest.clean_env()` without `warm=True`).
+The stand-ins fall back to the real interpreter whenever the server is not there, so a test never
+depends on it; tests of process behaviour (signals, resource limits, DVC's process tree) start real
+processes (`conftest.clean_env()` without `warm=True`). The daemons DVC starts (its queue's
+workers) are real processes too: DVC starts them with `sys.executable`.
 
 Run as `python zygote.py SOCKET`; `write_shims` makes the stand-ins. Written by hand:
 multiprocessing's forkserver runs picklable callables for its own parent, not another program's
@@ -59,6 +61,64 @@ PRELOAD = (
     "git",
     "matplotlib",
     "matplotlib.pyplot",
+    # What `dvc status`, `repro`, `exp run/show`, `queue`, `plots`, `params/metrics` and `dag` import.
+    "dvc.cli",
+    "dvc.cli.parser",
+    "dvc._debug",
+    "dvc.repo",
+    "dvc.repo.index",
+    "dvc.repo.reproduce",
+    "dvc.repo.checkout",
+    "dvc.repo.status",
+    "dvc.repo.graph",
+    "dvc.repo.brancher",
+    "dvc.repo.collect",
+    "dvc.repo.stage",
+    "dvc.repo.trie",
+    "dvc.repo.experiments.run",
+    "dvc.repo.experiments.show",
+    "dvc.repo.experiments.brancher",
+    "dvc.repo.experiments.queue.celery",
+    "dvc.repo.experiments.queue.tempdir",
+    "dvc.repo.experiments.queue.workspace",
+    "dvc.repo.plots",
+    "dvc.repo.metrics.show",
+    "dvc.repo.metrics.diff",
+    "dvc.repo.params.show",
+    "dvc.repo.params.diff",
+    "dvc.cachemgr",
+    "dvc.data_cloud",
+    "dvc.dagascii",
+    "dvc.dirs",
+    "dvc.ui.table",
+    "dvc.ui.pager",
+    "dvc.utils.strictyaml",
+    "dvc.utils.diff",
+    "dvc.utils.table",
+    "dvc.commands.dag",
+    "dvc.render.match",
+    "dvc_render",
+    "dvc_task.proc.manager",
+    "dvc_task.app.filesystem",
+    "dvc_data.fs",
+    "dvc_data.hashfile.db.local",
+    "scmrepo.fs",
+    "scmrepo.git.backend.pygit2",
+    "scmrepo.git.backend.dulwich",
+    "pygit2",
+    "dulwich.ignore",
+    "dulwich.worktree",
+    "networkx",
+    "celery",
+    "celery.worker",
+    "celery.app.control",
+    "kombu",
+    "rich.console",
+    "rich.table",
+    "ruamel.yaml",
+    "grandalf",
+    "pyparsing",
+    "platformdirs",
 )
 SOCKET_VARIABLE = "REPROLAB_TEST_ZYGOTE"
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -67,7 +127,8 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signa
 SHIM = """#!{python} -IS
 import json, os, signal, socket, struct, sys
 
-PYTHON, SCRIPT, VARIABLE = {python!r}, {script!r}, {variable!r}
+PYTHON, VARIABLE = {python!r}, {variable!r}
+SCRIPT = os.path.join({bin_dir!r}, os.path.basename(sys.argv[0]))  # reprolab's or DVC's
 FORWARDED = {forwarded!r}
 
 
@@ -123,14 +184,14 @@ main()
 
 
 def write_shims(folder: str, bin_dir: str) -> None:
-    """The stand-in `python` and `reprolab` in `folder`, for the interpreter and script in `bin_dir`."""
+    """The stand-ins `python`, `reprolab` and `dvc` in `folder`, for the interpreter and scripts in `bin_dir`."""
     text = SHIM.format(
         python=os.path.join(bin_dir, "python"),
-        script=os.path.join(bin_dir, "reprolab"),
+        bin_dir=bin_dir,
         variable=SOCKET_VARIABLE,
         forwarded=tuple(int(s) for s in FORWARDED),
     )
-    for name in ("python", "reprolab"):
+    for name in ("python", "reprolab", "dvc"):
         path = os.path.join(folder, name)
         with open(path, "w") as out:
             out.write(text)
