@@ -118,6 +118,7 @@ def test_a_sqlite_stores_artifacts_live_beside_it_whatever_the_directory(tmp_pat
 
 
 def test_a_deleted_experiment_names_the_restore(tmp_path):
+    new_store(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     store = tracking.connect(config(uri))
     store.client.delete_experiment(store.experiment_id)
@@ -130,6 +131,7 @@ def test_a_deleted_experiment_names_the_restore(tmp_path):
 def test_a_run_deleted_while_in_use_names_the_restore(tmp_path):
     """A run deleted while a command still logs to it (an audit's summary run, say): the store
     is there, so not "lost the MLflow store" but the run and how to restore it."""
+    new_store(tmp_path)
     store = tracking.connect(config(f"sqlite:///{tmp_path / 'mlflow.db'}"))
     run_id = store.client.create_run(store.experiment_id).info.run_id
     store.client.delete_run(run_id)
