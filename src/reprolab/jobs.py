@@ -45,19 +45,12 @@ def _context() -> Any:
     """How workers start: by forking the driver, which shares its dataset and its imports for
     free, unless the driver has imported a GPU build of torch: a forked child cannot use CUDA
     once its parent has touched it (asking whether a GPU is there can), so they start as fresh
-    interpreters. A forked worker sets torch to one thread before it computes (`_one_thread`),
-    so thread pools that the driver's torch may have started are never needed in the child, as
-    in PyTorch's DataLoader workers."""
+    interpreters. Every run sets torch to one thread before it computes
+    (`training.seed_everything`), so thread pools that the driver's torch may have started are
+    never needed in a forked child, as in PyTorch's DataLoader workers."""
     torch = sys.modules.get("torch")
     gpu_build = torch is not None and (torch.version.cuda or getattr(torch.version, "hip", None))
     return multiprocessing.get_context("spawn" if gpu_build else "fork")
-
-
-def _one_thread() -> None:
-    """A worker's first step: one torch thread if torch came with the fork (see `_context`)."""
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(1)
 
 
 @dataclass
@@ -120,7 +113,6 @@ def _start_pool_worker() -> None:
     of them died, and a worker that answered with its result or error instead would wait for
     good on a pipe the pool no longer reads."""
     die_with_parent()
-    _one_thread()
 
     def on_signal(signum: int, frame: Any) -> None:
         if not _in_job.is_set():
@@ -229,7 +221,6 @@ def _background_main(job: Job, channel: Connection, progress: bool) -> None:
     ("error", exception) at the end. A driver that is gone ends it at the next epoch."""
     driver = os.getppid()
     die_with_parent()
-    _one_thread()
 
     def send(kind: str, payload: Any) -> None:
         # Plain pickle: multiprocessing's own would pass tensors as handles into this
