@@ -18,12 +18,16 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
+import yaml
 
 import zygote
+from reprolab import numerics
 from reprolab.config import Config, load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
+# The tests that train in this process compute as conf/'s default makes every command compute.
+numerics.apply(yaml.safe_load((CONF_DIR / "config.yaml").read_text())["compute"]["numerics"])
 PRESETS = ("baseline", "regularized", "lstm", "gru")
 BIN = Path(sys.executable).parent
 # Debian's chromium, headless, as root in a machine with no outside network (scripts/check_mlflow_ui.py).
@@ -52,11 +56,12 @@ def quick_config(tmp_path: Path) -> Config:
 
 
 def clean_env(code_from: Path | None = None, warm: bool = False, **extra: str) -> dict[str, str]:
-    """The environment without the caller's MLflow/DVC settings, the venv first on PATH; with
+    """The environment without the caller's MLflow/DVC/Dask and kernel settings, the venv first on PATH; with
     `code_from`, a copy of the repository whose own src/ then runs (not the installed package);
     with `warm`, `python -m reprolab...`, `reprolab` and `dvc` run in the warm interpreter (zygote.py)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "DVC_", "DASK_"))}
-    env.pop(zygote.SOCKET_VARIABLE, None)
+    for key in (zygote.SOCKET_VARIABLE, numerics.MODE_VARIABLE, numerics.USER_VARIABLE, *numerics.KNOBS):
+        env.pop(key, None)  # as a user's shell has them: each command sets its own kernels
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
     if warm and (server := warm_interpreter()) is not None:
         env["PATH"] = f"{server.shims}{os.pathsep}{env['PATH']}"

@@ -77,15 +77,30 @@ def test_dirty_means_the_source_differs_from_head_staged_unstaged_or_new(tmp_pat
     assert "?? src/reprolab/new.py" in status.stdout
 
 
-def test_environment_differences_name_each_change():
-    old = {"python": "3.11.7", "cpu": "A", "distributions": {"torch": "2.13.0", "numpy": "2.4.6", "gone": "1"}}
-    new = {"python": "3.11.7", "cpu": "B", "distributions": {"torch": "2.14.1", "numpy": "2.4.6", "added": "2"}}
+def test_environment_differences_name_each_change_the_kernels_first():
+    kernels = {"mode": "native", "cpu_capability": "AVX512", "settings": {}}
+    old = {
+        "python": "3.11.7",
+        "cpu": "A",
+        "numerics": kernels,
+        "distributions": {"torch": "2.13.0", "numpy": "2.4.6", "gone": "1"},
+    }
+    new = {
+        "python": "3.11.7",
+        "cpu": "B",
+        "numerics": {**kernels, "cpu_capability": "DEFAULT", "settings": {"ATEN_CPU_CAPABILITY": "default"}},
+        "distributions": {"torch": "2.14.1", "numpy": "2.4.6", "added": "2"},
+    }
     assert provenance.environment_differences(old, new) == [
-        "cpu: A -> B",
+        "numerics.cpu_capability: AVX512 -> DEFAULT",
+        "numerics.settings.ATEN_CPU_CAPABILITY: - -> default",
         "added: absent -> 2",
         "gone: 1 -> absent",
         "torch: 2.13.0 -> 2.14.1",
+        "cpu: A -> B",
     ]
+    older = {key: value for key, value in old.items() if key != "numerics"}
+    assert provenance.environment_differences(older, new)[0].startswith("numerics: not recorded")
 
 
 def result(**changes) -> RunResult:

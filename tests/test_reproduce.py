@@ -6,12 +6,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from conftest import client_for, commit, copy_repository, new_store, runs, sh
+from conftest import clean_env, client_for, commit, copy_repository, new_store, runs, sh
 from userdata import save, series
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -100,7 +102,9 @@ def test_altered_captured_code_differs_and_names_where(repo):
     done = reproduce(repo, f"runs:/{run_id}", check=False)
     assert done.returncode == 1, done.stdout + done.stderr
     # Full-batch training: the first loss is measured before the first step, so epoch 1 parts after it.
-    assert "differs; first difference: epoch 1, train_eval_accuracy" in done.stdout, done.stdout
+    assert ": differs: " in done.stdout, done.stdout
+    assert "; cause: code: src/reprolab/training.py altered since the run" in done.stdout, done.stdout
+    assert "; first difference: epoch 1, train_eval_accuracy" in done.stdout, done.stdout
     assert "captured code altered since the run: src/reprolab/training.py" in done.stdout
     assert client_for(repo).get_run(run_id).data.tags["reprolab.reproduced"] == "differs"
 
@@ -151,7 +155,26 @@ def test_a_sweep_child_and_its_summary_reproduce_and_a_forged_result_is_not_reus
     assert "1 of 2 runs reused" in done.stdout, done.stdout
     # And reproducing it refuses to compare with a record that was changed.
     done = reproduce(repo, forged.info.run_id, check=False)
-    assert done.returncode == 2 and "was changed after the run recorded it" in done.stderr
+    assert done.returncode == 2 and "its result.json is not the one recorded with it" in done.stderr, done.stderr
+    assert "its record was changed after the run" in done.stderr
+
+
+def test_a_run_whose_logged_metric_was_edited_is_refused_in_one_line(repo):
+    """What the UI shows is checked against the run's own record before it is judged: a final
+    metric or a per-epoch value logged again on the finished run is named, never `identical`."""
+    client = client_for(repo)
+    final, epoch = train(repo, "seed=2"), train(repo, "seed=3")
+    client.log_metric(final, "val_accuracy", 0.99)
+    client.log_metric(epoch, "epoch/val_accuracy", 0.99, step=1)
+    for run_id, named in (
+        (final, "its logged val_accuracy (0.99) disagrees"),
+        (epoch, "epoch/val_accuracy at epoch 1"),
+    ):
+        done = reproduce(repo, run_id, check=False)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert named in done.stderr and "result.json" in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+        assert "reprolab.reproduced" not in client.get_run(run_id).data.tags
 
 
 def test_models_alias_and_bad_references_resolve_or_say_what_to_give(repo):
@@ -234,3 +257,40 @@ def test_an_audit_between_runs_of_two_commits_lists_the_training_code_as_a_chang
     assert f"run {before}'s source archive no longer matches its manifest (altered: src/reprolab/training.py)" in line
     assert not (repo / "refused").exists()
     assert not [r for r in runs(repo, "audit-summary") if r.info.status == "RUNNING"]
+
+
+def cold(repo: Path, *args: str, **stand_in: str) -> subprocess.CompletedProcess:
+    """A command as a fresh interpreter (the tests' warm one runs torch in the portable mode only)."""
+    env = clean_env(code_from=repo, **stand_in)
+    return subprocess.run(list(args), cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_a_lesser_cpu_is_named_as_the_cause_and_the_result_judged_against_its_seeds(repo):
+    """ATEN_CPU_CAPABILITY=default stands in for a CPU without AVX: a native run's bits differ
+    there, the kernels are named first, and its result is judged against its configuration's
+    other seeds; a portable run gives the same bits."""
+    sweep = ["--presets", "baseline", "--seeds", "0-2", "--workers", "1", *QUICK, "data=synthetic_small"]
+    done = cold(repo, "reprolab", "compare", "--retrain", *sweep, "compute.numerics=native")
+    assert done.returncode == 0, done.stdout + done.stderr
+    native = next(r for r in runs(repo, "compare") if r.data.tags["reprolab.seed"] == "1")
+    assert native.data.tags["reprolab.run_key"] != native.data.tags["reprolab.config_key"]
+    done = cold(repo, "reprolab", "reproduce", native.info.run_id, ATEN_CPU_CAPABILITY="default")
+    assert re.search(r": differs.*; cause: numerics\.cpu_capability: AVX\w* -> DEFAULT", done.stdout), done.stdout
+    assert "over 3 seeds" in done.stdout or "no longer holds" in done.stdout, done.stdout
+    assert done.returncode in (0, 1) and (done.returncode == 0) == ("the result stands" in done.stdout)
+    (reproduction,) = [r for r in runs(repo, "reproduce") if r.data.tags["reprolab.reproduces"] == native.info.run_id]
+    folder = Path(reproduction.info.artifact_uri.removeprefix("file://"))
+    judged = json.loads((folder / "reproduction.json").read_text())
+    assert judged["seeds"] == 3 and set(judged["noise"]) == {
+        "train_accuracy",
+        "val_accuracy",
+        "test_accuracy",
+        "train_val_gap",
+    }
+    assert judged["causes"][0].startswith("numerics.cpu_capability")
+    exact = cold(repo, "reprolab", "reproduce", "--exact", native.info.run_id, ATEN_CPU_CAPABILITY="default")
+    assert exact.returncode == 1, exact.stdout + exact.stderr
+    # The same run in the portable mode: its kernels do not depend on the CPU.
+    portable = train(repo, "experiment=baseline", "seed=1")
+    done = cold(repo, "reprolab", "reproduce", portable, ATEN_CPU_CAPABILITY="default")
+    assert f"({portable}): identical" in done.stdout and done.returncode == 0, done.stdout + done.stderr

@@ -38,6 +38,9 @@ import struct
 import sys
 import threading
 import traceback
+from pathlib import Path
+
+import yaml
 
 PRELOAD = (
     "numpy",
@@ -345,6 +348,16 @@ def _cpu_build_of_torch() -> bool:
     return not (version.get("cuda") or version.get("hip"))
 
 
+def _portable_numerics() -> None:
+    """Start torch as a command in conf/'s default mode does (compute.numerics, reprolab.numerics:
+    read as a file, since reprolab itself is not preloaded). A command in another mode stops with
+    one line here: tests of other kernels run their commands as fresh interpreters."""
+    root = Path(__file__).resolve().parents[1]
+    mode = yaml.safe_load((root / "conf" / "config.yaml").read_text())["compute"]["numerics"]
+    numerics = runpy.run_path(str(root / "src" / "reprolab" / "numerics.py"))
+    os.environ.update(numerics["environment_for"](mode, os.environ))
+
+
 def serve(path: str) -> None:
     """Preload, then fork a supervisor for each stand-in that connects to `path`."""
     # As reprolab.tracking does before it imports MLflow: no telemetry client, no thread to fork.
@@ -355,6 +368,7 @@ def serve(path: str) -> None:
         except ImportError as error:
             print(f"not preloaded: {name}: {error}", flush=True)
     if _cpu_build_of_torch():
+        _portable_numerics()
         importlib.import_module("torch")
         # What a training worker's first optimizer imports (torch.optim disables dynamo on it): 2 s.
         importlib.import_module("torch._dynamo")

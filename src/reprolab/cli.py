@@ -70,6 +70,17 @@ def tolerance(text: str) -> float:
     return value
 
 
+def training_config(args: argparse.Namespace):
+    """The configuration of a command that trains, with this process's kernels set from its
+    compute.numerics before torch is imported (`reprolab.numerics`)."""
+    from reprolab import numerics
+    from reprolab.config import load_config
+
+    config = load_config(args.overrides, args.config_dir)
+    numerics.apply(config.compute.numerics.value)
+    return config
+
+
 def cmd_compose(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
@@ -101,10 +112,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from reprolab import data as datasets
-    from reprolab.config import load_config
     from reprolab.jobs import Job, train_in_background
 
-    config = load_config(args.overrides, args.config_dir)
+    config = training_config(args)
     data = datasets.dataset_for(config.data)
     entrypoint.warn(data.warnings)
     run = config.run_config()
@@ -122,6 +132,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 **result.metrics,
                 **result.fit,
                 "dataset_digest": result.dataset_digest,
+                "weights_sha256": result.weights_sha256,
+                "numerics": (trained.kernels or {}).get("mode"),
                 "mlflow_run_id": tracked.run_id,
             },
             indent=2,
@@ -135,13 +147,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from reprolab import data as datasets
     from reprolab import tracking
     from reprolab.audit import seed_checks
-    from reprolab.config import load_config
     from reprolab.jobs import Job, scheduler_address
     from reprolab.metrics import meets_target
     from reprolab.report import comparison_table, per_seed_table, seeds_note
     from reprolab.sweep import run_sweep
 
-    config = load_config(args.overrides, args.config_dir)
+    config = training_config(args)
     presets = args.presets.split(",") if args.presets else list(config.experiments)
     for name in presets:
         config.preset(name)
@@ -207,9 +218,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from reprolab.config import load_config
 
-    config = load_config(args.overrides, args.config_dir)
+    config = training_config(args)
     if args.history:
         from reprolab.history import history_markdown, walk
         from reprolab.stages import metrics_file
@@ -255,11 +265,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from reprolab.config import load_config
     from reprolab.jobs import scheduler_address
-    from reprolab.reproduce import DIFFERS, reproduce, verdict_of
+    from reprolab.reproduce import IDENTICAL, reproduce, verdict_of
 
-    config = load_config(args.overrides, args.config_dir)
+    config = training_config(args)
     outcomes, note = reproduce(
         config,
         args.run,
@@ -280,7 +289,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print(f"  recorded as MLflow run {outcome.reproduction_id}")
     if note:
         print(note)
-    return 1 if verdict_of(outcomes) == DIFFERS else 0
+    if args.exact:
+        return 0 if verdict_of(outcomes) == IDENTICAL else 1
+    return 0 if all(outcome.stands for outcome in outcomes) else 1
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -372,6 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce_cmd.add_argument(
         "--workers", type=positive, default=None, help="runs at once for a sweep (default: cores)"
+    )
+    reproduce_cmd.add_argument(
+        "--exact",
+        action="store_true",
+        help="exit 1 unless every run is identical bit for bit (without it: 0 when every result stands)",
     )
     reproduce_cmd.add_argument(
         "--scheduler",

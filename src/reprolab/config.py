@@ -25,9 +25,9 @@ from omegaconf.errors import OmegaConfBaseException
 from reprolab.entrypoint import UserError, one_line
 
 CONFIG_NAME = "config"
-# Sections that say where and how runs are computed and recorded, not what they compute: no
-# stage depends on them, and params.yaml may differ from conf/ in them (`reprolab compose
-# tracking=server`) without being stale.
+# Sections that say where runs are computed and recorded, not what they compute: no stage depends
+# on them, and params.yaml may differ from conf/ in them (`reprolab compose tracking=server`)
+# without being stale. The exception is compute.numerics, the kernels that compute the numbers.
 NOT_RESULTS = ("tracking", "compute")
 SEED_MAX = 2**32 - 1  # numpy's legacy seeding accepts 0 .. 2**32 - 1
 
@@ -45,6 +45,11 @@ class Cell(str, Enum):
 class Monitor(str, Enum):
     val_loss = "val_loss"
     val_accuracy = "val_accuracy"
+
+
+class Numerics(str, Enum):
+    portable = "portable"
+    native = "native"
 
 
 class DataSource(str, Enum):
@@ -297,11 +302,13 @@ class AuditConfig:
 
 @dataclass
 class ComputeConfig:
-    """Where sweeps (audit, compare) run; never changes a result."""
+    """Where sweeps (audit, compare) run, and with which kernels (`numerics`: the only key here
+    that changes a result, so the training stages depend on it; `reprolab.numerics`)."""
 
     scheduler: Optional[str] = field()  # a Dask scheduler address; DASK_SCHEDULER_ADDRESS wins
     workers: Optional[int] = field(metadata=ranged(1, 1024))  # local processes; null = one per core
     reuse: bool = field()  # reuse a FINISHED MLflow run with the same run key instead of training
+    numerics: Numerics = field()  # portable: the same bits on every x86-64 CPU; native: this CPU's fastest
 
 
 @dataclass

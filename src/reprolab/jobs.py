@@ -31,6 +31,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from reprolab import numerics
 from reprolab.config import ComputeConfig, Config
 from reprolab.data import Dataset
 from reprolab.entrypoint import INTERRUPTED, UserError, die_with_parent, one_line, raise_on_signal
@@ -74,10 +75,12 @@ _ONE_AT_A_TIME = threading.Lock()
 
 
 def _run_job(job: Job, on_epoch: Optional[Callable[[dict[str, float]], None]] = None, progress: bool = False):
-    from reprolab.training import run_one
-
+    # In this process, or in the one recorded code trains in: a Dask worker may not have it yet.
+    numerics.apply(job.config.compute.numerics.value)
     if job.code is not None:
         return _run_recorded(job, job.code)
+    from reprolab.training import run_one
+
     with _ONE_AT_A_TIME:
         return run_one(job.config, job.preset, job.seed, job.data, progress=progress, on_epoch=on_epoch)
 
@@ -100,7 +103,7 @@ def _run_recorded(job: Job, code: RecordedCode):
             f"compute: {code.label} builds other data from these data settings (digest {result.dataset_digest[:12]}…, "
             f"not {job.data.digest[:12]}…): its runs cannot be compared with this code's on one dataset"
         )
-    return TrainedElsewhere(again["device"]), result
+    return TrainedElsewhere(again["device"], again.get("kernels")), result
 
 
 _in_job = threading.Event()

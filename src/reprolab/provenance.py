@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from reprolab import numerics
+from reprolab.numerics import cpu_model
 from reprolab.sources import PACKAGE_DIR
 
 SCHEMA = 1  # of the archive's manifest and of environment.json: a newer one is refused, not misread
@@ -198,16 +200,6 @@ def read_archive(archive: Path, into: Path) -> dict:
 # -- environment -------------------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 @functools.lru_cache(maxsize=1)
 def _distributions() -> dict[str, str]:
     from importlib.metadata import distributions
@@ -220,34 +212,61 @@ def _distributions() -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
-def environment(device: str = "") -> dict:
-    """Where a run ran: Python, the platform, the processor, the device and every distribution."""
+def environment(device: str = "", kernels: Optional[dict] = None) -> dict:
+    """Where a run ran: Python, the platform, the processor, the device, the kernels that
+    computed it (`numerics.in_effect`, from the process that trained) and every distribution."""
     return {
         "schema": SCHEMA,
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "byteorder": sys.byteorder,
         "device": device,
+        "numerics": kernels if kernels is not None else numerics.in_effect(),
         "distributions": _distributions(),
     }
 
 
-def environment_differences(recorded: dict, current: dict) -> list[str]:
-    """Each way `current` differs from `recorded`, as `what: old -> new`."""
-    found = []
-    for key in sorted(set(recorded) | set(current)):
-        if key in ("schema", "distributions"):
-            continue
-        if recorded.get(key) != current.get(key):
-            found.append(f"{key}: {recorded.get(key) or '-'} -> {current.get(key) or '-'}")
+def _flat(values: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def difference_groups(recorded: dict, current: dict) -> dict[str, list[str]]:
+    """How `current` differs from `recorded`, as `what: old -> new`, in three groups: the
+    kernels (`numerics`), the libraries, the rest of the machine."""
+    old_kernels, new_kernels = (_flat(env.get("numerics") or {}, "numerics.") for env in (recorded, current))
+    kernels = [
+        f"{key}: {old_kernels.get(key, '-')} -> {new_kernels.get(key, '-')}"
+        for key in sorted(set(old_kernels) | set(new_kernels))
+        if old_kernels.get(key) != new_kernels.get(key)
+    ]
+    if "numerics" not in recorded:
+        kernels = ["numerics: not recorded (a run of an older reprolab: native kernels, of a CPU it names below)"]
+    libraries = []
     old, new = recorded.get("distributions", {}), current.get("distributions", {})
     for name in sorted(set(old) | set(new)):
         if name != "reprolab" and old.get(name) != new.get(name):
-            found.append(f"{name}: {old.get(name, 'absent')} -> {new.get(name, 'absent')}")
-    return found
+            libraries.append(f"{name}: {old.get(name, 'absent')} -> {new.get(name, 'absent')}")
+    machine = [
+        f"{key}: {recorded.get(key) or '-'} -> {current.get(key) or '-'}"
+        for key in sorted(set(recorded) | set(current))
+        if key not in ("schema", "distributions", "numerics") and recorded.get(key) != current.get(key)
+    ]
+    return {"kernels": kernels, "libraries": libraries, "machine": machine}
+
+
+def environment_differences(recorded: dict, current: dict) -> list[str]:
+    """Every difference of `difference_groups`: the kernels first (the usual reason bits
+    differ), then the libraries, then the rest of the machine."""
+    return [line for group in difference_groups(recorded, current).values() for line in group]
 
 
 # -- data --------------------------------------------------------------------------------------

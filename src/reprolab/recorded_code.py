@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 import yaml
 
-from reprolab import provenance
+from reprolab import numerics, provenance
 from reprolab.entrypoint import UserError, one_line
 from reprolab.sources import code_digest
 
@@ -31,10 +31,10 @@ THIS_CHECKOUT = "this checkout's code"
 
 # Run by the recorded code in its own process: train one run, or check configurations.
 _WORKER = """
-import json, sys, yaml
+import json, runpy, sys, yaml
 import reprolab
 from reprolab.config import validate
-code, out, task, *args = sys.argv[1:]
+code, out, numerics_file, task, *args = sys.argv[1:]
 if not reprolab.__file__.startswith(code):
     sys.exit(f"the recorded code did not load: reprolab came from {reprolab.__file__}")
 if task == "check":
@@ -52,7 +52,9 @@ else:
     params, preset, seed = args
     config = validate(yaml.safe_load(open(params)))
     trained, result = run_one(config, preset, int(seed), build(config.data), progress=False)
-    open(out, "w").write(json.dumps({"result": json.loads(result.to_json()), "device": trained.device}))
+    kernels = runpy.run_path(numerics_file)["in_effect"]()  # told by the reproducing code, not the recorded
+    done = {"result": json.loads(result.to_json()), "device": trained.device, "kernels": kernels}
+    open(out, "w").write(json.dumps(done))
 """
 
 
@@ -76,6 +78,7 @@ class TrainedElsewhere:
     """A training done by recorded code in its own process: the model stayed there."""
 
     device: str
+    kernels: Optional[dict] = None
     model: None = None
 
 
@@ -142,10 +145,10 @@ def of_run(run, store, folder: Path, command: str) -> RecordedCode:
     return RecordedCode(archive, source, training, f"the code of run {run.info.run_id[:8]} ({where})")
 
 
-def _run_worker(folder: Path, task: str, args: list[str], timeout: Optional[float]) -> Any:
+def _run_worker(folder: Path, task: str, args: list[str], timeout: Optional[float], mode: str) -> Any:
     source, out = folder / "code" / "src", folder / "out.json"
-    env = {**os.environ, "PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1"}
-    command = [sys.executable, "-c", _WORKER, str(source), str(out), task, *args]
+    env = {**numerics.environment_for(mode, os.environ), "PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1"}
+    command = [sys.executable, "-c", _WORKER, str(source), str(out), numerics.__file__, task, *args]
     try:
         done = subprocess.run(
             command, cwd=folder, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout
@@ -156,6 +159,13 @@ def _run_worker(folder: Path, task: str, args: list[str], timeout: Optional[floa
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
         raise CodeError(lines[-1] if lines else f"exit status {done.returncode}")
     return json.loads(out.read_text())
+
+
+def _fit_schema(params: dict, folder: Path) -> None:
+    """Code recorded before compute.numerics existed refuses the key: its process gets the mode
+    through the environment alone (`numerics.environment_for`)."""
+    if not (folder / "code" / "src" / "reprolab" / "numerics.py").is_file():
+        (params.get("compute") or {}).pop("numerics", None)
 
 
 def train(archive: bytes, params: dict, data_file: Optional[tuple[str, bytes]], preset: str, seed: int) -> dict:
@@ -172,8 +182,10 @@ def train(archive: bytes, params: dict, data_file: Optional[tuple[str, bytes]], 
             params["data"]["user_file"] = str(folder / "data" / data_file[0])
         params["data"]["prepared_path"] = str(folder / "prepared.npz")
         params["tracking"]["enabled"] = False
+        mode = numerics.mode_of(params)
+        _fit_schema(params, folder)
         (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        again = _run_worker(folder, "train", [str(folder / "params.yaml"), preset, str(seed)], None)
+        again = _run_worker(folder, "train", [str(folder / "params.yaml"), preset, str(seed)], None, mode)
         return {**again, "altered": manifest["altered"], "digest_now": manifest["digest_now"]}
 
 
@@ -184,6 +196,8 @@ def config_errors(archive: bytes, configs: list[dict]) -> list[Optional[str]]:
         unpack(archive, folder)
         paths = []
         for index, params in enumerate(configs):
+            params = copy.deepcopy(params)
+            _fit_schema(params, folder)
             paths.append(folder / f"params-{index}.yaml")
             paths[-1].write_text(yaml.safe_dump(params, sort_keys=False))
-        return _run_worker(folder, "check", [str(path) for path in paths], 300)
+        return _run_worker(folder, "check", [str(path) for path in paths], 300, numerics.current_mode())

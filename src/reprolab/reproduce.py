@@ -15,9 +15,12 @@ original tagged. A sweep's summary run reproduces all of its runs.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
+import statistics
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -25,12 +28,15 @@ from typing import Any, Optional
 import yaml
 
 from reprolab import provenance, recorded_code, tracking
-from reprolab.config import Config
+from reprolab.config import Config, TargetConfig, validate
 from reprolab.entrypoint import UserError
 from reprolab.jobs import call_each
-from reprolab.results import HISTORY_KEYS, RunResult, text_digest
+from reprolab.metrics import HEADLINE, describe_target, has_target, meets_target, with_gap
+from reprolab.results import HISTORY_KEYS, RunResult
 
-IDENTICAL, WITHIN_TOLERANCE, DIFFERS = "identical", "within tolerance", "differs"
+IDENTICAL, WITHIN_TOLERANCE, WITHIN_NOISE, DIFFERS = "identical", "within tolerance", "within noise", "differs"
+STANDING = (IDENTICAL, WITHIN_TOLERANCE, WITHIN_NOISE)  # verdicts under which the result stands
+MIN_SEEDS = 3  # runs of a configuration, the original's included, that its seed-to-seed spread needs
 
 
 class ReproduceError(UserError, RuntimeError):
@@ -39,25 +45,64 @@ class ReproduceError(UserError, RuntimeError):
 
 @dataclass
 class Outcome:
-    """One run's reproduction: the verdict, the first difference, and what else differed."""
+    """One run's reproduction: the numbers that decide its verdict (bits, then the result
+    against its configuration's seed-to-seed spread, and the run's claims) and why bits differ."""
 
     run_id: str
     name: str
-    verdict: str
+    verdict: str  # identical, within tolerance, within noise, differs
     first_difference: Optional[str] = None
     differences: list[str] = field(default_factory=list)
     environment: list[str] = field(default_factory=list)
     altered_code: list[str] = field(default_factory=list)
     reproduction_id: Optional[str] = None
+    causes: list[str] = field(default_factory=list)  # why the bits differ, the likeliest first
+    noise: dict[str, dict[str, float]] = field(default_factory=dict)  # judged metric -> recorded, now, spread
+    seeds: int = 0  # runs of the configuration the spread is measured over
+    claims: list[dict[str, Any]] = field(default_factory=list)  # claim, recorded, now
+    unjudged: Optional[str] = None  # why the result could not be judged against its noise
+
+    @property
+    def stands(self) -> bool:
+        return self.verdict in STANDING
 
     def summary(self) -> str:
-        text = f"{self.name} ({self.run_id}): {self.verdict}"
+        """The verdict in words, made from the numbers above only."""
+        text = f"{self.name} ({self.run_id}): "
+        broken = [claim["claim"] for claim in self.claims if claim["recorded"] != claim["now"]]
+        beyond = [key for key, judged in self.noise.items() if judged["difference"] > judged["spread"]]
+        if self.verdict == WITHIN_NOISE:
+            largest = max(self.noise, key=lambda key: self.noise[key]["difference"])
+            judged = self.noise[largest]
+            text += (
+                f"differs within noise: the result stands (largest change {largest} {judged['difference']:.4f}, "
+                f"seed-to-seed spread {judged['spread']:.4f} over {self.seeds} seeds)"
+            )
+        elif self.verdict != DIFFERS:
+            text += self.verdict
+        elif broken:
+            text += "differs: " + "; ".join(f"{claim} no longer holds" for claim in broken)
+        elif beyond:
+            judged = self.noise[beyond[0]]
+            text += (
+                f"differs: {beyond[0]} changed by {judged['difference']:.4f}, beyond its seed-to-seed spread "
+                f"{judged['spread']:.4f} over {self.seeds} seeds: the result does not stand"
+            )
+        else:
+            text += f"differs: {self.unjudged or 'the result does not stand'}"
+        if self.verdict != IDENTICAL:
+            if self.causes:
+                text += f"; cause: {self.causes[0]}" + (
+                    f" (+{len(self.causes) - 1} more)" if len(self.causes) > 1 else ""
+                )
+            else:
+                text += "; cause: none recorded (same kernels, libraries, code and data)"
         if self.first_difference:
             text += f"; first difference: {self.first_difference}"
         return text
 
     def as_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "summary": self.summary()}
+        return {**self.__dict__, "stands": self.stands, "summary": self.summary()}
 
 
 # -- the verdict -------------------------------------------------------------------------------
@@ -187,13 +232,13 @@ def rebuild(store: tracking.Store, run, folder: Path) -> Rebuilt:
             f"reproduce: MLflow run {run_id} ({run.info.run_name}) is not a training run that finished: it has no "
             f"config/params.yaml, config/run.yaml or {tracking.RESULT_FILE}"
         )
-    text = result_file.read_text()
-    recorded = run.data.tags.get(tracking.RESULT_DIGEST_TAG)
-    if recorded and text_digest(text) != recorded:
+    try:  # what the UI shows of the run must be what its result.json holds
+        original = tracking.checked_result(store, run, folder / "checked", history=True, untagged=True)
+    except ValueError as error:
         raise ReproduceError(
-            f"reproduce: MLflow run {run_id}'s {tracking.RESULT_FILE} was changed after the run recorded it "
-            f"(digest {text_digest(text)[:12]}…, recorded {recorded[:12]}…): there is no honest result to compare with"
-        )
+            f"reproduce: MLflow run {run_id} ({run.info.run_name}): {error}: its record was changed after the run, "
+            f"so there is no honest result to compare with"
+        ) from error
     raw = yaml.safe_load(params_file.read_text())
     chosen = yaml.safe_load(run_file.read_text())
     data_file = None
@@ -209,7 +254,7 @@ def rebuild(store: tracking.Store, run, folder: Path) -> Rebuilt:
         data_file,
         chosen["preset"],
         int(chosen["seed"]),
-        RunResult.from_json(text),
+        original,
         json.loads(environment_file.read_text()) if environment_file else {},
     )
 
@@ -223,31 +268,107 @@ def retrain(archive: bytes, params: dict, data_file: Optional[tuple[str, bytes]]
         raise ReproduceError(f"reproduce: the run's code failed to train again: {error}") from error
 
 
-def judge(rebuilt: Rebuilt, again: dict, tolerance: float) -> tuple[Outcome, RunResult, dict]:
-    """The outcome of one reproduction, the new result, and the environment it ran in."""
+def judge(
+    rebuilt: Rebuilt, again: dict, tolerance: float, others: Sequence[Any] = ()
+) -> tuple[Outcome, RunResult, dict]:
+    """The outcome of one reproduction, the new result, and the environment it ran in. Where
+    the bits differ, the result is judged against `others`, the runs of its configuration over
+    other seeds (`tracking.same_configuration`), and the run's claims are made again."""
     run = rebuilt.run
     result = RunResult.from_json(json.dumps(again["result"]))
     verdict, differences = compare(rebuilt.original, result, tolerance)
-    here = provenance.environment(again["device"])
+    here = provenance.environment(again["device"], again.get("kernels"))
     altered = list(again["altered"])
     recorded = run.data.tags.get("reprolab.source.digest")
     if recorded and recorded != again["digest_now"] and not altered:
         altered = ["(the archive's manifest)"]
+    groups = provenance.difference_groups(rebuilt.environment, here) if rebuilt.environment else None
     outcome = Outcome(
         run.info.run_id,
         run.info.run_name,
         verdict,
         differences[0] if differences else None,
         differences,
-        provenance.environment_differences(rebuilt.environment, here) if rebuilt.environment else ["not recorded"],
+        provenance.environment_differences(rebuilt.environment, here) if groups is not None else ["not recorded"],
         altered,
     )
-    if result.dataset_digest != rebuilt.original.dataset_digest:
-        outcome.verdict = DIFFERS
+    data_differs = result.dataset_digest != rebuilt.original.dataset_digest
+    if data_differs:
         outcome.first_difference = (
             f"dataset digest {rebuilt.original.dataset_digest[:12]}… recorded, {result.dataset_digest[:12]}… now"
         )
+    if verdict != IDENTICAL:
+        groups = groups or {"kernels": ["the run recorded no environment"], "libraries": [], "machine": []}
+        outcome.causes = [
+            *groups["kernels"],
+            *groups["libraries"],
+            *(f"code: {name} altered since the run" for name in altered),
+            *([f"data: {outcome.first_difference}"] if data_differs else []),
+            *groups["machine"],
+        ]
+    if verdict == DIFFERS:
+        _judge_result(outcome, rebuilt, result, others)
+    if data_differs:
+        outcome.verdict = DIFFERS
     return outcome, result, here
+
+
+def _target(params: dict) -> Optional[TargetConfig]:
+    """The run's target, read by this code's schema (None when it has none, or cannot be read)."""
+    try:
+        target = validate(copy.deepcopy(params)).data.target
+    except UserError:
+        return None
+    return target if has_target(target) else None
+
+
+def _judge_result(outcome: Outcome, rebuilt: Rebuilt, again: RunResult, others: Sequence[Any]) -> None:
+    """Whether the result stands though its bits differ: each headline metric's change against
+    the seed-to-seed spread of its configuration (sample standard deviation over the seeds the
+    store holds, this run's included), and each claim (target met or missed, over seeds too)."""
+    old, new = with_gap(rebuilt.original.metrics), with_gap(again.metrics)
+    seeds = [
+        with_gap(run.data.metrics) for run in others if {"train_accuracy", "val_accuracy"} <= set(run.data.metrics)
+    ]
+    target = _target(rebuilt.params)
+    if target is not None:
+        met_before, met_now = meets_target(old, target), meets_target(new, target)
+        outcome.claims.append(
+            {
+                "claim": f"target {'met' if met_before else 'missed'} ({describe_target(target)})",
+                "recorded": met_before,
+                "now": met_now,
+            }
+        )
+        if seeds:
+            others_met = sum(meets_target(metrics, target) for metrics in seeds)
+            outcome.claims.append(
+                {
+                    "claim": f"target met by {others_met + met_before} of {len(seeds) + 1} seeds",
+                    "recorded": others_met + met_before,
+                    "now": others_met + met_now,
+                }
+            )
+    outcome.seeds = len(seeds) + 1
+    if outcome.seeds < MIN_SEEDS:
+        outcome.unjudged = (
+            f"cannot judge the noise: the store holds {outcome.seeds} run(s) of this configuration and a spread needs "
+            f"{MIN_SEEDS} seeds (reproduce a compare's or an audit's summary run, or record more seeds with "
+            f"`reprolab compare --seeds 0-4`)"
+        )
+    else:
+        for key in HEADLINE:
+            spread = statistics.stdev([metrics[key] for metrics in seeds] + [old[key]])
+            outcome.noise[key] = {
+                "recorded": old[key],
+                "now": new[key],
+                "difference": abs(new[key] - old[key]),
+                "spread": spread,
+            }
+    broken = any(claim["recorded"] != claim["now"] for claim in outcome.claims)
+    beyond = any(judged["difference"] > judged["spread"] for judged in outcome.noise.values())
+    if outcome.noise and not broken and not beyond:
+        outcome.verdict = WITHIN_NOISE
 
 
 def _reproduce_all(
@@ -265,7 +386,8 @@ def _reproduce_all(
     outcomes: dict[int, Outcome] = {}
 
     def finish(index: int, again: dict) -> None:
-        outcome, result, here = judge(rebuilt[index], again, tolerance)
+        others = tracking.same_configuration(store, rebuilt[index].run)
+        outcome, result, here = judge(rebuilt[index], again, tolerance, others)
         outcome.reproduction_id = tracking.record_reproduction(
             store, rebuilt[index].run, result, outcome.as_dict(), here, parent
         )
@@ -302,17 +424,23 @@ def reproduce(
 
 
 def verdict_of(outcomes: list[Outcome]) -> str:
+    """The weakest verdict among `outcomes`."""
     verdicts = {outcome.verdict for outcome in outcomes}
-    return DIFFERS if DIFFERS in verdicts else WITHIN_TOLERANCE if WITHIN_TOLERANCE in verdicts else IDENTICAL
+    return next((v for v in (DIFFERS, WITHIN_NOISE, WITHIN_TOLERANCE) if v in verdicts), IDENTICAL)
 
 
 def stands(run, outcomes: list[Outcome]) -> str:
     """What the reproduction says of a sweep's own verdict, which its runs' results decide."""
     what = "audit's verdict" if run.data.tags.get("reprolab.kind") == "audit-summary" else "comparison"
-    differing = [outcome for outcome in outcomes if outcome.verdict == DIFFERS]
+    differing = [outcome for outcome in outcomes if not outcome.stands]
+    counts = ", ".join(
+        f"{sum(outcome.verdict == verdict for outcome in outcomes)} {verdict}"
+        for verdict in (IDENTICAL, WITHIN_TOLERANCE, WITHIN_NOISE, DIFFERS)
+        if any(outcome.verdict == verdict for outcome in outcomes)
+    )
     if not differing:
-        return f"the {what} stands: all {len(outcomes)} runs gave {verdict_of(outcomes)} results"
+        return f"the {what} stands: every one of its {len(outcomes)} runs stands ({counts})"
     return (
-        f"the {what} is not confirmed: {len(differing)} of {len(outcomes)} runs differ; rerun it on these results "
-        f"to see whether it still holds"
+        f"the {what} is not confirmed: {len(differing)} of {len(outcomes)} runs do not stand ({counts}); rerun it "
+        f"on these results to see whether it still holds"
     )

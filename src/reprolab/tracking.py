@@ -42,12 +42,12 @@ from typing import TYPE_CHECKING, Any, Optional, TypeVar, cast
 
 import yaml
 
-from reprolab import provenance
+from reprolab import numerics, provenance
 from reprolab.config import Config, RunConfig, TrackingConfig, flatten, to_dict
 from reprolab.entrypoint import UserError, one_line, signals_deferred
 from reprolab.metrics import train_val_gap
 from reprolab.plots import preset_colour
-from reprolab.results import RunResult, text_digest
+from reprolab.results import HISTORY_KEYS, RunResult, text_digest
 
 if TYPE_CHECKING:
     from reprolab.recorded_code import RecordedCode
@@ -85,6 +85,7 @@ MLFLOW_DIGEST_LENGTH = 36  # MLflow keeps 36 characters of a dataset digest; the
 MAX_TAG = 8000  # MLflow's limit on a tag value
 RESULT_FILE = "result.json"  # every training run's RunResult, what a sweep reuses
 RESULT_DIGEST_TAG = "reprolab.result_sha256"  # result.json's digest, checked before it is reused
+CONFIG_KEY_TAG = "reprolab.config_key"  # the run key without the seed: one configuration's runs over seeds
 MODEL_DIGEST_TAG = "reprolab.model_sha256"  # the logged model's files, checked before the registry serves it
 ENVIRONMENT_FILE = "environment.json"  # where a run ran (reprolab.provenance.environment)
 SOURCE_FOLDER = "source"  # the source archive (reprolab.provenance.capture_source)
@@ -631,7 +632,8 @@ class TrackedRun:
         self.store.client.log_batch(self.run_id, metrics=metrics, tags=tags)
         self.store.client.log_text(self.run_id, text, RESULT_FILE)
         device = trained.device if trained is not None else ""
-        self.store.client.log_dict(self.run_id, provenance.environment(device), ENVIRONMENT_FILE)
+        kernels = getattr(trained, "kernels", None)
+        self.store.client.log_dict(self.run_id, provenance.environment(device, kernels), ENVIRONMENT_FILE)
 
     def _log_model(self, model, data) -> Optional[str]:
         import mlflow.pytorch
@@ -735,16 +737,18 @@ def _training_code() -> dict[str, str]:
     return training_code()
 
 
-def run_key(run: RunConfig, dataset_digest: str, code: Optional[RecordedCode] = None) -> str:
+def run_key(run: RunConfig, dataset_digest: str, code: Optional[RecordedCode] = None, seed: bool = True) -> str:
     """What makes a training run's result: its model and training settings, its seed, the digest
     of its dataset, and the code and libraries that train (a digest of `reprolab.training` and
-    every module it runs, this code's or the recorded `code`'s; the torch and NumPy versions).
-    The preset's name does not count."""
+    every module it runs, this code's or the recorded `code`'s; the torch and NumPy versions),
+    and the kernels that compute it (`numerics.key`). The preset's name does not count. Without
+    the `seed`, the key of the configuration: its runs over other seeds share it."""
     payload = {
         "model": to_dict(run.model),
         "train": to_dict(run.train),
-        "seed": run.seed,
+        **({"seed": run.seed} if seed else {}),
         "dataset": dataset_digest,
+        "numerics": numerics.key(),
         **_training_code(),
         **({"code": code.training_digest} if code else {}),
     }
@@ -757,6 +761,7 @@ def run_tags(config: Config, run: RunConfig, data, kind: str, code: Optional[Rec
         "reprolab.preset": run.preset,
         "reprolab.seed": str(run.seed),
         "reprolab.run_key": run_key(run, data.digest, code),
+        CONFIG_KEY_TAG: run_key(run, data.digest, code, seed=False),
         "reprolab.dataset_digest": data.digest,
         **({"reprolab.data.warnings": "\n".join(data.warnings)[:MAX_TAG]} if data.warnings else {}),
         "mlflow.note.content": config.experiments[run.preset].description,
@@ -867,29 +872,53 @@ def finished_runs(config: Config, keys: Sequence[str]) -> dict[str, tuple[str, R
     return found
 
 
-def checked_result(store: Store, run, folder: Path) -> RunResult:
+def checked_result(store: Store, run, folder: Path, history: bool = False, untagged: bool = False) -> RunResult:
     """A run's result.json, checked against what was recorded with the run: the digest kept in
-    its tags when it was written, and the final metrics it logged. ValueError names what fails."""
+    its tags when it was written (`untagged`: a run of an older reprolab without one passes),
+    the final metrics and fit it logged, and with `history` every per-epoch value it logged
+    (what the UI's charts show). ValueError names the first thing that disagrees."""
     try:
         text = Path(store.client.download_artifacts(run.info.run_id, RESULT_FILE, str(folder))).read_text()
         result = RunResult.from_json(text)
     except (MlflowException, OSError, ValueError, TypeError) as error:
         raise ValueError(f"its {RESULT_FILE} cannot be read ({one_line(error)[:120]})") from error
     recorded = run.data.tags.get(RESULT_DIGEST_TAG)
-    if recorded is None:
+    if recorded is None and not untagged:
         raise ValueError(
             f"it carries no {RESULT_DIGEST_TAG} tag (recorded by an older reprolab), so it cannot be checked"
         )
-    if text_digest(text) != recorded:
+    if recorded is not None and text_digest(text) != recorded:
         raise ValueError(
             f"its {RESULT_FILE} is not the one recorded with it "
             f"(digest {text_digest(text)[:12]}…, recorded {recorded[:12]}…)"
         )
     logged = run.data.metrics
-    differing = [k for k, v in result.metrics.items() if k not in logged or logged[k] != float(v)]
-    if differing:
-        raise ValueError(f"its {RESULT_FILE} disagrees with the metrics it logged ({', '.join(differing[:3])})")
+    final = {**result.metrics, **{k: v for k, v in result.fit.items() if isinstance(v, (int, float))}}
+    for key, value in final.items():
+        if key not in logged or logged[key] != float(value):
+            raise ValueError(
+                f"its logged {key} ({logged.get(key, 'missing')}) disagrees with its own {RESULT_FILE} ({value})"
+            )
+    if history:
+        _check_history(store, run.info.run_id, result)
     return result
+
+
+def _check_history(store: Store, run_id: str, result: RunResult) -> None:
+    """Every per-epoch value the run logged (`epoch/<key>`, step = epoch) is its result's history."""
+    for key in HISTORY_KEYS:
+        expected = {int(record["epoch"]): float(record[key]) for record in result.history}
+        logged: dict[int, list[float]] = {}
+        for metric in store.client.get_metric_history(run_id, f"epoch/{key}"):
+            logged.setdefault(metric.step, []).append(metric.value)
+        for epoch in sorted(set(expected) | set(logged)):
+            values = logged.get(epoch, [])
+            if values != [expected.get(epoch)]:
+                shown = ", ".join(f"{v:g}" for v in values) or "missing"
+                raise ValueError(
+                    f"its logged epoch/{key} at epoch {epoch} ({shown}) disagrees with its own {RESULT_FILE} "
+                    f"({expected.get(epoch, 'no such epoch')})"
+                )
 
 
 @contextmanager
@@ -1077,6 +1106,25 @@ def resolve_run(store: Store, reference: str, command: str = "reproduce"):
 
 
 @_during_run
+def same_configuration(store: Store, run) -> list:
+    """The FINISHED training runs of `run`'s configuration over other seeds (its config key),
+    newest first, one a seed: what its seed-to-seed spread is measured on."""
+    key = run.data.tags.get(CONFIG_KEY_TAG)
+    if not key:
+        return []
+    found: dict[str, Any] = {}
+    for other in store.client.search_runs(
+        [run.info.experiment_id],
+        f"tags.`{CONFIG_KEY_TAG}` = '{key}' and attributes.status = 'FINISHED'",
+        max_results=1000,
+        order_by=["attributes.start_time DESC"],
+    ):
+        seed = other.data.tags.get("reprolab.seed")
+        if seed and seed != run.data.tags.get("reprolab.seed") and other.data.tags.get("reprolab.kind") != "reproduce":
+            found.setdefault(seed, other)
+    return list(found.values())
+
+
 def child_runs(store: Store, run_id: str) -> list:
     """The training runs nested under a sweep's summary run, oldest first."""
     return [

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
+from reprolab import numerics
 from reprolab.data import content_digest
 from reprolab.entrypoint import UserError
 from reprolab.metrics import class_metrics, confusion_matrix
@@ -57,6 +58,7 @@ def seed_everything(seed: int, device: torch.device) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)  # seeds every CUDA device too
     torch.set_num_threads(1)
+    numerics.configure_torch(torch)  # the run-time half of compute.numerics (reprolab.numerics)
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
@@ -73,6 +75,7 @@ class TrainResult:
     stopped_early: bool
     wall_time_s: float
     device: str
+    kernels: Optional[dict] = None  # what computed it (`numerics.in_effect`), in the process that trained
 
     def fit_summary(self) -> dict:
         return {
@@ -227,6 +230,7 @@ def train(
         stopped_early=stopped_early,
         wall_time_s=time.perf_counter() - started,
         device=device.type,
+        kernels=numerics.in_effect(),
     )
 
 

@@ -7,7 +7,7 @@ the change. `compute` says where the others run (local processes or a Dask clust
 
 from __future__ import annotations
 
-from reprolab import entrypoint
+from reprolab import entrypoint, numerics
 from reprolab.stages import AUDIT_DIR, PARAMS_FILE
 
 
@@ -18,6 +18,7 @@ def main() -> int:
     from reprolab.jobs import scheduler_address
 
     config = load_params(PARAMS_FILE)
+    numerics.apply(config.compute.numerics.value)  # before torch is imported
     data = datasets.load(config.data)
     before, after = (
         AuditSide(preset, config, data, str(PARAMS_FILE)) for preset in (config.audit.before, config.audit.after)

@@ -25,7 +25,10 @@ def staleness(on_disk: dict[str, Any], composed: dict[str, Any]) -> Optional[str
     """Why params.yaml is not what conf/ composes to, with the fix that fits; None when it is."""
 
     def results(raw: dict[str, Any]) -> dict[str, Any]:
-        return {key: value for key, value in raw.items() if key not in NOT_RESULTS}
+        kept = {key: value for key, value in raw.items() if key not in NOT_RESULTS}
+        # The one key of those sections that changes results: which kernels compute them.
+        kept["compute"] = {"numerics": (raw.get("compute") or {}).get("numerics")}
+        return kept
 
     changed = differences(results(composed), results(on_disk))
     if not changed:

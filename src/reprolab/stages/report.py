@@ -20,7 +20,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from reprolab import entrypoint
+from reprolab import entrypoint, numerics
 from reprolab.audit import seed_checks
 from reprolab.config import load_params
 from reprolab.files import FileFormatError, Outputs, read_csv, read_json
@@ -49,6 +49,7 @@ def main() -> int:
     from reprolab.sweep import run_sweep
 
     config = load_params(PARAMS_FILE)
+    numerics.apply(config.compute.numerics.value)  # before torch is imported
     presets = list(config.experiments)
     target = config.data.target
     fits = {p: read_json(fit_file(p), f"rerun its training: `dvc repro --force train@{p}`", FIT_SHAPE) for p in presets}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from reprolab import entrypoint
+from reprolab import entrypoint, numerics
 from reprolab.stages import PARAMS_FILE, fit_file, history_file, model_file, predictions_file
 
 
@@ -22,6 +22,7 @@ def main() -> int:
     from reprolab.jobs import Job, train_in_background
 
     config = load_params(PARAMS_FILE)
+    numerics.apply(config.compute.numerics.value)  # before torch is imported
     run = config.run_config(preset)
     data = datasets.load(config.data)
     # Training starts in a worker first: MLflow's import and the run's setup overlap it.
