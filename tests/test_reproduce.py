@@ -157,6 +157,15 @@ def test_a_sweep_child_and_its_summary_reproduce_and_a_forged_result_is_not_reus
     done = reproduce(repo, forged.info.run_id, check=False)
     assert done.returncode == 2 and "its result.json is not the one recorded with it" in done.stderr, done.stderr
     assert "its record was changed after the run" in done.stderr
+    # A compare made only of reused runs rests on them (rests_on.json): its summary reproduces them all.
+    done = sh(repo, "reprolab", "compare", *sweep)
+    assert "2 of 2 runs reused" in done.stdout, done.stdout
+    newest = max(runs(repo, "compare-summary"), key=lambda r: r.info.start_time)
+    done = reproduce(repo, newest.info.run_id)
+    assert done.stdout.count(": identical") == 2, done.stdout
+    assert "the comparison stands: every run it rests on stands (2 runs checked, 0 trained for it and 2 it reused" in (
+        done.stdout
+    )
 
 
 def test_a_run_whose_logged_metric_was_edited_is_refused_in_one_line(repo):

@@ -391,6 +391,7 @@ def run_audit(
                 f"{summary.verdict}\n\nThe {len(results) - reused} runs trained for this audit are nested under "
                 f"this run ({reused} more were reused from earlier runs); runs.csv lists every run id.",
                 _summary_metrics(summary),
+                rests_on=[run.run_id for run in runs],
             )
     if summary_run:
         explained = [side.run_id for side in (before, after) if side.run_id]

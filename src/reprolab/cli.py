@@ -201,6 +201,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                     "reprolab.runs_reused": str(reused),
                     **{f"reprolab.run.{r.result.preset}-seed{r.result.seed}": r.run_id or "-" for r in runs},
                 },
+                rests_on=[r.run_id for r in runs],
             )
     print(table)
     print()

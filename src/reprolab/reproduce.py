@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
+from tqdm.auto import tqdm
 
 from reprolab import provenance, recorded_code, tracking
 from reprolab.config import Config, TargetConfig, validate
@@ -381,9 +382,11 @@ def _reproduce_all(
     scheduler: Optional[str],
 ) -> list[Outcome]:
     """Rebuild every run here, train them again (in local processes or on Dask), then judge and
-    record each as it finishes."""
+    record each as it finishes; a sweep's show a bar on a terminal (runs done, identical so far,
+    time left)."""
     rebuilt = [rebuild(store, run, scratch / run.info.run_id) for run in runs]
     outcomes: dict[int, Outcome] = {}
+    bar = tqdm(total=len(runs), desc="reproduce", unit="run", disable=None if len(runs) > 1 else True, leave=False)
 
     def finish(index: int, again: dict) -> None:
         others = tracking.same_configuration(store, rebuilt[index].run)
@@ -392,9 +395,14 @@ def _reproduce_all(
             store, rebuilt[index].run, result, outcome.as_dict(), here, parent
         )
         outcomes[index] = outcome
+        bar.update(1)
+        bar.set_postfix(identical=sum(o.verdict == IDENTICAL for o in outcomes.values()))
 
     calls = [(r.archive, r.params, r.data_file, r.preset, r.seed) for r in rebuilt]
-    call_each(retrain, calls, finish, workers=workers, scheduler=scheduler)
+    try:
+        call_each(retrain, calls, finish, workers=workers, scheduler=scheduler)
+    finally:
+        bar.close()
     return [outcomes[index] for index in range(len(runs))]
 
 
@@ -413,12 +421,15 @@ def reproduce(
     with tempfile.TemporaryDirectory(prefix="reprolab-reproduce-") as scratch:
         if not kind.endswith("-summary"):
             return _reproduce_all(store, [run], tolerance, Path(scratch), None, 1, None), None
-        children = tracking.child_runs(store, run.info.run_id)
-        if not children:
+        try:
+            nested, reused = tracking.summarised_runs(store, run, Path(scratch))
+        except UserError as error:
+            raise ReproduceError(f"reproduce: {error}") from error
+        if not nested and not reused:
             raise ReproduceError(f"reproduce: the summary run {run.info.run_id} holds no training runs to reproduce")
         with tracking.reproduction_summary(store, run) as (parent, finish):
-            outcomes = _reproduce_all(store, children, tolerance, Path(scratch), parent, workers, scheduler)
-            note = stands(run, outcomes)
+            outcomes = _reproduce_all(store, nested + reused, tolerance, Path(scratch), parent, workers, scheduler)
+            note = stands(run, outcomes, len(reused))
             finish(verdict_of(outcomes), note)
         return outcomes, note
 
@@ -429,8 +440,9 @@ def verdict_of(outcomes: list[Outcome]) -> str:
     return next((v for v in (DIFFERS, WITHIN_NOISE, WITHIN_TOLERANCE) if v in verdicts), IDENTICAL)
 
 
-def stands(run, outcomes: list[Outcome]) -> str:
-    """What the reproduction says of a sweep's own verdict, which its runs' results decide."""
+def stands(run, outcomes: list[Outcome], reused: int = 0) -> str:
+    """What the reproduction says of a sweep's own verdict, which its runs' results decide
+    (`reused`: how many of them it had reused from earlier runs)."""
     what = "audit's verdict" if run.data.tags.get("reprolab.kind") == "audit-summary" else "comparison"
     differing = [outcome for outcome in outcomes if not outcome.stands]
     counts = ", ".join(
@@ -438,9 +450,10 @@ def stands(run, outcomes: list[Outcome]) -> str:
         for verdict in (IDENTICAL, WITHIN_TOLERANCE, WITHIN_NOISE, DIFFERS)
         if any(outcome.verdict == verdict for outcome in outcomes)
     )
+    checked = f"{len(outcomes)} runs checked, {len(outcomes) - reused} trained for it and {reused} it reused"
     if not differing:
-        return f"the {what} stands: every one of its {len(outcomes)} runs stands ({counts})"
+        return f"the {what} stands: every run it rests on stands ({checked}: {counts})"
     return (
-        f"the {what} is not confirmed: {len(differing)} of {len(outcomes)} runs do not stand ({counts}); rerun it "
-        f"on these results to see whether it still holds"
+        f"the {what} is not confirmed: {len(differing)} of {len(outcomes)} runs do not stand ({checked}: {counts}); "
+        f"rerun it on these results to see whether it still holds"
     )

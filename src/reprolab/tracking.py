@@ -85,6 +85,7 @@ MLFLOW_DIGEST_LENGTH = 36  # MLflow keeps 36 characters of a dataset digest; the
 MAX_TAG = 8000  # MLflow's limit on a tag value
 RESULT_FILE = "result.json"  # every training run's RunResult, what a sweep reuses
 RESULT_DIGEST_TAG = "reprolab.result_sha256"  # result.json's digest, checked before it is reused
+RESTS_ON_FILE, RESTS_ON_SCHEMA = "rests_on.json", 1  # a summary run's training runs, the reused included
 CONFIG_KEY_TAG = "reprolab.config_key"  # the run key without the seed: one configuration's runs over seeds
 MODEL_DIGEST_TAG = "reprolab.model_sha256"  # the logged model's files, checked before the registry serves it
 ENVIRONMENT_FILE = "environment.json"  # where a run ran (reprolab.provenance.environment)
@@ -941,8 +942,11 @@ def finish_summary(
     note: str,
     metrics: Optional[dict[str, float]] = None,
     tags: Optional[dict[str, str]] = None,
+    rests_on: Sequence[Optional[str]] = (),
 ) -> None:
-    """Attach a report to an open summary run: its files, a note shown in the UI, metrics, tags."""
+    """Attach a report to an open summary run: its files, a note shown in the UI, metrics, tags,
+    and `rests_on`, every training run its numbers come from (trained for it or reused), which
+    `summarised_runs` reads back."""
     if run_id is None:
         return
     store = connect(config.tracking)
@@ -954,6 +958,9 @@ def finish_summary(
     )
     for path in files:
         store.client.log_artifact(run_id, str(path), folder)
+    if rests_on:
+        listed = list(dict.fromkeys(r for r in rests_on if r))
+        store.client.log_dict(run_id, {"schema": RESTS_ON_SCHEMA, "runs": listed}, RESTS_ON_FILE)
 
 
 @_during_run
@@ -1137,6 +1144,41 @@ def child_runs(store: Store, run_id: str) -> list:
         )
         if run.data.tags.get("reprolab.run_key")
     ]
+
+
+def summarised_runs(store: Store, summary, folder: Path) -> tuple[list, list]:
+    """Every training run a sweep's summary run rests on: those nested under it (trained for it)
+    and those it reused, listed in its `rests_on.json` (`finish_summary`). A listed run that is
+    gone from the store is an error: the sweep's numbers cannot all be had again."""
+    nested = child_runs(store, summary.info.run_id)
+    listed_file = download(store, summary.info.run_id, RESTS_ON_FILE, folder)
+    if listed_file is None:
+        return nested, []
+    listed = json.loads(listed_file.read_text())
+    if listed.get("schema", 0) > RESTS_ON_SCHEMA:
+        raise UserError(
+            f"{RESTS_ON_FILE} of run {summary.info.run_id} has schema {listed['schema']}; this reprolab reads "
+            f"up to {RESTS_ON_SCHEMA}"
+        )
+    own = {run.info.run_id for run in nested}
+    reused = []
+    for run_id in listed["runs"]:
+        if run_id in own:
+            continue
+        try:
+            run = store.client.get_run(run_id)
+        except MlflowException:
+            raise UserError(
+                f"the summary run {summary.info.run_id} rests on run {run_id}, which is not in the store any more: "
+                f"its result cannot be had again"
+            ) from None
+        if run.info.lifecycle_stage == "deleted":
+            raise UserError(
+                f"the summary run {summary.info.run_id} rests on run {run_id}, which was deleted: restore it "
+                f"(`mlflow runs restore --run-id {run_id}`) to reproduce the sweep"
+            )
+        reused.append(run)
+    return nested, reused
 
 
 def download(store: Store, run_id: str, path: str, folder: Path) -> Optional[Path]:
