@@ -134,6 +134,22 @@ def test_a_replaced_user_file_is_found_in_dvcs_cache_and_a_lost_one_is_one_line(
     assert "data/raw/mine.npz" in line and md5 in line and "dvc pull" in line, line
 
 
+def test_a_user_file_never_added_to_dvc_is_kept_in_its_cache_and_found_after_it_is_overwritten(repo):
+    X, y, _ = series(n=60, classes=2, steps=10, seed=5)
+    data = save(repo / "data/raw/untracked.npz", X=X, y=y)
+    before = status(repo)
+    on_file = ["data=npz", "data.name=untracked", "data.user_file=data/raw/untracked.npz", "experiment=regularized"]
+    run_id = train(repo, *on_file)
+    md5 = client_for(repo).get_run(run_id).data.tags["reprolab.data.file_md5"]
+    assert (repo / ".dvc/cache/files/md5" / md5[:2] / md5[2:]).is_file()
+    assert status(repo) == before and not (repo / "data/raw/untracked.npz.dvc").exists()  # the workspace as it was
+    X2, y2, _ = series(n=60, classes=2, steps=10, seed=6)
+    data.unlink()
+    save(data, X=X2, y=y2)
+    done = reproduce(repo, run_id)
+    assert f"({run_id}): identical" in done.stdout, done.stdout
+
+
 def test_a_sweep_child_and_its_summary_reproduce_and_a_forged_result_is_not_reused(repo):
     sweep = ["--presets", "baseline,regularized", "--seeds", "0", "--workers", "1", *QUICK, "data=synthetic_small"]
     sh(repo, "reprolab", "compare", "--retrain", *sweep)

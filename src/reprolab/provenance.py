@@ -272,6 +272,24 @@ def environment_differences(recorded: dict, current: dict) -> list[str]:
 # -- data --------------------------------------------------------------------------------------
 
 
+def keep_in_dvc_cache(path: Path, md5: str, root: Path) -> Optional[Path]:
+    """Put a file's bytes into the DVC cache of the project at `root` under their MD5, where
+    `dvc add` would put them, without touching the workspace, its .dvc files or the index; the
+    object's path, or None outside a DVC project. `reprolab reproduce` looks there for a run's
+    data once the file itself has changed."""
+    if not (root / ".dvc").is_dir():
+        return None
+    from dvc.repo import Repo
+    from dvc_objects.fs.local import LocalFileSystem
+
+    with Repo(str(root)) as repo:
+        cache = repo.cache.local
+        kept = Path(cache.oid_to_path(md5))
+        if not kept.is_file():
+            cache.add(str(path.resolve()), LocalFileSystem(), md5)
+    return kept
+
+
 def file_digests(path: Path) -> dict[str, str]:
     """A file's SHA-256 and MD5 (DVC's cache address), in one read."""
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)

@@ -462,7 +462,14 @@ def provenance_tags(source: Optional[provenance.Source] = None) -> dict[str, str
 
 @functools.lru_cache(maxsize=8)
 def _file_digests(path: str, size: int, mtime_ns: int) -> dict[str, str]:
-    return provenance.file_digests(Path(path))
+    """A user file's digests, its bytes kept in the project's DVC cache under them (once a
+    version: a run's data can be had again after the file is overwritten)."""
+    digests = provenance.file_digests(Path(path))
+    try:
+        provenance.keep_in_dvc_cache(Path(path), digests["md5"], repo_root())
+    except Exception as error:  # DVC's errors have no common base; the digests still identify the file
+        print(f"reprolab: warning: {path} not kept in DVC's cache ({one_line(error)[:160]})", file=sys.stderr)
+    return digests
 
 
 def data_tags(config: Config) -> dict[str, str]:
