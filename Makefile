@@ -40,6 +40,7 @@ pipeline: setup
 	@cat reports/comparison.md
 	@echo "Audit (reports/audit/audit.md):"
 	@grep '^\*\*Verdict' reports/audit/audit.md
+	@$(RUN) $(BIN)/python scripts/against_committed.py
 
 compare: setup
 	$(BIN)/reprolab compare --seeds 0-4
@@ -87,6 +88,7 @@ benchmark: setup
 	$(BIN)/python benchmarks/audit_shapley.py
 	$(RUN) $(BIN)/python benchmarks/repro_after_change.py
 	$(RUN) $(BIN)/python benchmarks/reproduce.py
+	$(RUN) $(BIN)/python benchmarks/numerics.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -171,6 +171,15 @@ def in_effect() -> dict[str, Any]:
     }
 
 
+BRIEF = ("mode", "cpu_capability", "mkl_branch", "onednn_enabled")
+
+
+def brief(kernels: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """What of `in_effect` decides the numbers and is the same on every machine in the portable
+    mode (no versions, no CPU model): what a pipeline output may carry."""
+    return {name: (kernels or {}).get(name) for name in BRIEF}
+
+
 def key() -> dict[str, Any]:
     """What of the numerics a run key holds: portable runs agree across x86-64 machines; native
     runs only on the same CPU model with the same settings."""

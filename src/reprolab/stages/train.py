@@ -40,6 +40,7 @@ def main() -> int:
                 "mlflow_run_id": tracked.run_id,
                 "dataset_digest": data.digest,
                 "device": trained.device,
+                "numerics": numerics.brief(trained.kernels),
                 "metrics": result.metrics,
                 **result.fit,
             }
