@@ -63,13 +63,15 @@ def gpu_build() -> bool:
 
 
 FORKED_AFTER_TORCH = """
-import json, sys, torch
-from reprolab import data as datasets
+import json, sys
+from reprolab import data as datasets, numerics
 from reprolab.config import load_config
 from reprolab.jobs import Job, _context, run_jobs, train_in_background
+config = load_config(json.loads(sys.argv[1]), sys.argv[2])
+numerics.apply(config.compute.numerics.value)  # as every command does, before torch starts
+import torch
 torch.set_num_threads(2)
 torch.randn(512, 512) @ torch.randn(512, 512)  # this driver's own threads have started
-config = load_config(json.loads(sys.argv[1]), sys.argv[2])
 data = datasets.prepare(config.data)
 jobs = [Job(config, preset, 0, data) for preset in ("baseline", "gru")]
 pooled = [result.metrics for result in run_jobs(jobs, workers=2)]

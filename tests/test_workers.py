@@ -28,11 +28,19 @@ def busy_workers(driver: subprocess.Popen, count: int, timeout: float = 120) -> 
     """The driver's worker processes, once `count` of them have trained for a moment."""
     deadline = time.time() + timeout
     while time.time() < deadline and driver.poll() is None:
-        workers = [p for p in psutil.Process(driver.pid).children() if p.cpu_times().user > 2.0]
+        workers = [p for p in psutil.Process(driver.pid).children() if _user_seconds(p) > 2.0]
         if len(workers) >= count:
             return workers
         time.sleep(0.2)
     raise AssertionError(f"no {count} busy workers (driver exit status {driver.poll()})")
+
+
+def _user_seconds(process: psutil.Process) -> float:
+    """CPU seconds a child has used; 0 for one that ended meanwhile (the driver's short-lived git)."""
+    try:
+        return process.cpu_times().user
+    except psutil.NoSuchProcess:
+        return 0.0
 
 
 def running_runs(store: Path) -> list[str]:

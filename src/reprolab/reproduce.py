@@ -451,8 +451,13 @@ def stands(run, outcomes: list[Outcome], reused: int = 0) -> str:
         if any(outcome.verdict == verdict for outcome in outcomes)
     )
     checked = f"{len(outcomes)} runs checked, {len(outcomes) - reused} trained for it and {reused} it reused"
-    if not differing:
+    if not differing and all(outcome.verdict == IDENTICAL for outcome in outcomes):
         return f"the {what} stands: every run it rests on stands ({checked}: {counts})"
+    if not differing:  # its numbers moved, each within its seeds' noise: the sweep itself is not recomputed
+        return (
+            f"every run the {what} rests on stands ({checked}: {counts}), but its own numbers were not computed "
+            f"again from the reproduced runs: rerun the sweep on this machine to see them"
+        )
     return (
         f"the {what} is not confirmed: {len(differing)} of {len(outcomes)} runs do not stand ({checked}: {counts}); "
         f"rerun it on these results to see whether it still holds"
