@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from reprolab import data as datasets
-from reprolab.audit_run import AuditSide, run_audit
+from reprolab.audit.run import AuditSide, run_audit
 from reprolab.cli import seed_list
 from reprolab.config import load_config
 

@@ -21,12 +21,12 @@ import os
 import tempfile
 from pathlib import Path
 
-from reprolab import audit
 from reprolab import data as datasets
-from reprolab.audit_run import AuditSide, ablation_jobs, run_audit
+from reprolab.audit.design import AFTER, BEFORE, added_label, removed_label
+from reprolab.audit.run import AuditSide, ablation_jobs, run_audit
 from reprolab.cli import seed_list
 from reprolab.config import load_config
-from reprolab.sweep import run_sweep
+from reprolab.jobs.sweep import run_sweep
 
 SMALL = [
     "data=synthetic_small",
@@ -47,8 +47,8 @@ def main() -> None:
         data = datasets.prepare(config.data)
         before, after = (AuditSide(p, config, data, "conf/") for p in (config.audit.before, config.audit.after))
         changes, jobs = ablation_jobs(before, after, args.seeds, "earlier", config.tracking)
-        earlier = {audit.BEFORE, audit.AFTER} | {
-            label for change in changes for label in (audit.added_label(change), audit.removed_label(change))
+        earlier = {BEFORE, AFTER} | {
+            label for change in changes for label in (added_label(change), removed_label(change))
         }
         with contextlib.redirect_stdout(io.StringIO()):
             run_sweep(

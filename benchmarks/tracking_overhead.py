@@ -17,8 +17,9 @@ import tempfile
 import time
 
 from reprolab import data as datasets
-from reprolab import tracking
 from reprolab.config import load_config
+from reprolab.tracking.store import connect
+from reprolab.tracking.training_run import training_run
 from reprolab.training import run_one
 
 
@@ -37,7 +38,7 @@ def main() -> None:
         preset, seed = run.preset, run.seed
 
         started = time.perf_counter()
-        tracking.connect(config.tracking)
+        connect(config.tracking)
         store_creation = time.perf_counter() - started
 
         phases: dict[str, list[float]] = {
@@ -57,7 +58,7 @@ def main() -> None:
             phases["untracked training"].append(time.perf_counter() - started)
 
             marks = [time.perf_counter()]
-            context = tracking.training_run(config, run, data)
+            context = training_run(config, run, data)
             tracked = context.__enter__()
             marks.append(time.perf_counter())
             trained, result = run_one(config, preset, seed, data, progress=False, on_epoch=tracked.log_epoch)

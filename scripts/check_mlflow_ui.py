@@ -163,7 +163,8 @@ def rgb(colour: str) -> str:
 def check(uri: str, experiment_id: str, runs: dict, screenshots: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    from reprolab.tracking import AFTER_ALIAS, ui_paths
+    from reprolab.tracking.links import ui_paths
+    from reprolab.tracking.registry import AFTER_ALIAS
 
     after_preset = "regularized" if "regularized" in runs else next(iter(runs))
     after = runs[after_preset]

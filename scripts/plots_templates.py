@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from reprolab.config import load_config
-from reprolab.plots import preset_colour
+from reprolab.figures import preset_colour
 
 REPO = Path(__file__).resolve().parents[1]
 PLOTS_DIR = REPO / ".dvc/plots"

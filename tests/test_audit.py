@@ -9,20 +9,19 @@ import numpy as np
 import pytest
 
 from conftest import CONF_DIR
-from reprolab.audit import (
+from reprolab.audit.checks import seed_checks
+from reprolab.audit.design import (
     CODE,
-    Bootstrap,
     Change,
-    Labels,
     ablation_variants,
     apply_changes,
     coalitions,
     code_change,
     derive_changes,
     grouping_warnings,
-    seed_checks,
-    summarize,
 )
+from reprolab.audit.measure import Bootstrap, Labels
+from reprolab.audit.verdict import summarize
 from reprolab.config import TargetMetric, load_config
 from reprolab.metrics import describe_target
 from reprolab.results import RunResult

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,7 +73,7 @@ def test_a_different_generator_is_refused_before_writing(small_data_config):
     other = dataclasses.replace(small_data_config, generator=dataclasses.replace(small_data_config.generator, seed=99))
     with pytest.raises(DataError, match=r"data\.expected_digest"):
         datasets.prepare(other)
-    assert not (datasets.Path(other.prepared_path)).exists()
+    assert not (Path(other.prepared_path)).exists()
 
 
 def test_corrupted_and_missing_files_are_clear_errors(small_data_config):

@@ -305,7 +305,7 @@ def test_a_read_only_store_names_the_cause():
     SQLite gives for it."""
     from sqlalchemy.exc import OperationalError
 
-    from reprolab.tracking import _store_message
+    from reprolab.tracking.failures import store_message as _store_message
 
     error = OperationalError("INSERT", {}, Exception("attempt to write a readonly database"))
     message = _store_message("sqlite:////data/mlflow.db", error)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT, sh
+from reprolab.audit.history import history_markdown, walk
 from reprolab.config import load_config
-from reprolab.history import history_markdown, walk
 
 METRICS = "results/regularized/metrics.json"
 TARGET = load_config([], REPO_ROOT / "conf").data.target  # validation >= 0.85, training < 0.92

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT, clean_env
-from reprolab import config as schema
+from reprolab.config import schema
 from reprolab.sources import closure
 
 STAGES_DIR = REPO_ROOT / "src/reprolab/stages"
@@ -47,10 +47,13 @@ def test_dvc_yaml_lists_the_code_each_stage_runs(name):
 
 
 def test_closure_follows_imports_inside_functions_and_skips_type_checking_ones():
-    train = {path.name for path in closure("reprolab.stages.train")}
-    assert {"tracking.py", "training.py", "models.py"} <= train  # imported inside main()
-    evaluate = {path.name for path in closure("reprolab.stages.evaluate")}
-    assert not {"training.py", "models.py", "tracking.py", "results.py"} & evaluate
+    def names(module: str) -> set[str]:
+        return {path.relative_to(STAGES_DIR.parent).as_posix() for path in closure(module)}
+
+    train = names("reprolab.stages.train")
+    assert {"tracking/training_run.py", "training.py", "models.py"} <= train  # imported inside main()
+    evaluate = names("reprolab.stages.evaluate")
+    assert not {"training.py", "models.py", "tracking/store.py", "results.py"} & evaluate
 
 
 def _schema_classes() -> list[type]:

@@ -6,9 +6,12 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 
-from reprolab import provenance, tracking
-from reprolab.reproduce import DIFFERS, IDENTICAL, WITHIN_TOLERANCE, compare
+import reprolab.record.source
+from reprolab.record.environment import environment_differences
+from reprolab.record.source import capture_source, read_archive
+from reprolab.reproduce.judge import DIFFERS, IDENTICAL, WITHIN_TOLERANCE, compare
 from reprolab.results import RunResult
+from reprolab.tracking.training_run import _package_source
 
 
 def project(tmp_path, git: bool):
@@ -29,9 +32,9 @@ def project(tmp_path, git: bool):
 
 
 def capture(root, monkeypatch):
-    monkeypatch.setattr(provenance, "PACKAGE_DIR", (root / "src/reprolab").resolve())
-    provenance.capture_source.cache_clear()
-    return provenance.capture_source(root)
+    monkeypatch.setattr(reprolab.record.source, "PACKAGE_DIR", (root / "src/reprolab").resolve())
+    capture_source.cache_clear()
+    return capture_source(root)
 
 
 def test_the_archive_is_the_source_on_disk_and_its_bytes_depend_on_the_files_only(tmp_path, monkeypatch):
@@ -49,7 +52,7 @@ def test_the_archive_is_the_source_on_disk_and_its_bytes_depend_on_the_files_onl
     # Unpacked, it is the same files; a file altered afterwards is named.
     archive = tmp_path / "source.tar.gz"
     archive.write_bytes(first.archive)
-    manifest = provenance.read_archive(archive, tmp_path / "out")
+    manifest = read_archive(archive, tmp_path / "out")
     assert manifest["altered"] == [] and manifest["digest_now"] == first.digest
     assert (tmp_path / "out/src/reprolab/training.py").read_text() == "LR = 1\n"
     (tmp_path / "again").mkdir()
@@ -91,7 +94,7 @@ def test_environment_differences_name_each_change_the_kernels_first():
         "numerics": {**kernels, "cpu_capability": "DEFAULT", "settings": {"ATEN_CPU_CAPABILITY": "default"}},
         "distributions": {"torch": "2.14.1", "numpy": "2.4.6", "added": "2"},
     }
-    assert provenance.environment_differences(old, new) == [
+    assert environment_differences(old, new) == [
         "numerics.cpu_capability: AVX512 -> DEFAULT",
         "numerics.settings.ATEN_CPU_CAPABILITY: - -> default",
         "added: absent -> 2",
@@ -100,7 +103,7 @@ def test_environment_differences_name_each_change_the_kernels_first():
         "cpu: A -> B",
     ]
     older = {key: value for key, value in old.items() if key != "numerics"}
-    assert provenance.environment_differences(older, new)[0].startswith("numerics: not recorded")
+    assert environment_differences(older, new)[0].startswith("numerics: not recorded")
 
 
 def result(**changes) -> RunResult:
@@ -157,7 +160,7 @@ def test_a_model_ships_the_package_source_only(tmp_path, monkeypatch):
     (package / ".env.local").write_text("AWS_SECRET_ACCESS_KEY=x\n")
     (package / "notes.txt").write_text("")
     monkeypatch.setattr(reprolab.sources, "PACKAGE_DIR", package)
-    shipped = tracking._package_source(tmp_path / "out")
+    shipped = _package_source(tmp_path / "out")
     assert sorted(str(p.relative_to(shipped)) for p in shipped.rglob("*") if p.is_file()) == [
         "models.py",
         "stages/__init__.py",

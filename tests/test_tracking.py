@@ -11,8 +11,11 @@ import time
 import pytest
 
 from conftest import CONF_DIR, new_store, quick_overrides, reprolab
-from reprolab import tracking
 from reprolab.config import TrackingConfig, flatten, load_config
+from reprolab.tracking.cache import _training_code, run_key
+from reprolab.tracking.failures import TrackingError, during_run, redact
+from reprolab.tracking.registry import register_model
+from reprolab.tracking.store import _initialized, connect, tracking_uri
 
 
 def config(uri=None) -> TrackingConfig:
@@ -22,10 +25,10 @@ def config(uri=None) -> TrackingConfig:
 def test_uri_precedence(monkeypatch, tmp_path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    assert tracking.tracking_uri(config()) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
-    assert tracking.tracking_uri(config("http://127.0.0.1:5000")) == "http://127.0.0.1:5000"
+    assert tracking_uri(config()) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert tracking_uri(config("http://127.0.0.1:5000")) == "http://127.0.0.1:5000"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:6000")
-    assert tracking.tracking_uri(config("http://127.0.0.1:5000")) == "http://127.0.0.1:6000"
+    assert tracking_uri(config("http://127.0.0.1:5000")) == "http://127.0.0.1:6000"
 
 
 def test_a_relative_sqlite_store_resolves_against_the_repository_root(monkeypatch, tmp_path):
@@ -36,15 +39,15 @@ def test_a_relative_sqlite_store_resolves_against_the_repository_root(monkeypatc
     monkeypatch.chdir(copy)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///stores/rel.db")
-    assert tracking.tracking_uri(config()) == f"sqlite:///{tmp_path.resolve()}/stores/rel.db"
+    assert tracking_uri(config()) == f"sqlite:///{tmp_path.resolve()}/stores/rel.db"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    assert tracking.tracking_uri(config("sqlite:///rel.db")) == f"sqlite:///{tmp_path.resolve()}/rel.db"
-    assert tracking.tracking_uri(config(f"sqlite:///{copy}/abs.db")) == f"sqlite:///{copy}/abs.db"
+    assert tracking_uri(config("sqlite:///rel.db")) == f"sqlite:///{tmp_path.resolve()}/rel.db"
+    assert tracking_uri(config(f"sqlite:///{copy}/abs.db")) == f"sqlite:///{copy}/abs.db"
 
 
 def test_flatten_and_redact():
     assert flatten({"a": {"b": 1, "c": {"d": None}}, "e": "x"}) == {"a.b": 1, "a.c.d": None, "e": "x"}
-    assert tracking.redact("postgresql://user:secret@db:5432/mlflow") == "postgresql://***@db:5432/mlflow"
+    assert redact("postgresql://user:secret@db:5432/mlflow") == "postgresql://***@db:5432/mlflow"
 
 
 def test_an_unreachable_server_fails_fast_with_one_line():
@@ -52,8 +55,8 @@ def test_an_unreachable_server_fails_fast_with_one_line():
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     started = time.perf_counter()
-    with pytest.raises(tracking.TrackingError) as caught:
-        tracking.connect(config(f"http://127.0.0.1:{port}"))
+    with pytest.raises(TrackingError) as caught:
+        connect(config(f"http://127.0.0.1:{port}"))
     assert time.perf_counter() - started < 15
     assert f"127.0.0.1:{port}" in str(caught.value) and "\n" not in str(caught.value)
 
@@ -63,7 +66,7 @@ def test_parallel_first_use_of_a_new_store_does_not_race(tmp_path):
     """Two processes creating the same new SQLite store: MLflow alone fails one of them."""
     code = (
         "import sys; from reprolab import tracking; from reprolab.config import TrackingConfig, flatten; "
-        "print(tracking.connect(TrackingConfig(True, sys.argv[1], 'reprolab', True, False)).experiment_id)"
+        "print(connect(TrackingConfig(True, sys.argv[1], 'reprolab', True, False)).experiment_id)"
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     processes = [
@@ -86,33 +89,33 @@ def test_the_run_key_is_what_makes_a_result(monkeypatch, tmp_path):
 
     config = load_config([], CONF_DIR)
     run = config.run_config("regularized", 0)
-    key = tracking.run_key(run, "d" * 64)
+    key = run_key(run, "d" * 64)
     renamed = dataclasses.replace(run, preset="after")
-    assert tracking.run_key(renamed, "d" * 64) == key
-    assert tracking.run_key(config.run_config("lstm", 0), "d" * 64) != key  # another cell
-    assert tracking.run_key(config.run_config("regularized", 1), "d" * 64) != key
-    assert tracking.run_key(run, "e" * 64) != key
+    assert run_key(renamed, "d" * 64) == key
+    assert run_key(config.run_config("lstm", 0), "d" * 64) != key  # another cell
+    assert run_key(config.run_config("regularized", 1), "d" * 64) != key
+    assert run_key(run, "e" * 64) != key
     lr = dataclasses.replace(run, train=dataclasses.replace(run.train, lr=0.002))
-    assert tracking.run_key(lr, "d" * 64) != key
+    assert run_key(lr, "d" * 64) != key
 
     copy = tmp_path / "reprolab"
     shutil.copytree(sources.PACKAGE_DIR, copy)
     training = copy / "training.py"
     training.write_text(training.read_text() + "\n# a change to the code that trains\n")
     monkeypatch.setattr(sources, "PACKAGE_DIR", copy)
-    tracking._training_code.cache_clear()
+    _training_code.cache_clear()
     try:
-        assert tracking.run_key(run, "d" * 64) != key
+        assert run_key(run, "d" * 64) != key
     finally:
         monkeypatch.undo()
-        tracking._training_code.cache_clear()
-    assert tracking.run_key(run, "d" * 64) == key
+        _training_code.cache_clear()
+    assert run_key(run, "d" * 64) == key
 
 
 def test_a_sqlite_stores_artifacts_live_beside_it_whatever_the_directory(tmp_path, monkeypatch):
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
-    store = tracking.connect(config(f"sqlite:///{tmp_path / 'team' / 'mlflow.db'}"))
+    store = connect(config(f"sqlite:///{tmp_path / 'team' / 'mlflow.db'}"))
     location = store.client.get_experiment(store.experiment_id).artifact_location
     assert location == (tmp_path / "team" / "mlruns").as_uri()
 
@@ -120,10 +123,10 @@ def test_a_sqlite_stores_artifacts_live_beside_it_whatever_the_directory(tmp_pat
 def test_a_deleted_experiment_names_the_restore(tmp_path):
     new_store(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    store = tracking.connect(config(uri))
+    store = connect(config(uri))
     store.client.delete_experiment(store.experiment_id)
-    with pytest.raises(tracking.TrackingError) as caught:
-        tracking.connect(config(uri))
+    with pytest.raises(TrackingError) as caught:
+        connect(config(uri))
     message = str(caught.value)
     assert "was deleted" in message and f"mlflow experiments restore --experiment-id {store.experiment_id}" in message
 
@@ -132,11 +135,11 @@ def test_a_run_deleted_while_in_use_names_the_restore(tmp_path):
     """A run deleted while a command still logs to it (an audit's summary run, say): the store
     is there, so not "lost the MLflow store" but the run and how to restore it."""
     new_store(tmp_path)
-    store = tracking.connect(config(f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    store = connect(config(f"sqlite:///{tmp_path / 'mlflow.db'}"))
     run_id = store.client.create_run(store.experiment_id).info.run_id
     store.client.delete_run(run_id)
-    with pytest.raises(tracking.TrackingError) as caught:
-        tracking._during_run(store.client.set_tag)(run_id, "reprolab.note", "late")
+    with pytest.raises(TrackingError) as caught:
+        during_run(store.client.set_tag)(run_id, "reprolab.note", "late")
     message = str(caught.value)
     assert f"mlflow runs restore --run-id {run_id}" in message and "lost" not in message, message
 
@@ -144,7 +147,7 @@ def test_a_run_deleted_while_in_use_names_the_restore(tmp_path):
 def _connect_after(uri: str, delay: float, results) -> None:
     time.sleep(delay)
     try:
-        tracking.connect(config(uri))
+        connect(config(uri))
         results.put("ok")
     except Exception as error:  # the test reports it
         results.put(f"{type(error).__name__}: {error}")
@@ -197,12 +200,12 @@ def test_a_half_migrated_store_is_named_with_its_repair(tmp_path):
     import sqlite3
 
     path = tmp_path / "mlflow.db"
-    tracking.connect(config(f"sqlite:///{path}"))
+    connect(config(f"sqlite:///{path}"))
     with sqlite3.connect(path) as database:
         database.execute("CREATE TABLE _alembic_tmp_tags (key TEXT)")
-    tracking._initialized.clear()
-    with pytest.raises(tracking.TrackingError) as caught:
-        tracking.connect(config(f"sqlite:///{path}"))
+    _initialized.clear()
+    with pytest.raises(TrackingError) as caught:
+        connect(config(f"sqlite:///{path}"))
     assert "half-migrated: table _alembic_tmp_tags" in str(caught.value)
     assert f"sqlite3 {path} 'DROP TABLE _alembic_tmp_tags'" in str(caught.value)
 
@@ -215,9 +218,9 @@ def test_the_registry_serves_only_the_model_its_run_logged(tmp_path):
     done = reprolab(tmp_path, "train", "--no-progress", *quick_overrides(tmp_path))
     run_id = json.loads(done.stdout[done.stdout.index("{") :])["mlflow_run_id"]
     config = load_config(quick_overrides(tmp_path), CONF_DIR)
-    assert tracking.register_model(config, run_id, {}) == "1"
+    assert register_model(config, run_id, {}) == "1"
     (pickled,) = tmp_path.rglob("model.pth")
     pickled.write_bytes(pickled.read_bytes() + b"\n")  # damaged, or replaced, in the store
-    with pytest.raises(tracking.TrackingError) as caught:
-        tracking.register_model(config, run_id, {})
+    with pytest.raises(TrackingError) as caught:
+        register_model(config, run_id, {})
     assert f"the model of MLflow run {run_id} is not the one it logged" in str(caught.value)

@@ -9,12 +9,14 @@ import sys
 
 import pytest
 
+import reprolab.jobs.cluster
 from conftest import CONF_DIR, PRESETS, clean_env, new_store, quick_overrides
 from reprolab import data as datasets
-from reprolab.audit import seed_checks
+from reprolab.audit.checks import seed_checks
 from reprolab.cli import main
 from reprolab.config import load_config
-from reprolab.jobs import Job, _context, run_jobs
+from reprolab.jobs.job import Job, worker_context
+from reprolab.jobs.run import run_jobs
 from reprolab.metrics import class_metrics, meets_target
 from reprolab.report import comparison_table
 from reprolab.results import HISTORY_KEYS
@@ -66,7 +68,7 @@ FORKED_AFTER_TORCH = """
 import json, sys
 from reprolab import data as datasets, numerics
 from reprolab.config import load_config
-from reprolab.jobs import Job, _context, run_jobs, train_in_background
+from reprolab.jobs import Job, worker_context, run_jobs, train_in_background
 config = load_config(json.loads(sys.argv[1]), sys.argv[2])
 numerics.apply(config.compute.numerics.value)  # as every command does, before torch starts
 import torch
@@ -77,7 +79,7 @@ jobs = [Job(config, preset, 0, data) for preset in ("baseline", "gru")]
 pooled = [result.metrics for result in run_jobs(jobs, workers=2)]
 with train_in_background(jobs[1], progress=False) as job:
     background = job.result()[1].metrics
-print(json.dumps({"start": _context().get_start_method(), "pooled": pooled, "background": background}))
+print(json.dumps({"start": worker_context().get_start_method(), "pooled": pooled, "background": background}))
 """
 
 
@@ -107,9 +109,9 @@ def test_a_driver_holding_a_gpu_build_of_torch_starts_fresh_workers(monkeypatch)
 
     monkeypatch.setattr(torch.version, "cuda", None)
     monkeypatch.setattr(torch.version, "hip", None, raising=False)
-    assert _context().get_start_method() == "fork"
+    assert worker_context().get_start_method() == "fork"
     monkeypatch.setattr(torch.version, "cuda", "12.4")
-    assert _context().get_start_method() == "spawn"
+    assert worker_context().get_start_method() == "spawn"
 
 
 def test_a_dask_worker_that_trains_with_other_code_refuses_the_job(quick_config):
@@ -117,16 +119,17 @@ def test_a_dask_worker_that_trains_with_other_code_refuses_the_job(quick_config)
     whose training code differs is refused in one line before it trains (its result would be
     recorded under a run key that is not its own); a job that carries its recorded code needs
     only the same libraries."""
-    from reprolab import jobs
+    from reprolab.jobs.job import WorkerError
+    from reprolab.jobs.worker import _check_trains_as, run_parts, worker_training_code
 
-    here = jobs._worker_training_code()
+    here = worker_training_code()
     other = {**here, "code": "0" * 64}
-    with pytest.raises(jobs.WorkerError, match=r"^compute: a Dask worker trains with other code .* 000000000000 here"):
-        jobs._run_parts(quick_config, "baseline", 0, None, None, other)
-    jobs._check_trains_as(here, shipped=False)
-    jobs._check_trains_as(other, shipped=True)
-    with pytest.raises(jobs.WorkerError, match=rf"torch {re.escape(here['torch'])} there, 0\.0 here"):
-        jobs._check_trains_as({**other, "torch": "0.0"}, shipped=True)
+    with pytest.raises(WorkerError, match=r"^compute: a Dask worker trains with other code .* 000000000000 here"):
+        run_parts(quick_config, "baseline", 0, None, None, other)
+    _check_trains_as(here, shipped=False)
+    _check_trains_as(other, shipped=True)
+    with pytest.raises(WorkerError, match=rf"torch {re.escape(here['torch'])} there, 0\.0 here"):
+        _check_trains_as({**other, "torch": "0.0"}, shipped=True)
 
 
 def test_early_stopping_stops_and_restores_the_best_weights(tmp_path):
@@ -221,9 +224,10 @@ def test_the_gpu_check_script_runs_its_check_on_the_cpu():
 
 
 def test_a_lost_batch_is_sent_again_until_too_many_losses(capsys):
-    """The rule local pools and Dask share (jobs._until_done): a batch lost with a worker is sent
+    """The rule local pools and Dask share (jobs.until_done): a batch lost with a worker is sent
     again with the jobs not finished; lost more than MAX_LOST_POOLS times, the sweep stops."""
-    from reprolab import jobs as sweep_jobs
+    from reprolab.jobs.job import WorkerError
+    from reprolab.jobs.local import MAX_LOST_POOLS, until_done
 
     remaining, batches = [0, 1, 2], []
 
@@ -234,7 +238,7 @@ def test_a_lost_batch_is_sent_again_until_too_many_losses(capsys):
             raise ConnectionError("worker gone")
         remaining.clear()
 
-    sweep_jobs._until_done(
+    until_done(
         remaining,
         finish_one_then_lose_the_rest_once,
         ConnectionError,
@@ -246,8 +250,8 @@ def test_a_lost_batch_is_sent_again_until_too_many_losses(capsys):
     def lost_every_time() -> None:
         raise ConnectionError("worker gone")
 
-    with pytest.raises(sweep_jobs.WorkerError, match=rf"^lost {sweep_jobs.MAX_LOST_POOLS + 1} times \(worker gone\)$"):
-        sweep_jobs._until_done(
+    with pytest.raises(WorkerError, match=rf"^lost {MAX_LOST_POOLS + 1} times \(worker gone\)$"):
+        until_done(
             [0], lost_every_time, ConnectionError, lambda count, cause: f"lost {count} times ({cause})", lambda left: ""
         )
 
@@ -258,13 +262,13 @@ def test_a_dataset_that_cannot_reach_a_dead_dask_worker_is_sent_again(quick_conf
     failed sweep."""
     from distributed.comm.core import CommClosedError
 
-    from reprolab import jobs as sweep_jobs
+    from reprolab.jobs.cluster import _dask_batch, _LostData
 
     class ClusterWithADeadWorker:
         def scatter(self, *args, **kwargs):
             raise CommClosedError("in <TCP (closed) ConnectionPool.scatter>: Stream is closed")
 
-    monkeypatch.setattr(sweep_jobs, "LOST_WORKER_WAIT_S", 0)
+    monkeypatch.setattr(reprolab.jobs.cluster, "LOST_WORKER_WAIT_S", 0)
     job = Job(quick_config, "baseline", 0, datasets.prepare(quick_config.data))
-    with pytest.raises(sweep_jobs._LostData, match="sending a dataset to the Dask cluster at tcp://x failed"):
-        sweep_jobs._dask_batch(ClusterWithADeadWorker(), [job], [0], "tcp://x", lambda *a: None)
+    with pytest.raises(_LostData, match="sending a dataset to the Dask cluster at tcp://x failed"):
+        _dask_batch(ClusterWithADeadWorker(), [job], [0], "tcp://x", lambda *a: None)

@@ -8,7 +8,7 @@ suite. This server imports them once; a stand-in `python`, `reprolab` and `dvc` 
 of those commands) hand their command line, working directory, environment and standard streams to
 it, and it forks a child that runs the command as `python -m` or the console script would, and
 returns its exit status. A CPU build of torch is preloaded too, so that reprolab's training
-workers, forked from the command (`reprolab.jobs._context`), skip its import; a GPU build is not (a
+workers, forked from the command (`reprolab.jobs.worker_context`), skip its import; a GPU build is not (a
 driver that holds one starts its workers as fresh interpreters, another path than a fresh command
 takes). reprolab itself is not preloaded: each command imports it from its own checkout.
 

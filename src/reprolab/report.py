@@ -6,7 +6,7 @@ import statistics
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Optional
 
-from reprolab.audit import VariantCheck
+from reprolab.audit.checks import VariantCheck
 from reprolab.config import TargetConfig
 from reprolab.metrics import describe_target, has_target, missed_bounds, train_val_gap
 

@@ -13,9 +13,9 @@ from reprolab.stages import AUDIT_DIR, PARAMS_FILE
 
 def main() -> int:
     from reprolab import data as datasets
-    from reprolab.audit_run import AuditSide, run_audit
+    from reprolab.audit.run import AuditSide, run_audit
     from reprolab.config import load_params
-    from reprolab.jobs import scheduler_address
+    from reprolab.jobs.job import scheduler_address
 
     config = load_params(PARAMS_FILE)
     numerics.apply(config.compute.numerics.value)  # before torch is imported

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from reprolab import entrypoint, numerics
-from reprolab.audit import seed_checks
+from reprolab.audit.checks import seed_checks
 from reprolab.config import load_params
 from reprolab.files import FileFormatError, Outputs, read_csv, read_json
 from reprolab.metrics import HEADLINE, confusion_matrix, fit_warnings, has_target, meets_target, missed_bounds, with_gap
@@ -44,9 +44,11 @@ FIGURES = {"learning curves": "learning_curves.png", "test confusion matrices": 
 
 def main() -> int:
     from reprolab import data as datasets
-    from reprolab import plots, tracking
-    from reprolab.jobs import Job, scheduler_address
-    from reprolab.sweep import run_sweep
+    from reprolab.figures import confusion_matrices, learning_curves
+    from reprolab.jobs.job import Job, scheduler_address
+    from reprolab.jobs.sweep import run_sweep
+    from reprolab.tracking.registry import register_model
+    from reprolab.tracking.runs import annotate_run, finish_summary, summary_run
 
     config = load_params(PARAMS_FILE)
     numerics.apply(config.compute.numerics.value)  # before torch is imported
@@ -83,7 +85,7 @@ def main() -> int:
     names = ["comparison.md", "summary.json", *FIGURES.values()]
     tags = {"reprolab.dataset_digest": data.digest, **{f"reprolab.run.{p}": r for p, r in run_ids.items()}}
     # Everything is recorded before the files are put in place: if MLflow fails, the old report stays.
-    with tracking.summary_run(config, "report", "report", tags) as report_run, tempfile.TemporaryDirectory() as scratch:
+    with summary_run(config, "report", "report", tags) as report_run, tempfile.TemporaryDirectory() as scratch:
         swept = run_sweep(
             [Job(config, preset, seed, data) for preset in presets for seed in seeds],
             kind="compare",
@@ -120,16 +122,14 @@ def main() -> int:
         built = Path(scratch)
         (built / "comparison.md").write_text(markdown)
         (built / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        plots.learning_curves(histories, built / FIGURES["learning curves"])
-        plots.confusion_matrices(
-            {f"{p}: test": m for p, m in confusions.items()}, built / FIGURES["test confusion matrices"]
-        )
+        learning_curves(histories, built / FIGURES["learning curves"])
+        confusion_matrices({f"{p}: test": m for p, m in confusions.items()}, built / FIGURES["test confusion matrices"])
         for preset, run_id in run_ids.items():
             own = built / preset / "confusion.png"
             own.parent.mkdir()
-            plots.confusion_matrices({f"{preset}: test": confusions[preset]}, own)
+            confusion_matrices({f"{preset}: test": confusions[preset]}, own)
             missed = missed_bounds(fits[preset]["metrics"], target)
-            tracking.annotate_run(
+            annotate_run(
                 config,
                 run_id,
                 {
@@ -141,7 +141,7 @@ def main() -> int:
             )
         after = config.audit.after
         if after in run_ids:
-            tracking.register_model(
+            register_model(
                 config,
                 run_ids[after],
                 {
@@ -151,7 +151,7 @@ def main() -> int:
                 },
             )
         reused = sum(run.reused for run in swept)
-        tracking.finish_summary(
+        finish_summary(
             config,
             report_run,
             [built / name for name in names],

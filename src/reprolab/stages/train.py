@@ -19,7 +19,8 @@ def main() -> int:
     from reprolab import data as datasets
     from reprolab.config import load_params
     from reprolab.files import Outputs, npz_writer
-    from reprolab.jobs import Job, train_in_background
+    from reprolab.jobs.background import train_in_background
+    from reprolab.jobs.job import Job
 
     config = load_params(PARAMS_FILE)
     numerics.apply(config.compute.numerics.value)  # before torch is imported
@@ -27,11 +28,11 @@ def main() -> int:
     data = datasets.load(config.data)
     # Training starts in a worker first: MLflow's import and the run's setup overlap it.
     with train_in_background(Job(config, preset, run.seed, data)) as worker:
-        from reprolab import tracking
         from reprolab.models import save_arrays
         from reprolab.results import HISTORY_KEYS
+        from reprolab.tracking.training_run import training_run
 
-        with tracking.training_run(config, run, data, started_s_ago=worker.elapsed()) as tracked:
+        with training_run(config, run, data, started_s_ago=worker.elapsed()) as tracked:
             trained, result = worker.result(on_epoch=tracked.log_epoch)
             tracked.log_result(trained, result, data)
             summary = {

@@ -16,9 +16,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
-from reprolab import tracking
-from reprolab.jobs import Job, run_jobs
+from reprolab.jobs.job import Job
+from reprolab.jobs.run import run_jobs
 from reprolab.results import RunResult
+from reprolab.tracking.cache import finished_runs, run_key
+from reprolab.tracking.training_run import record_run
 
 if TYPE_CHECKING:
     from reprolab.training import TrainResult
@@ -51,8 +53,8 @@ def run_sweep(
     trained (longest first) and recorded as a `kind` run nested under `parent_run_id`."""
     if not jobs:
         return []
-    keys = [tracking.run_key(job.config.run_config(job.preset, job.seed), job.data.digest, job.code) for job in jobs]
-    found = tracking.finished_runs(jobs[0].config, keys) if reuse else {}
+    keys = [run_key(job.config.run_config(job.preset, job.seed), job.data.digest, job.code) for job in jobs]
+    found = finished_runs(jobs[0].config, keys) if reuse else {}
     done: dict[int, SweepRun] = {}
     for index, key in enumerate(keys):
         if key in found:
@@ -66,7 +68,7 @@ def run_sweep(
 
     def record(job: Job, trained: TrainResult, result: RunResult) -> None:
         name, tags = describe(job, result)
-        run_id = tracking.record_run(
+        run_id = record_run(
             job.config,
             job.config.run_config(job.preset, job.seed),
             job.data,

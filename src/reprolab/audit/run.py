@@ -14,18 +14,38 @@ from typing import Optional
 
 import yaml
 
-from reprolab import audit, plots, recorded_code, tracking
 from reprolab import data as datasets
-from reprolab.audit_report import FIGURES, audit_markdown, summed_confusion
+from reprolab.audit.design import (
+    AFTER,
+    BEFORE,
+    CODE,
+    MAX_CHANGES,
+    Change,
+    apply_changes,
+    coalitions,
+    code_change,
+    derive_changes,
+)
+from reprolab.audit.figures import ablation, attribution, seed_bands
+from reprolab.audit.report import FIGURES, audit_markdown, summed_confusion
+from reprolab.audit.summary import SHARED_METRICS, run_row, summary_json, summary_metrics
+from reprolab.audit.verdict import AuditSummary, summarize
 from reprolab.config import Config, ConfigError, TrackingConfig, load_params, to_dict, validate_params
+from reprolab.figures import confusion_matrices, preset_colour
 from reprolab.files import atomic_directory, write_csv
-from reprolab.jobs import Job
+from reprolab.jobs.job import Job
+from reprolab.jobs.recorded import config_errors
+from reprolab.jobs.sweep import run_sweep
 from reprolab.metrics import meets_target
-from reprolab.plots import preset_colour
-from reprolab.recorded_code import THIS_CHECKOUT, TRAINING_MODULE, RecordedCode
+from reprolab.record.code import THIS_CHECKOUT, TRAINING_MODULE, CodeError, RecordedCode
 from reprolab.results import RunResult
 from reprolab.sources import code_digest
-from reprolab.sweep import run_sweep
+from reprolab.tracking.artifacts import download
+from reprolab.tracking.cache import run_key
+from reprolab.tracking.links import resolve_run
+from reprolab.tracking.recorded import of_run
+from reprolab.tracking.runs import finish_summary, summary_run, tag_runs
+from reprolab.tracking.store import connect
 
 
 @dataclasses.dataclass
@@ -83,11 +103,11 @@ def side_from_run(config: Config, data: datasets.Dataset, reference: str, scratc
     registered model version): the run's own configuration and preset, its dataset rebuilt and
     checked against the digest it recorded, and the code that trained it: this checkout's when
     the run key comes out the same with it, else the run's recorded code."""
-    store = tracking.connect(config.tracking)
-    run = tracking.resolve_run(store, reference, "audit")
+    store = connect(config.tracking)
+    run = resolve_run(store, reference, "audit")
     run_id, folder = run.info.run_id, scratch / label
-    params_file = tracking.download(store, run_id, "config/params.yaml", folder)
-    run_file = tracking.download(store, run_id, "config/run.yaml", folder)
+    params_file = download(store, run_id, "config/params.yaml", folder)
+    run_file = download(store, run_id, "config/run.yaml", folder)
     if params_file is None or run_file is None:
         raise ConfigError(
             f"audit: MLflow run {run_id} ({run.info.run_name}) is not a training run: it has no config/params.yaml "
@@ -105,9 +125,9 @@ def side_from_run(config: Config, data: datasets.Dataset, reference: str, scratc
             f"file at {side.data.user_file or side.data.prepared_path}) to audit this run"
         )
     recorded_key, code, note = run.data.tags.get("reprolab.run_key"), None, None
-    if tracking.run_key(side.run_config(preset, seed), side_data.digest) != recorded_key:
-        code = recorded_code.of_run(run, store, folder, "audit")
-        if tracking.run_key(side.run_config(preset, seed), side_data.digest, code) != recorded_key:
+    if run_key(side.run_config(preset, seed), side_data.digest) != recorded_key:
+        code = of_run(run, store, folder, "audit")
+        if run_key(side.run_config(preset, seed), side_data.digest, code) != recorded_key:
             note = (
                 f"audit: run {run_id}'s run key does not come out the same here (this checkout reads its settings "
                 f"differently, or other torch or NumPy versions): it is trained again by its code, not reused"
@@ -127,25 +147,25 @@ def _check_same_data(before: AuditSide, after: AuditSide, allow_mismatch: bool) 
 
 def ablation_jobs(
     before: AuditSide, after: AuditSide, seeds: Sequence[int], audit_id: str, tracking_config: TrackingConfig
-) -> tuple[list[audit.Change], list[Job]]:
+) -> tuple[list[Change], list[Job]]:
     """The changes, and one job per (variant, seed) on its side's data. When the two sides were
     trained by different code, the training code is one more change: each variant is trained by
     the after side's code if it holds that change, else by the before side's."""
     old, new = before.config.preset(before.preset), after.config.preset(after.preset)
     other_code = before.training_digest != after.training_digest
-    changes = audit.derive_changes(old, new, room=audit.MAX_CHANGES - other_code)
+    changes = derive_changes(old, new, room=MAX_CHANGES - other_code)
     if other_code:
-        changes.append(audit.code_change(before.code_label, after.code_label, TRAINING_MODULE))
+        changes.append(code_change(before.code_label, after.code_label, TRAINING_MODULE))
     if not changes:
         raise ConfigError(
             f"audit: {before.name} and {after.name} have the same model and training; there is nothing to audit"
         )
     shared_code = before.code if before.code and after.code else None
     jobs = []
-    for subset, label in audit.coalitions(changes).items():
-        variant = audit.apply_changes(old, [c for c in changes if c.name in subset], "after")
-        side = before if label.startswith(audit.BEFORE) else after
-        code = (after if audit.CODE in subset else before).code if other_code else shared_code
+    for subset, label in coalitions(changes).items():
+        variant = apply_changes(old, [c for c in changes if c.name in subset], "after")
+        side = before if label.startswith(BEFORE) else after
+        code = (after if CODE in subset else before).code if other_code else shared_code
         variant = dataclasses.replace(variant, description=f"audit {audit_id}: {label} ({before.name} -> {after.name})")
         # The side's presets stay beside the variant, so the config each run records is one that
         # validates (its audit.before and audit.after name presets): it can be read back and rerun.
@@ -165,8 +185,8 @@ def _check_codes_take(jobs: Sequence[Job]) -> None:
             by_code.setdefault(job.code.training_digest, (job.code, {}))[1].setdefault(job.preset, to_dict(job.config))
     for code, configs in by_code.values():
         try:
-            errors = recorded_code.config_errors(code.archive, list(configs.values()))
-        except recorded_code.CodeError as error:
+            errors = config_errors(code.archive, list(configs.values()))
+        except CodeError as error:
             raise ConfigError(f"audit: {code.label} does not start: {error}") from error
         for label, refusal in zip(configs, errors):
             if refusal is not None:
@@ -174,98 +194,6 @@ def _check_codes_take(jobs: Sequence[Job]) -> None:
                     f"audit: {code.label} cannot run the configuration '{label}' ({refusal}); the code change can "
                     f"be audited only between runs whose settings both codes know"
                 )
-
-
-def _run_row(result: RunResult, run_id: Optional[str], reused: bool) -> dict:
-    return {
-        "configuration": result.preset,
-        "seed": result.seed,
-        **{key: result.metrics[key] for key in ("train_accuracy", "val_accuracy", "test_accuracy")},
-        "best_epoch": result.fit["best_epoch"],
-        "epochs_run": result.fit["epochs_run"],
-        "dataset_digest": result.dataset_digest,
-        "mlflow_run_id": run_id or "",
-        "reused": reused,
-    }
-
-
-def _stats(values: dict[str, audit.Interval]) -> dict:
-    return {key: dataclasses.asdict(interval) for key, interval in values.items()}
-
-
-def _attribution_json(attribution: audit.Attribution) -> dict:
-    return {
-        "total": dataclasses.asdict(attribution.total),
-        "changes": {name: {"shapley": dataclasses.asdict(share)} for name, share in attribution.shares.items()},
-        "interactions": {
-            " x ".join(pair): dataclasses.asdict(value) for pair, value in attribution.interactions.items()
-        },
-        "sum_error": attribution.sum_error,
-    }
-
-
-def _summary_json(summary: audit.AuditSummary, audit_id: str, reused: int) -> dict:
-    return {
-        "audit_id": audit_id,
-        "before": summary.before,
-        "after": summary.after,
-        "seeds": summary.seeds,
-        "confidence": summary.confidence,
-        "dataset_digests": summary.dataset_digests,
-        "split_sizes": summary.split_sizes,
-        "runs_reused": reused,
-        "verdict": summary.verdict,
-        "warnings": summary.warnings,
-        "before_overfits": summary.gap_before,
-        "attribution": {key: _attribution_json(value) for key, value in summary.attribution.items()},
-        "greedy_path": [
-            {"added": step.change, "configuration": step.label, "holds": step.holds, **_stats(step.stats)}
-            for step in summary.path
-        ],
-        "configurations": {
-            label: {
-                "holds": check.holds,
-                "seeds_met": check.seeds_met,
-                "intervals_clear": check.interval_clears,
-                "missed": check.missed,
-                **_stats(check.stats),
-            }
-            for label, check in summary.variants.items()
-        },
-        "changes": {
-            effect.change.name: {
-                "needed": effect.needed,
-                "sufficient": effect.sufficient,
-                "keys": {key: list(pair) for key, pair in effect.change.values.items()},
-                "alone": _stats(effect.alone),
-                "in_after": _stats(effect.in_after),
-                "shapley": _stats(effect.shapley),
-            }
-            for effect in summary.effects
-        },
-    }
-
-
-SHARED_METRICS = ("val_accuracy", "train_val_gap")  # the attribution's metrics logged to the summary run
-
-
-def _summary_metrics(summary: audit.AuditSummary) -> dict[str, float]:
-    """Headline numbers for the MLflow summary run: before's and after's mean accuracies, and
-    each change's Shapley share of the validation accuracy and gap changes with its interval
-    (`shapley/<change>/<metric>`, `.../low`, `.../high`). Few, so that the UI's chart view is
-    not flooded; summary.json holds the rest."""
-    metrics = {
-        f"{label}/{key}": summary.variants[label].stats[key].mean
-        for label in (audit.BEFORE, audit.AFTER)
-        for key in ("val_accuracy", "train_accuracy")
-    }
-    for key in SHARED_METRICS:
-        attribution = summary.attribution[key]
-        for name, interval in [("total", attribution.total), *attribution.shares.items()]:
-            metrics[f"shapley/{name}/{key}"] = interval.mean
-            metrics[f"shapley/{name}/{key}/low"] = interval.low
-            metrics[f"shapley/{name}/{key}/high"] = interval.high
-    return metrics
 
 
 def run_audit(
@@ -279,7 +207,7 @@ def run_audit(
     log_models: bool = True,
     scheduler: Optional[str] = None,
     reuse: bool = True,
-) -> tuple[audit.AuditSummary, str]:
+) -> tuple[AuditSummary, str]:
     """Train before, after, before + each change and after - each change for every seed (on
     local processes, or the Dask cluster at `scheduler`), reusing finished runs with the same
     run key; record each new run in MLflow as it finishes, nested under the audit's summary run;
@@ -312,15 +240,15 @@ def run_audit(
         "reprolab.audit.runs": str(len(jobs)),
         **(
             {"reprolab.audit.code": f"{before.code_label} -> {after.code_label}"}
-            if any(change.name == audit.CODE for change in changes)
+            if any(change.name == CODE for change in changes)
             else {}
         ),
         **({"reprolab.dataset_digest": before.data.digest} if same_data else {}),
     }
-    with tracking.summary_run(config, f"audit {before.name} -> {after.name}", "audit-summary", tags) as summary_run:
+    with summary_run(config, f"audit {before.name} -> {after.name}", "audit-summary", tags) as summary_id:
 
         def describe(job: Job, result: RunResult) -> tuple[str, dict[str, str]]:
-            side = before if job.preset.startswith(audit.BEFORE) else after
+            side = before if job.preset.startswith(BEFORE) else after
             return f"{job.preset} seed{job.seed}", {
                 "reprolab.audit_id": audit_id,
                 "reprolab.audit.variant": job.preset,
@@ -331,7 +259,7 @@ def run_audit(
         runs = run_sweep(
             jobs,
             kind="audit",
-            parent_run_id=summary_run,
+            parent_run_id=summary_id,
             describe=describe,
             log_models=log_models,
             workers=workers,
@@ -344,7 +272,7 @@ def run_audit(
             f"audit {audit_id}: {len(results)} runs ({reused} reused) in {time.perf_counter() - started:.0f} s",
             flush=True,
         )
-        summary = audit.summarize(
+        summary = summarize(
             results,
             changes,
             before.name,
@@ -352,51 +280,49 @@ def run_audit(
             config.data.target,
             config.audit.confidence,
             {"before": before.data.digest, "after": after.data.digest},
-            {label: side.data.labels() for label, side in ((audit.BEFORE, before), (audit.AFTER, after))},
+            {label: side.data.labels() for label, side in ((BEFORE, before), (AFTER, after))},
         )
         descriptions = {
-            audit.BEFORE: before.config.preset(before.preset).description,
-            audit.AFTER: after.config.preset(after.preset).description,
+            BEFORE: before.config.preset(before.preset).description,
+            AFTER: after.config.preset(after.preset).description,
         }
         markdown = audit_markdown(summary, descriptions, audit_id, reused)
-        by_label = {label: [r for r in results if r.preset == label] for label in (audit.BEFORE, audit.AFTER)}
+        by_label = {label: [r for r in results if r.preset == label] for label in (BEFORE, AFTER)}
         with atomic_directory(output_dir) as tmp:
             (tmp / "audit.md").write_text(markdown)
-            (tmp / "summary.json").write_text(json.dumps(_summary_json(summary, audit_id, reused), indent=2) + "\n")
-            rows = [_run_row(run.result, run.run_id, run.reused) for run in runs]
+            (tmp / "summary.json").write_text(json.dumps(summary_json(summary, audit_id, reused), indent=2) + "\n")
+            rows = [run_row(run.result, run.run_id, run.reused) for run in runs]
             write_csv(tmp / "runs.csv", rows, list(rows[0]))
-            sides = {audit.BEFORE: before, audit.AFTER: after}
+            sides = {BEFORE: before, AFTER: after}
             titles = {label: f"{label}: {sides[label].name}" for label in by_label}
             presets = list(config.experiments)
-            plots.seed_bands(
+            seed_bands(
                 {titles[label]: group for label, group in by_label.items()},
                 {titles[label]: preset_colour(sides[label].preset, presets) for label in by_label},
                 config.data.target,
                 tmp / FIGURES["learning_curves"],
             )
-            plots.ablation(summary, tmp / FIGURES["ablation"])
-            plots.attribution(summary, SHARED_METRICS, tmp / FIGURES["attribution"])
-            plots.confusion_matrices(
+            ablation(summary, tmp / FIGURES["ablation"])
+            attribution(summary, SHARED_METRICS, tmp / FIGURES["attribution"])
+            confusion_matrices(
                 {
                     f"{label}: {getattr(summary, label)}, test, {len(group)} seeds summed": summed_confusion(group)
                     for label, group in by_label.items()
                 },
                 tmp / FIGURES["confusion"],
             )
-            tracking.finish_summary(
+            finish_summary(
                 config,
-                summary_run,
+                summary_id,
                 sorted(tmp.iterdir()),
                 "audit-summary",
                 f"{summary.verdict}\n\nThe {len(results) - reused} runs trained for this audit are nested under "
                 f"this run ({reused} more were reused from earlier runs); runs.csv lists every run id.",
-                _summary_metrics(summary),
+                summary_metrics(summary),
                 rests_on=[run.run_id for run in runs],
             )
-    if summary_run:
+    if summary_id:
         explained = [side.run_id for side in (before, after) if side.run_id]
-        tracking.tag_runs(
-            config, explained, {"reprolab.audit.explained_by": audit_id, "reprolab.audit.summary_run": summary_run}
-        )
-        print(f"audit {audit_id}: MLflow summary run {summary_run}", flush=True)
+        tag_runs(config, explained, {"reprolab.audit.explained_by": audit_id, "reprolab.audit.summary_run": summary_id})
+        print(f"audit {audit_id}: MLflow summary run {summary_id}", flush=True)
     return summary, markdown

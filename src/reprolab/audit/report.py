@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from reprolab.audit import AFTER, BEFORE, METRICS, AuditSummary
+from reprolab.audit.design import AFTER, BEFORE
+from reprolab.audit.measure import METRICS
+from reprolab.audit.verdict import AuditSummary
 from reprolab.metrics import describe_target, target_words
 from reprolab.results import RunResult
 

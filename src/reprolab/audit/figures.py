@@ -1,89 +1,17 @@
-"""Figures as PNG files (matplotlib's file-only Agg backend): learning curves, confusion
-matrices, the audit's seed bands, effects and attribution waterfall. One colour per preset or configuration, the same
-in every figure; confusion matrices always have the actual class on the rows (y axis) and the
-predicted class on the columns (x axis), as DVC's confusion plots here do."""
+"""The audit's figures: each configuration's band over seeds, the effects of the ablation and
+the attribution waterfall, in the colours of `reprolab.figures`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from reprolab.audit import AuditSummary, Interval
-    from reprolab.config import TargetConfig
-    from reprolab.results import RunResult
-
-# matplotlib's tab10, in order: preset i gets COLOURS[i] in every figure, in MLflow's runs list
-# and charts (the `mlflow.runColor` tag), and in DVC's plots (.dvc/plots/by_preset.json).
-COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
-
-
-def preset_colour(preset: str, presets: Sequence[str]) -> str:
-    """The colour of `preset`, by its place among `presets` (grey for any other name)."""
-    names = list(presets)
-    return COLOURS[names.index(preset) % len(COLOURS)] if preset in names else "#7f7f7f"
-
-
-def _figure(width: float, height: float, panels: int = 1, sharey: bool = False) -> tuple[Any, Any]:
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height))
-    axes = figure.subplots(1, panels, sharey=sharey, squeeze=False)[0]
-    return figure, axes
-
-
-def _save(figure: Any, path: Path) -> None:
-    figure.tight_layout()
-    figure.savefig(path, format="png", dpi=100)
-
-
-def learning_curves(histories: dict[str, list[dict[str, float]]], path: Path) -> None:
-    """Validation (solid) and training accuracy in eval mode (dashed) per epoch, one colour per
-    preset, all presets on one panel so before and after can be compared."""
-    figure, (axis,) = _figure(7.5, 4.2)
-    for colour, (preset, history) in zip(COLOURS, histories.items()):
-        epochs = [row["epoch"] for row in history]
-        axis.plot(epochs, [row["val_accuracy"] for row in history], color=colour, label=f"{preset} validation")
-        axis.plot(
-            epochs,
-            [row["train_eval_accuracy"] for row in history],
-            color=colour,
-            linestyle="--",
-            linewidth=1,
-            label=f"{preset} training",
-        )
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("accuracy")
-    axis.grid(alpha=0.3)
-    axis.legend(loc="lower right", fontsize=7, ncol=2)
-    _save(figure, path)
-
-
-def confusion_matrices(matrices: dict[str, list[list[int]]], path: Path) -> None:
-    """Confusion matrices side by side, one panel per title (rows: actual, columns: predicted)."""
-    figure, axes = _figure(3.6 * len(matrices), 3.4, len(matrices))
-    for axis, (title, matrix) in zip(axes, matrices.items()):
-        axis.imshow(matrix, cmap="Blues")
-        dark = max(max(row) for row in matrix) / 2
-        if len(matrix) <= 12:
-            for i, row in enumerate(matrix):
-                for j, count in enumerate(row):
-                    axis.text(
-                        j,
-                        i,
-                        str(count),
-                        ha="center",
-                        va="center",
-                        fontsize=8,
-                        color="white" if count > dark else "black",
-                    )
-        axis.set_xlabel("predicted")
-        axis.set_ylabel("actual")
-        axis.set_xticks(range(len(matrix)))
-        axis.set_yticks(range(len(matrix)))
-        axis.set_title(title, fontsize=9)
-    _save(figure, path)
+from reprolab.audit.measure import Interval
+from reprolab.audit.verdict import AuditSummary
+from reprolab.config.schema import TargetConfig
+from reprolab.figures import COLOURS, new_figure, save_figure
+from reprolab.results import RunResult
 
 
 def seed_bands(runs: dict[str, Sequence[RunResult]], colours: dict[str, str], target: TargetConfig, path: Path) -> None:
@@ -91,7 +19,7 @@ def seed_bands(runs: dict[str, Sequence[RunResult]], colours: dict[str, str], ta
     min-max band over seeds, one panel per configuration in its preset's colour (`colours`), as
     in the learning curves; the target's bounds as grey lines when they bound accuracy (the
     curves are not balanced accuracy)."""
-    figure, axes = _figure(5 * len(runs), 3.8, len(runs), sharey=True)
+    figure, axes = new_figure(5 * len(runs), 3.8, len(runs), sharey=True)
     for axis, (label, results) in zip(axes, runs.items()):
         colour = colours[label]
         for key, name, style in (("val_accuracy", "validation", "-"), ("train_eval_accuracy", "training", "--")):
@@ -113,7 +41,7 @@ def seed_bands(runs: dict[str, Sequence[RunResult]], colours: dict[str, str], ta
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy")
     axes[0].legend(loc="lower right", fontsize=8)
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def ablation(summary: AuditSummary, path: Path) -> None:
@@ -122,7 +50,7 @@ def ablation(summary: AuditSummary, path: Path) -> None:
     keys = (("val_accuracy", "val acc"), ("train_accuracy", "train acc"), ("train_val_gap", "train-val gap"))
     names = [effect.change.name for effect in summary.effects]
     contexts = (("alone", "alone"), ("in_after", "in after"), ("shapley", "Shapley share"))
-    figure, axes = _figure(4.6 * len(keys), 1.4 + 0.9 * len(names), len(keys), sharey=True)
+    figure, axes = new_figure(4.6 * len(keys), 1.4 + 0.9 * len(names), len(keys), sharey=True)
     height = 0.8 / len(contexts)
     for axis, (key, label) in zip(axes, keys):
         for offset, (field, context) in enumerate(contexts):
@@ -149,14 +77,14 @@ def ablation(summary: AuditSummary, path: Path) -> None:
         f"interval over {len(summary.seeds)} seeds",
         fontsize=10,
     )
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def attribution(summary: AuditSummary, keys: Sequence[str], path: Path) -> None:
     """Before -> after as a waterfall, one panel per metric: before's mean, each change's Shapley
     share stacked on it (with its interval), ending exactly at after's mean, because the
     shares add up to the difference."""
-    figure, axes = _figure(1.6 + 1.3 * (len(summary.effects) + 2) * len(keys), 4.6, len(keys))
+    figure, axes = new_figure(1.6 + 1.3 * (len(summary.effects) + 2) * len(keys), 4.6, len(keys))
     for axis, key in zip(axes, keys):
         attribution = summary.attribution[key]
         start = summary.variants["before"].stats[key]
@@ -204,4 +132,4 @@ def attribution(summary: AuditSummary, keys: Sequence[str], path: Path) -> None:
         f"over {len(summary.seeds)} seeds",
         fontsize=10,
     )
-    _save(figure, path)
+    save_figure(figure, path)

@@ -1,7 +1,7 @@
 """Training with the code a run recorded, not this checkout's: in a fresh Python process whose
-`reprolab` is that code, unpacked from the run's source archive (else git's archive of its
-commit). `reprolab reproduce` trains a run again this way; the audit trains this way the
-configurations of a side whose run was made by other training code.
+`reprolab` is that code, unpacked from the run's source archive. `reprolab reproduce` trains a
+run again this way; the audit trains this way the configurations of a side whose run was made
+by other training code.
 
 The contract with every recorded version is `reprolab.config.validate`, `reprolab.data.build`
 and `reprolab.training.run_one`.
@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +21,8 @@ from typing import Any, Optional
 
 import yaml
 
-from reprolab import numerics, provenance
-from reprolab.entrypoint import UserError, one_line
-from reprolab.sources import code_digest
-
-TRAINING_MODULE = "reprolab.training"  # the module whose import closure is "the training code"
-THIS_CHECKOUT = "this checkout's code"
+from reprolab import numerics
+from reprolab.record.code import CodeError, unpack
 
 # Run by the recorded code in its own process: train one run, or check configurations.
 _WORKER = """
@@ -58,21 +53,6 @@ else:
 """
 
 
-class CodeError(UserError, RuntimeError):
-    """Recorded code that cannot be had, or that cannot train what it was given."""
-
-
-@dataclass(frozen=True)
-class RecordedCode:
-    """The code a run recorded: its archive, its source as the run's tags describe it, the digest
-    of its training code (as a run key holds it) and how messages name it."""
-
-    archive: bytes
-    source: provenance.Source
-    training_digest: str
-    label: str
-
-
 @dataclass
 class TrainedElsewhere:
     """A training done by recorded code in its own process: the model stayed there."""
@@ -80,69 +60,6 @@ class TrainedElsewhere:
     device: str
     kernels: Optional[dict] = None
     model: None = None
-
-
-def archive_of(run, folder: Path, store, command: str) -> bytes:
-    """The run's source archive, else git's archive of its commit from this repository."""
-    from reprolab import tracking
-
-    archive = tracking.download(store, run.info.run_id, f"{tracking.SOURCE_FOLDER}/{provenance.ARCHIVE}", folder)
-    if archive is not None:
-        return archive.read_bytes()
-    commit = run.data.tags.get("reprolab.source.commit") or run.data.tags.get("mlflow.source.git.commit")
-    root = tracking.repo_root()
-    if commit:
-        tar = folder / "commit.tar.gz"
-        done = subprocess.run(
-            ["git", "archive", "--format=tar.gz", "-o", str(tar), commit, "--", "src", "conf"],
-            cwd=root,
-            capture_output=True,
-            timeout=120,
-        )
-        if done.returncode == 0:
-            return tar.read_bytes()
-    raise CodeError(
-        f"{command}: run {run.info.run_id} recorded no source archive, and its commit {commit or '(none)'} is not in "
-        f"the git repository at {root}; run {command} in a clone that has it (`git fetch`)"
-    )
-
-
-def unpack(archive: bytes, folder: Path) -> dict:
-    """The archive unpacked into `folder/code`; its manifest (`provenance.read_archive`)."""
-    (folder / provenance.ARCHIVE).write_bytes(archive)
-    try:
-        return provenance.read_archive(folder / provenance.ARCHIVE, folder / "code")
-    except (OSError, ValueError, KeyError, tarfile.TarError) as error:
-        raise CodeError(f"the run's source archive is unreadable ({one_line(error)})") from error
-
-
-def of_run(run, store, folder: Path, command: str) -> RecordedCode:
-    """The code that made `run`, checked against its archive's manifest: an archive whose files
-    no longer match it is not the code that trained the run."""
-    archive = archive_of(run, folder, store, command)
-    with tempfile.TemporaryDirectory(prefix="reprolab-code-") as scratch:
-        try:
-            manifest = unpack(archive, Path(scratch))
-        except CodeError as error:
-            raise CodeError(f"{command}: run {run.info.run_id}: {error}") from error
-        if manifest["altered"]:
-            raise CodeError(
-                f"{command}: run {run.info.run_id}'s source archive no longer matches its manifest (altered: "
-                f"{', '.join(manifest['altered'][:3])}): it is not the code that trained the run"
-            )
-        training = code_digest(TRAINING_MODULE, Path(scratch) / "code" / "src" / "reprolab")
-    tags = run.data.tags
-    commit = manifest.get("git_commit") or tags.get("reprolab.source.commit") or tags.get("mlflow.source.git.commit")
-    source = provenance.Source(
-        manifest.get("digest") or manifest["digest_now"],
-        archive,
-        manifest.get("files") or {},
-        manifest.get("git_head") or tags.get("mlflow.source.git.commit"),
-        commit,
-        {"true": True, "false": False}.get(tags.get("reprolab.git_dirty", "")),
-    )
-    where = f"commit {commit[:12]}" if commit else f"source {source.digest[:12]}…"
-    return RecordedCode(archive, source, training, f"the code of run {run.info.run_id[:8]} ({where})")
 
 
 def _run_worker(folder: Path, task: str, args: list[str], timeout: Optional[float], mode: str) -> Any:

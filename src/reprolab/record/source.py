@@ -1,15 +1,9 @@
-"""What a run records about itself so that it can be rebuilt: the source that ran, the
-environment it ran in, and the address of its data. Plain values; no MLflow, no torch.
-
-- **Source**: the project's code and configuration as they were on disk (committed or not:
-  staged and unstaged edits, new files git does not ignore), as a deterministic tar archive
-  with a digest. In a git repository it is also kept as a commit object under
-  `refs/reprolab/sources/` (the way `dvc exp` keeps experiments under `refs/exps/`), so
-  `git diff HEAD <commit>` shows what differed; the archive lets a run carry its code without
-  the repository. "Dirty" means that source differs from HEAD, not that outputs changed.
-- **Environment**: Python, the platform, the processor, and every installed distribution.
-- **Data**: a user file's path with its SHA-256 and its MD5, which is DVC's address of the
-  file in its cache and remote.
+"""A run's source: the project's code and configuration as they were on disk (committed or
+not: staged and unstaged edits, new files git does not ignore), as a deterministic tar archive
+with a digest and a manifest. In a git repository it is also kept as a commit object under
+`refs/reprolab/sources/` (the way `dvc exp` keeps experiments under `refs/exps/`), so
+`git diff HEAD <commit>` shows what differed; the archive lets a run carry its code without
+the repository. "Dirty" means that source differs from HEAD, not that outputs changed.
 """
 
 from __future__ import annotations
@@ -20,24 +14,24 @@ import hashlib
 import io
 import json
 import os
-import platform
 import subprocess
-import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from reprolab import numerics
-from reprolab.numerics import cpu_model
 from reprolab.sources import PACKAGE_DIR
 
-SCHEMA = 1  # of the archive's manifest and of environment.json: a newer one is refused, not misread
+SCHEMA = 1  # of the archive's manifest: a newer one is refused, not misread
+
+
 # What a run's source is: the package, its configuration and how it installs.
 SOURCE_PATHS = ("src", "conf", "pyproject.toml", "requirements.lock")
 SOURCE_REF = "refs/reprolab/sources"
 ARCHIVE = "source.tar.gz"
 MANIFEST = "reprolab-source.json"  # inside the archive: schema, files and their digests, the commit
+
+
 # A fixed identity and date make the same source the same commit object, whoever records it.
 _FIXED_GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "reprolab",
@@ -195,106 +189,3 @@ def read_archive(archive: Path, into: Path) -> dict:
     manifest["altered"] = sorted(name for name in set(found) | set(recorded) if found.get(name) != recorded.get(name))
     manifest["digest_now"] = source_digest(found)
     return manifest
-
-
-# -- environment -------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=1)
-def _distributions() -> dict[str, str]:
-    from importlib.metadata import distributions
-
-    found: dict[str, str] = {}
-    for dist in distributions():
-        name = dist.metadata["Name"]
-        if name:
-            found[name.lower().replace("_", "-")] = dist.version
-    return dict(sorted(found.items()))
-
-
-def environment(device: str = "", kernels: Optional[dict] = None) -> dict:
-    """Where a run ran: Python, the platform, the processor, the device, the kernels that
-    computed it (`numerics.in_effect`, from the process that trained) and every distribution."""
-    return {
-        "schema": SCHEMA,
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu": cpu_model(),
-        "byteorder": sys.byteorder,
-        "device": device,
-        "numerics": kernels if kernels is not None else numerics.in_effect(),
-        "distributions": _distributions(),
-    }
-
-
-def _flat(values: dict, prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def difference_groups(recorded: dict, current: dict) -> dict[str, list[str]]:
-    """How `current` differs from `recorded`, as `what: old -> new`, in three groups: the
-    kernels (`numerics`), the libraries, the rest of the machine."""
-    old_kernels, new_kernels = (_flat(env.get("numerics") or {}, "numerics.") for env in (recorded, current))
-    kernels = [
-        f"{key}: {old_kernels.get(key, '-')} -> {new_kernels.get(key, '-')}"
-        for key in sorted(set(old_kernels) | set(new_kernels))
-        if old_kernels.get(key) != new_kernels.get(key)
-    ]
-    if "numerics" not in recorded:
-        kernels = ["numerics: not recorded (a run of an older reprolab: native kernels, of a CPU it names below)"]
-    libraries = []
-    old, new = recorded.get("distributions", {}), current.get("distributions", {})
-    for name in sorted(set(old) | set(new)):
-        if name != "reprolab" and old.get(name) != new.get(name):
-            libraries.append(f"{name}: {old.get(name, 'absent')} -> {new.get(name, 'absent')}")
-    machine = [
-        f"{key}: {recorded.get(key) or '-'} -> {current.get(key) or '-'}"
-        for key in sorted(set(recorded) | set(current))
-        if key not in ("schema", "distributions", "numerics") and recorded.get(key) != current.get(key)
-    ]
-    return {"kernels": kernels, "libraries": libraries, "machine": machine}
-
-
-def environment_differences(recorded: dict, current: dict) -> list[str]:
-    """Every difference of `difference_groups`: the kernels first (the usual reason bits
-    differ), then the libraries, then the rest of the machine."""
-    return [line for group in difference_groups(recorded, current).values() for line in group]
-
-
-# -- data --------------------------------------------------------------------------------------
-
-
-def keep_in_dvc_cache(path: Path, md5: str, root: Path) -> Optional[Path]:
-    """Put a file's bytes into the DVC cache of the project at `root` under their MD5, where
-    `dvc add` would put them, without touching the workspace, its .dvc files or the index; the
-    object's path, or None outside a DVC project. `reprolab reproduce` looks there for a run's
-    data once the file itself has changed."""
-    if not (root / ".dvc").is_dir():
-        return None
-    from dvc.repo import Repo
-    from dvc_objects.fs.local import LocalFileSystem
-
-    with Repo(str(root)) as repo:
-        cache = repo.cache.local
-        kept = Path(cache.oid_to_path(md5))
-        if not kept.is_file():
-            cache.add(str(path.resolve()), LocalFileSystem(), md5)
-    return kept
-
-
-def file_digests(path: Path) -> dict[str, str]:
-    """A file's SHA-256 and MD5 (DVC's cache address), in one read."""
-    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            sha.update(block)
-            md5.update(block)
-    return {"sha256": sha.hexdigest(), "md5": md5.hexdigest()}
