@@ -49,6 +49,7 @@ check: setup
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test: check
 	$(RUN) $(BIN)/python -m pytest

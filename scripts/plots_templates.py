@@ -2,7 +2,7 @@
 
 - `.dvc/plots/by_preset.json`: a DVC plot template (vega-lite) for per-epoch curves of several
   presets: one colour per preset, the colours of the project's figures and of MLflow's runs
-  (`reprolab.plots.COLOURS`), dashes per revision (for `dvc plots diff`).
+  (`reprolab.figures.COLOURS`), dashes per revision (for `dvc plots diff`).
 - `.dvc/plots/offline.html`: DVC's HTML page with vega, vega-lite and vega-embed inlined, at the
   versions DVC's own page loads from a CDN (so every chart renders with no network); set as
   `plots.html_template` in `.dvc/config`. The libraries come from the npm registry (`npm pack`),

@@ -153,3 +153,27 @@ def test_dvc_plots_use_the_current_template_and_one_orientation():
     confusions = [next(iter(p.values())) for p in plots if isinstance(p, dict) and "predictions" in next(iter(p))]
     assert confusions and all((c["x"], c["y"]) == ("predicted", "actual") for c in confusions)
     assert "plots/offline.html" in (REPO_ROOT / ".dvc/config").read_text()
+
+
+def test_no_module_is_over_400_lines():
+    package = STAGES_DIR.parent
+    long = {
+        str(p.relative_to(package)): n for p in package.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400
+    }
+    assert not long, f"split these modules by capability: {long}"
+
+
+def test_every_folder_of_the_package_says_what_goes_in_and_out():
+    for init in STAGES_DIR.parent.rglob("__init__.py"):
+        text = init.read_text()
+        assert text.startswith('"""'), f"{init} has no docstring"
+
+
+def test_the_architecture_doc_draws_the_codes_imports():
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts/import_graph.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr

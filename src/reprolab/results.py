@@ -12,6 +12,9 @@ HISTORY_KEYS = ("train_loss", "train_accuracy", "train_eval_accuracy", "val_loss
 HISTORY_COLUMNS: dict[str, type] = {"epoch": int, **dict.fromkeys(HISTORY_KEYS, float)}  # history.csv
 
 
+SCHEMA = 1  # of result.json: a newer one is refused, not misread
+
+
 @dataclass
 class RunResult:
     """The outcome of one run: final metrics, fit summary, per-epoch history, and each split's
@@ -30,7 +33,7 @@ class RunResult:
     weights_sha256: str = ""
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return json.dumps({"schema": SCHEMA, **asdict(self)})
 
     def warnings(self, train_labels) -> list[str]:
         """What its numbers do not show (`reprolab.metrics.fit_warnings`), given the training labels."""
@@ -44,9 +47,16 @@ class RunResult:
 
     @classmethod
     def from_json(cls, text: str) -> RunResult:
-        """Read a result.json; fields a newer reprolab added are left out."""
+        """Read a result.json: one of a newer schema is refused (ValueError), not misread; one of
+        an older reprolab (no schema) lacks only the fields added since, which have defaults."""
+        values = json.loads(text)
+        if values.get("schema", 0) > SCHEMA:
+            raise ValueError(f"its schema is {values['schema']}; this reprolab reads up to {SCHEMA}")
         known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in json.loads(text).items() if key in known})
+        unknown = sorted(set(values) - known - {"schema"})
+        if unknown:
+            raise ValueError(f"it holds fields this reprolab does not know ({', '.join(unknown)})")
+        return cls(**{key: value for key, value in values.items() if key in known})
 
 
 def text_digest(text: str) -> str:

@@ -99,7 +99,7 @@ def to_dict(config: Any) -> dict[str, Any]:
     """A plain, nested dict of a typed config (choices as their names), for YAML and tracking.
 
     The same dict as `OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True)`
-    (tests/test_config.py compares them), walked here directly: OmegaConf took 60 ms a call,
+    (tests/config/test_config.py compares them), walked here directly: OmegaConf took 60 ms a call,
     and every run calls it several times (its params, its run key)."""
     plain = _plain(config)
     assert isinstance(plain, dict)

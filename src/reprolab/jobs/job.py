@@ -37,7 +37,7 @@ def worker_context() -> Any:
 @dataclass
 class Job:
     """One run to do: `preset` of `config` with `seed`, on `data`, trained by this code or by a
-    run's recorded `code` (`reprolab.recorded_code`)."""
+    run's recorded `code` (`reprolab.record.code`)."""
 
     config: Config
     preset: str

@@ -1,10 +1,10 @@
 """Sweeps (the audit, `reprolab compare`): many training runs, each computed once, recorded as
 child runs of one summary run.
 
-Every training run is tagged with its run key (`reprolab.tracking.run_key`: settings, seed,
+Every training run is tagged with its run key (`reprolab.tracking.cache.run_key`: settings, seed,
 dataset digest, training code and libraries). A FINISHED run with the same key, made by any
 earlier command (a pipeline stage, another audit), is reused: its recorded result stands in for
-a new training, unless `reuse` is off. The other jobs run through `reprolab.jobs` (local
+a new training, unless `reuse` is off. The other jobs run through `reprolab.jobs.run` (local
 processes or a Dask cluster) and are recorded here, in the driver, as each finishes: one
 writer, whatever the store.
 """

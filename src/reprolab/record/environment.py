@@ -5,6 +5,7 @@ that computed it and every installed distribution; and how two such records diff
 from __future__ import annotations
 
 import functools
+import json
 import platform
 import sys
 from typing import Any, Optional
@@ -82,3 +83,13 @@ def environment_differences(recorded: dict, current: dict) -> list[str]:
     """Every difference of `difference_groups`: the kernels first (the usual reason bits
     differ), then the libraries, then the rest of the machine."""
     return [line for group in difference_groups(recorded, current).values() for line in group]
+
+
+def read_environment(text: str) -> dict:
+    """An `environment.json` read back; one of a newer schema is refused (ValueError), not misread."""
+    values = json.loads(text)
+    if not isinstance(values, dict):
+        raise ValueError("it is not a JSON object")
+    if values.get("schema", 0) > SCHEMA:
+        raise ValueError(f"its schema is {values['schema']}; this reprolab reads up to {SCHEMA}")
+    return values

@@ -6,7 +6,6 @@ its recorded path, in DVC's cache, or through DVC from the run's commit).
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import yaml
 
 from reprolab.entrypoint import UserError
 from reprolab.record.data_file import file_digests
+from reprolab.record.environment import read_environment
 from reprolab.results import RunResult
 from reprolab.tracking.artifacts import ENVIRONMENT_FILE, RESULT_FILE, download
 from reprolab.tracking.cache import checked_result
@@ -119,6 +119,12 @@ def rebuild(store: Store, run, folder: Path) -> Rebuilt:
         data_file = (found.name, found.read_bytes())
     raw["tracking"]["enabled"] = False
     environment_file = download(store, run_id, ENVIRONMENT_FILE, folder)
+    try:
+        environment = read_environment(environment_file.read_text()) if environment_file else {}
+    except ValueError as error:
+        raise ReproduceError(
+            f"reproduce: MLflow run {run_id}: its {ENVIRONMENT_FILE} cannot be read: {error}"
+        ) from error
     return Rebuilt(
         run,
         archive_of(run, folder, store, "reproduce"),
@@ -127,5 +133,5 @@ def rebuild(store: Store, run, folder: Path) -> Rebuilt:
         chosen["preset"],
         int(chosen["seed"]),
         original,
-        json.loads(environment_file.read_text()) if environment_file else {},
+        environment,
     )

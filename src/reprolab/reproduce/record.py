@@ -17,6 +17,25 @@ from reprolab.tracking.failures import during_run
 from reprolab.tracking.runs import open_run, provenance_tags
 from reprolab.tracking.store import Store
 
+# The code that trained a run, as its tags name it; a reproduction trains with that code.
+TRAINING_CODE_TAGS = (
+    "reprolab.source.digest",
+    "mlflow.source.git.commit",
+    "reprolab.source.commit",
+    "reprolab.git_dirty",
+)
+REPRODUCED_WITH = "reprolab.reproduced_with."  # the code of the command that reproduced, apart
+
+
+def code_tags(original) -> dict[str, str]:
+    """The code that trained (the original's, which the reproduction ran again) under the usual
+    names, and the code of the command that reproduced it under `reprolab.reproduced_with.*`."""
+    trained = {k: v for k, v in original.data.tags.items() if k in TRAINING_CODE_TAGS}
+    command = {
+        REPRODUCED_WITH + k.removeprefix("reprolab.").removeprefix("mlflow."): v for k, v in provenance_tags().items()
+    }
+    return {**trained, **command}
+
 
 @during_run
 def record_reproduction(
@@ -34,7 +53,7 @@ def record_reproduction(
             for k, v in original.data.tags.items()
             if k in ("reprolab.preset", "reprolab.seed", "reprolab.dataset_digest")
         },
-        **provenance_tags(),
+        **code_tags(original),
     }
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
@@ -68,7 +87,7 @@ def _tag_reproduced(store: Store, run_id: str, verdict: str, by: str) -> None:
 def reproduction_summary(store: Store, original) -> Iterator[tuple[str, Callable[[str, str], None]]]:
     """A summary run for reproducing a sweep, its runs' reproductions nested under it; call the
     yielded `finish(verdict, note)` once they are done."""
-    tags = {"reprolab.kind": "reproduce-summary", "reprolab.reproduces": original.info.run_id, **provenance_tags()}
+    tags = {"reprolab.kind": "reproduce-summary", "reprolab.reproduces": original.info.run_id, **code_tags(original)}
     ended: dict[str, str] = {}
     with open_run(store, f"reproduce {original.info.run_name}", tags) as run_id:
         yield run_id, lambda verdict, note: ended.update(verdict=verdict, note=note)

@@ -1,5 +1,5 @@
 """Stage `audit`: which of the changes from `audit.before` to `audit.after` closed the gap, over
-`audit.seeds`, on the pipeline's dataset. Writes `reports/audit/` (see `reprolab.audit_run`).
+`audit.seeds`, on the pipeline's dataset. Writes `reports/audit/` (see `reprolab.audit.run`).
 
 Runs whose key is unchanged (a finished run with the same settings, seed, dataset and training
 code) are reused, so changing the after preset retrains only the configurations that contain

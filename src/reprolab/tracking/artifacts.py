@@ -18,8 +18,8 @@ RESULT_DIGEST_TAG = "reprolab.result_sha256"  # result.json's digest, checked be
 RESTS_ON_FILE, RESTS_ON_SCHEMA = "rests_on.json", 1  # a summary run's training runs, the reused included
 CONFIG_KEY_TAG = "reprolab.config_key"  # the run key without the seed: one configuration's runs over seeds
 MODEL_DIGEST_TAG = "reprolab.model_sha256"  # the logged model's files, checked before the registry serves it
-ENVIRONMENT_FILE = "environment.json"  # where a run ran (reprolab.provenance.environment)
-SOURCE_FOLDER = "source"  # the source archive (reprolab.provenance.capture_source)
+ENVIRONMENT_FILE = "environment.json"  # where a run ran (reprolab.record.environment)
+SOURCE_FOLDER = "source"  # the source archive (reprolab.record.source)
 
 
 def download(store: Store, run_id: str, path: str, folder: Path) -> Optional[Path]:

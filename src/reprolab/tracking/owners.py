@@ -7,10 +7,9 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
-if TYPE_CHECKING:  # the store calls close_orphaned_runs when it connects
-    from reprolab.tracking.store import Store
+from mlflow.tracking import MlflowClient
 
 
 def _process_started(pid: int) -> Optional[float]:
@@ -32,7 +31,7 @@ def owner_tags() -> dict[str, str]:
     }
 
 
-def close_orphaned_runs(store: Store) -> list[str]:
+def close_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
     """Mark KILLED the RUNNING runs of this host whose owning process is gone; return their ids.
 
     MLflow has no notion of a run's owner: a run whose process was killed outright stays
@@ -40,8 +39,8 @@ def close_orphaned_runs(store: Store) -> list[str]:
     from here)."""
     host = socket.gethostname()
     closed = []
-    for run in store.client.search_runs(
-        [store.experiment_id],
+    for run in client.search_runs(
+        [experiment_id],
         f"attributes.status = 'RUNNING' and tags.`reprolab.owner.host` = '{host}'",
         max_results=1000,
     ):
@@ -50,10 +49,8 @@ def close_orphaned_runs(store: Store) -> list[str]:
         alive = _process_started(pid)
         if alive is not None and abs(alive - started) < 1.0:
             continue
-        store.client.set_tag(
-            run.info.run_id, "reprolab.end_reason", f"its process {pid} on {host} ended without closing it"
-        )
-        store.client.set_terminated(run.info.run_id, "KILLED")
+        client.set_tag(run.info.run_id, "reprolab.end_reason", f"its process {pid} on {host} ended without closing it")
+        client.set_terminated(run.info.run_id, "KILLED")
         closed.append(run.info.run_id)
         print(
             f"reprolab: marked MLflow run {run.info.run_id} ({run.info.run_name}) KILLED: its process {pid} is gone",

@@ -219,7 +219,7 @@ def _connect(config: TrackingConfig, uri: str) -> Store:
                 experiment_id = created.experiment_id
         store = Store(client, experiment_id, uri)
         if uri not in _swept:
-            close_orphaned_runs(store)
+            close_orphaned_runs(client, experiment_id)
             _swept.add(uri)
         return store
     except STORE_ERRORS as error:

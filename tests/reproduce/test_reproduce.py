@@ -78,6 +78,11 @@ def test_uncommitted_code_is_captured_and_reproduced_without_touching_the_worksp
     (again,) = [r for r in runs(repo, "reproduce") if r.data.tags["reprolab.reproduces"] == dirty]
     assert again.info.status == "FINISHED" and again.data.tags["reprolab.reproduce.verdict"] == "identical"
     assert again.data.metrics["val_accuracy"] == client.get_run(dirty).data.metrics["val_accuracy"]
+    # Its record names the code that trained (the dirty run's) apart from the command's (HEAD, clean).
+    assert again.data.tags["reprolab.source.commit"] == captured and again.data.tags["reprolab.git_dirty"] == "true"
+    head = sh(repo, "git", "rev-parse", "HEAD").stdout.strip()
+    assert again.data.tags["reprolab.reproduced_with.source.commit"] == head
+    assert again.data.tags["reprolab.reproduced_with.git_dirty"] == "false"
 
 
 def _alter_archive(archive: Path, name: str, old: str, new: str) -> None:

@@ -1,5 +1,5 @@
-"""What a run records about itself (`reprolab.provenance`) and how reproduce judges a result
-(`reprolab.reproduce.compare`): unit tests on small files and hand-made results."""
+"""What a run records about itself (`reprolab.record`) and how reproduce judges a result
+(`reprolab.reproduce.judge.compare`): unit tests on small files and hand-made results."""
 
 from __future__ import annotations
 
@@ -165,3 +165,24 @@ def test_a_model_ships_the_package_source_only(tmp_path, monkeypatch):
         "models.py",
         "stages/__init__.py",
     ]
+
+
+def test_recorded_files_of_a_newer_schema_are_refused_not_misread():
+    import json
+
+    import pytest
+
+    from reprolab.record.environment import environment, read_environment
+
+    result = RunResult("baseline", 0, {"val_accuracy": 0.5}, {}, [], "0" * 64)
+    assert RunResult.from_json(result.to_json()) == result
+    older = json.loads(result.to_json())
+    del older["schema"], older["weights_sha256"]
+    assert RunResult.from_json(json.dumps(older)).weights_sha256 == ""  # an older reprolab's result reads
+    for changed, refused in (({"schema": 2}, "schema is 2"), ({"extra": 1}, "does not know \\(extra\\)")):
+        with pytest.raises(ValueError, match=refused):
+            RunResult.from_json(json.dumps({**json.loads(result.to_json()), **changed}))
+    recorded = environment()
+    assert read_environment(json.dumps(recorded)) == json.loads(json.dumps(recorded))
+    with pytest.raises(ValueError, match="schema is 2"):
+        read_environment(json.dumps({**recorded, "schema": 2}))
