@@ -25,6 +25,7 @@ from reprolab import numerics
 from reprolab.config import Config, load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+SIGNING = ("REPROLAB_SIGNING_KEY", "REPROLAB_SIGNING_KEY_FILE")  # a user's key never reaches a test
 CONF_DIR = REPO_ROOT / "conf"
 # The tests that train in this process compute as conf/'s default makes every command compute.
 numerics.apply(yaml.safe_load((CONF_DIR / "config.yaml").read_text())["compute"]["numerics"])
@@ -60,7 +61,7 @@ def clean_env(code_from: Path | None = None, warm: bool = False, **extra: str) -
     `code_from`, a copy of the repository whose own src/ then runs (not the installed package);
     with `warm`, `python -m reprolab...`, `reprolab` and `dvc` run in the warm interpreter (zygote.py)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "DVC_", "DASK_"))}
-    for key in (zygote.SOCKET_VARIABLE, numerics.MODE_VARIABLE, numerics.USER_VARIABLE, *numerics.KNOBS):
+    for key in (zygote.SOCKET_VARIABLE, numerics.MODE_VARIABLE, numerics.USER_VARIABLE, *numerics.KNOBS, *SIGNING):
         env.pop(key, None)  # as a user's shell has them: each command sets its own kernels
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
     if warm and (server := warm_interpreter()) is not None:

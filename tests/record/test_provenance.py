@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import subprocess
+import tarfile
 
 import reprolab.record.source
 from reprolab.record.environment import environment_differences
@@ -78,6 +80,37 @@ def test_dirty_means_the_source_differs_from_head_staged_unstaged_or_new(tmp_pat
     # The user's index was not touched: the new file is still untracked.
     status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=60)
     assert "?? src/reprolab/new.py" in status.stdout
+
+
+def test_files_that_look_like_secrets_are_never_captured(tmp_path, monkeypatch, capsys):
+    """Made-up secrets inside a temporary project: named once on stderr, never in the archive,
+    its manifest or the dirty run's commit, and their content never printed."""
+    root = project(tmp_path, git=True)
+    made_up = "NOT-A-REAL-SECRET-0123456789"
+    secrets = {
+        "src/reprolab/.env": f"TOKEN={made_up}\n",
+        "src/reprolab/.env.local": f"TOKEN={made_up}\n",
+        "conf/id_rsa": f"{made_up}\n",
+        "conf/credentials.json": f'{{"token": "{made_up}"}}\n',
+        "conf/deploy.yaml": f"key: |\n  -----BEGIN OPENSSH PRIVATE KEY-----\n  {made_up}\n",
+    }
+    for name, text in secrets.items():
+        (root / name).write_text(text)
+    (root / "src/reprolab/keys.py").write_text("KEY_NAMES = ('a', 'b')\n")  # code, not a secret
+    source = capture(root, monkeypatch)
+    with tarfile.open(fileobj=io.BytesIO(source.archive), mode="r:gz") as tar:
+        members = tar.getnames()
+        manifest = tar.extractfile("reprolab-source.json").read().decode()
+    assert not set(secrets) & set(members) and "src/reprolab/keys.py" in members
+    assert made_up not in manifest and not set(secrets) & set(source.files)
+    assert source.dirty and source.commit
+    tree = subprocess.run(
+        ["git", "ls-tree", "-r", "--name-only", source.commit], cwd=root, capture_output=True, text=True, timeout=60
+    ).stdout.split()
+    assert "src/reprolab/keys.py" in tree and not set(secrets) & set(tree)
+    warned = capsys.readouterr().err
+    assert all(name in warned for name in secrets) and made_up not in warned
+    assert warned.count("looks like a secret") == len(secrets)
 
 
 def test_environment_differences_name_each_change_the_kernels_first():

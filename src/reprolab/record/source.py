@@ -14,7 +14,9 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
+import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +113,51 @@ def _source_files(root: Path) -> dict[str, Path]:
     return {name: root / name for name in sorted(set(names)) if (root / name).is_file()}
 
 
+# Files that look like secrets are never captured (names first, then key headers in the first
+# 64 KiB): a run's source archive and its commit go wherever the store goes. Written by hand
+# (the usual name patterns and key headers, as detect-secrets' and gitleaks' rules start from):
+# a detector's full rule set would flag test fixtures and digests in code as often as secrets.
+SECRET_NAMES = re.compile(
+    r"^(\.env(\..*)?|.*\.env|id_(rsa|dsa|ecdsa|ed25519)(\.pub)?|.*\.(pem|key|p12|pfx|jks|keystore|kdbx)|"
+    r"\.netrc|\.pypirc|\.npmrc|\.git-credentials|.*credentials.*\.(json|ya?ml|ini|txt)|credentials|"
+    r"secrets?\..*|.*service[-_]account.*\.json)$",
+    re.IGNORECASE,
+)
+SECRET_CONTENT = re.compile(
+    rb"-----BEGIN ([A-Z]+ )*PRIVATE KEY( BLOCK)?-----|AKIA[0-9A-Z]{16}|\"private_key\"\s*:|xox[baprs]-[0-9A-Za-z-]{10,}"
+)
+
+
+def secret_reason(path: Path) -> Optional[str]:
+    """Why `path` looks like a secret (its name, or a key in its content); None when it does not."""
+    if SECRET_NAMES.match(path.name):
+        return f"its name, {path.name}"
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(1 << 16)
+    except OSError:
+        return None
+    return "a private key or access token in it" if SECRET_CONTENT.search(head) else None
+
+
+def _without_secrets(paths: dict[str, Path]) -> tuple[dict[str, Path], list[str]]:
+    """The files that do not look like secrets, and the names of those left out (each said once
+    on stderr, naming the file and why, never its content)."""
+    kept, left_out = {}, []
+    for name, path in paths.items():
+        reason = secret_reason(path)
+        if reason is None:
+            kept[name] = path
+            continue
+        left_out.append(name)
+        print(
+            f"reprolab: warning: {name} looks like a secret ({reason}): it is not captured in the run's source; keep "
+            f"secrets out of {', '.join(SOURCE_PATHS[:2])}/ (e.g. in the environment) or list them in .gitignore",
+            file=sys.stderr,
+        )
+    return kept, left_out
+
+
 def source_digest(files: dict[str, str]) -> str:
     """One digest of a set of files: their paths and contents' digests, in path order."""
     return hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()
@@ -132,9 +179,9 @@ def _archive(paths: dict[str, Path], manifest: dict) -> bytes:
     return buffer.getvalue()
 
 
-def _git_capture(root: Path) -> tuple[Optional[str], Optional[str], Optional[bool]]:
-    """HEAD, a commit object holding HEAD with the source paths as on disk, and whether they
-    differ. A temporary index is used: the user's index and work tree are not touched."""
+def _git_capture(root: Path, secrets: list[str]) -> tuple[Optional[str], Optional[str], Optional[bool]]:
+    """HEAD, a commit object holding HEAD with the source paths as on disk but `secrets`, and
+    whether they differ. A temporary index is used: the user's index and work tree are not touched."""
     head = _git(root, "rev-parse", "--verify", "-q", "HEAD")
     if not head or _git(root, "rev-parse", "--show-toplevel") != str(root.resolve()):
         return None, None, None
@@ -146,6 +193,8 @@ def _git_capture(root: Path) -> tuple[Optional[str], Optional[str], Optional[boo
             return head, None, None
         present = [path for path in SOURCE_PATHS if (root / path).exists()]
         if _git(root, "add", "-A", "--", *present, env=env) is None:
+            return head, None, None
+        if secrets and _git(root, "rm", "-q", "--cached", "--ignore-unmatch", "--", *secrets, env=env) is None:
             return head, None, None
         tree = _git(root, "write-tree", env=env)
     if tree is None:
@@ -162,10 +211,12 @@ def _git_capture(root: Path) -> tuple[Optional[str], Optional[str], Optional[boo
 def capture_source(root: Optional[Path] = None) -> Source:
     """The running project's source (once per process: the code that runs does not change)."""
     root = root or project_root()
-    paths = _source_files(root)
+    paths, secrets = _without_secrets(_source_files(root))
     files = {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in paths.items()}
     digest = source_digest(files)
-    head, commit, dirty = _git_capture(root) if (root / "src" / "reprolab").resolve() == PACKAGE_DIR else (None,) * 3
+    head, commit, dirty = (
+        _git_capture(root, secrets) if (root / "src" / "reprolab").resolve() == PACKAGE_DIR else (None,) * 3
+    )
     manifest = {"schema": SCHEMA, "digest": digest, "files": files, "git_head": head, "git_commit": commit}
     return Source(digest, _archive(paths, manifest), files, head, commit, dirty)
 
