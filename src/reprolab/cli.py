@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ui", cmd_ui, "Print the MLflow UI's links for this project; serve a SQLite store on 127.0.0.1:5000."
     )
     ui_cmd.add_argument("--links-only", action="store_true", help="print the links, start nothing")
+    ui_cmd.add_argument("--port", type=positive, default=None, help="serve on this port of 127.0.0.1 (default 5000)")
     audit_cmd = command(
         "audit", cmd_audit, "Which change closed the gap: an ablation over seeds with intervals (or --history)."
     )

@@ -244,6 +244,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    """Print the UI's links; for a SQLite store, serve MLflow's UI on 127.0.0.1 until Ctrl-C or
+    SIGTERM, which stop every process it started (it runs in a process group of its own).
+    MLflow's job runner (huey workers) stays off unless MLFLOW_SERVER_ENABLE_JOB_EXECUTION says."""
+    import os
     import subprocess
 
     from reprolab.config import load_config
@@ -251,14 +255,41 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from reprolab.tracking.store import tracking_uri
 
     config = load_config(args.overrides, args.config_dir)
-    for what, link in ui_links(config).items():
-        print(f"{what}: {link}")
+    port = str(args.port or UI_ADDRESS.rsplit(":", 1)[1])
+    for what, link in ui_links(config, f"http://127.0.0.1:{port}").items():
+        print(f"{what}: {link}", flush=True)
     uri = tracking_uri(config.tracking)
     if args.links_only or not uri.startswith("sqlite:"):
         return 0
-    port = UI_ADDRESS.rsplit(":", 1)[1]
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", port]
-    return subprocess.run(command, check=False).returncode
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    server = subprocess.Popen(command, env=env, start_new_session=True)
+    try:
+        return server.wait()
+    finally:
+        _stop_group(server)
+
+
+def _stop_group(process) -> None:
+    """SIGTERM to a process's group (it and everything it started), then SIGKILL to whatever of
+    the group is left after 10 s."""
+    import os
+    import signal
+    import subprocess
+
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 def _emit(text: str, output: Optional[str]) -> None:

@@ -111,30 +111,6 @@ class Outputs:
                 tmp.unlink(missing_ok=True)
 
 
-@contextmanager
-def atomic_directory(path: Path) -> Iterator[Path]:
-    """Yield a temporary directory beside `path`; on success it replaces `path` as a whole.
-
-    A set of files that belong together (a report and its figures) is then either all old or
-    all new, never a mix, and nothing is left behind on failure.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
-        if path.exists():
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
-            os.replace(path, old / path.name)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def npz_writer(arrays: dict[str, np.ndarray]) -> Callable[[Path], object]:
     """A writer (for `Outputs.add`) of an `.npz` whose bytes depend only on the arrays.
 
@@ -230,3 +206,52 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@contextmanager
+def scratch_folder(prefix: str) -> Iterator[Path]:
+    """A temporary folder that goes when the block ends, however this process ends: on a normal
+    end or an error here, and, when the process is killed outright (SIGKILL, the OOM killer), by
+    a watcher process forked for it, which waits for its parent to die and then removes the
+    folder (Linux's parent-death signal). Elsewhere, as `tempfile.TemporaryDirectory`."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    watcher = _watch(folder)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if watcher:
+            try:
+                os.kill(watcher, 9)
+                os.waitpid(watcher, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+
+
+def _watch(folder: Path) -> Optional[int]:
+    """Fork a process that removes `folder` once this one is gone; its pid (None off Linux)."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return None
+    parent = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    try:  # the watcher: only os calls, then _exit (nothing of the parent's runs here)
+        os.closerange(3, 1 << 16)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for stream in (0, 1, 2):
+            os.dup2(devnull, stream)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C or SIGTERM to the group is the parent's
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        libc.prctl(1, signal.SIGUSR1)  # PR_SET_PDEATHSIG: SIGUSR1 when the parent dies
+        while os.getppid() == parent:  # checked after prctl: a parent gone meanwhile is seen here
+            signal.sigtimedwait({signal.SIGUSR1}, 5.0)
+        shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        os._exit(0)

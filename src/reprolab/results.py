@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Optional
 
 # What each epoch's record holds besides its number (`history.csv`, MLflow's `epoch/*` metrics).
 HISTORY_KEYS = ("train_loss", "train_accuracy", "train_eval_accuracy", "val_loss", "val_accuracy")
@@ -62,3 +64,31 @@ class RunResult:
 def text_digest(text: str) -> str:
     """SHA-256 of a text file's UTF-8 bytes: what a run records of its result.json."""
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def disagreement(result: RunResult, labels: Mapping[str, Any], num_classes: int) -> Optional[str]:
+    """Where `result`'s metrics are not what its own predictions and the dataset's labels give
+    (each split's accuracy and class-balanced metrics, the test confusion matrix); None when
+    every one agrees. A forged result.json whose tags and logged metrics were rewritten to match
+    it still has to agree with its predictions, and they with the labels the command holds."""
+    import numpy as np
+
+    from reprolab.metrics import class_metrics, confusion_matrix
+
+    for split, actual in labels.items():
+        predicted = result.predictions.get(split)
+        if predicted is None or len(predicted) != len(actual):
+            return f"it holds no predictions for the {len(actual)} {split} sequences to check its metrics against"
+        y, p = np.asarray(actual), np.asarray(predicted)
+        expected = {"accuracy": int((p == y).sum()) / len(y), **class_metrics(y, p, num_classes)}
+        for key, value in expected.items():
+            recorded = result.metrics.get(f"{split}_{key}")
+            if recorded is not None and recorded != value:
+                return f"its {split}_{key} ({recorded}) is not what its own predictions give ({value})"
+    if (
+        "test" in labels
+        and result.confusion
+        and result.confusion != confusion_matrix(labels["test"], result.predictions["test"], num_classes)
+    ):
+        return "its test confusion matrix is not what its own predictions give"
+    return None

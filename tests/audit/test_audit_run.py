@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -125,6 +127,13 @@ def test_an_audit_between_two_recorded_runs_equals_the_audit_of_their_presets(au
 
 def test_results_do_not_depend_on_the_worker_count(audited, tmp_path):
     new_store(tmp_path)
+    # What the output folder already holds stays, but for the audit's own files (replaced).
+    folder = tmp_path / "serial"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "precious.txt").write_text("mine")
+    (folder / "sub/kept.txt").write_text("mine too")
+    os.mkfifo(folder / "a.fifo")
+    (folder / "audit.md").write_text("an old report")
     reprolab(
         tmp_path,
         "audit",
@@ -143,6 +152,35 @@ def test_results_do_not_depend_on_the_worker_count(audited, tmp_path):
             return {(row["configuration"], row["seed"]): row["val_accuracy"] for row in csv.DictReader(handle)}
 
     assert metrics(tmp_path / "serial/runs.csv") == metrics(audited / "out/runs.csv")
+    assert (folder / "precious.txt").read_text() == "mine" and (folder / "sub/kept.txt").read_text() == "mine too"
+    assert stat.S_ISFIFO((folder / "a.fifo").stat().st_mode)
+    assert "**Verdict.** " in (folder / "audit.md").read_text()
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+@pytest.mark.parametrize("victim", ["file", "fifo at audit.md", "folder at summary.json"])
+def test_an_output_dir_that_would_lose_something_is_refused_before_training(tmp_path, victim):
+    new_store(tmp_path)
+    out = tmp_path / "out"
+    if victim == "file":
+        out.write_text("not a folder")
+    else:
+        out.mkdir()
+        if victim == "fifo at audit.md":
+            os.mkfifo(out / "audit.md")
+        else:
+            (out / "summary.json").mkdir()
+    done = reprolab(
+        tmp_path, "audit", "--seeds", "0-1", "--output-dir", "out", *small_overrides(tmp_path, 3), check=False
+    )
+    error = done.stderr.strip()
+    assert done.returncode == 2 and "\n" not in error and "out" in error, error
+    assert "Traceback" not in done.stderr and "[1/" not in done.stdout  # nothing trained
+    assert (
+        (out.read_text() == "not a folder")
+        if victim == "file"
+        else sorted(p.name for p in out.iterdir()) == ["audit.md" if victim == "fifo at audit.md" else "summary.json"]
+    )
 
 
 def test_a_dataset_digest_mismatch_is_refused_unless_allowed(tmp_path):

@@ -4,6 +4,7 @@ digest) and trained again, in a copy of the project on the small built-in datase
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
@@ -28,14 +29,14 @@ def repo(tmp_path_factory) -> Path:
     return repo
 
 
-def train(repo: Path, *overrides: str) -> str:
+def train(repo: Path, *overrides: str, extra_env: dict | None = None) -> str:
     data = [] if any(o.startswith("data=") for o in overrides) else ["data=synthetic_small"]
-    done = sh(repo, "reprolab", "train", "--no-progress", *QUICK, *data, *overrides)
+    done = sh(repo, "reprolab", "train", "--no-progress", *QUICK, *data, *overrides, extra_env=extra_env)
     return json.loads(done.stdout[done.stdout.index("{") :])["mlflow_run_id"]
 
 
-def reproduce(repo: Path, *args: str, check: bool = True):
-    return sh(repo, "reprolab", "reproduce", *args, check=check)
+def reproduce(repo: Path, *args: str, check: bool = True, extra_env: dict | None = None):
+    return sh(repo, "reprolab", "reproduce", *args, check=check, extra_env=extra_env)
 
 
 def status(repo: Path) -> str:
@@ -100,18 +101,70 @@ def _alter_archive(archive: Path, name: str, old: str, new: str) -> None:
             tar.addfile(info, io.BytesIO(content))
 
 
-def test_altered_captured_code_differs_and_names_where(repo):
-    run_id = train(repo, "seed=1")
+def _rewrite_manifest(archive: Path) -> str:
+    """Make the archive's manifest agree with its files again, as someone covering an edit would;
+    return the new source digest."""
+    from reprolab.record.source import MANIFEST, source_digest
+
+    with tarfile.open(archive, "r:gz") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    manifest = json.loads(members[MANIFEST])
+    manifest["files"] = {name: hashlib.sha256(data).hexdigest() for name, data in members.items() if name != MANIFEST}
+    manifest["digest"] = source_digest(manifest["files"])
+    members[MANIFEST] = json.dumps(manifest).encode()
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    return manifest["digest"]
+
+
+def test_an_edited_source_archive_is_never_run_and_a_signed_record_tells_a_forged_one(repo):
+    """Code that does not match what the run recorded is refused before it runs: an archive that
+    disagrees with its manifest, then with the run's source digest. Rewritten all the way (archive,
+    manifest and tag), an unsigned record cannot tell, and says so; a signed one refuses it."""
+    key = {"REPROLAB_SIGNING_KEY": "made-up-key-for-this-test"}
+    client = client_for(repo)
+    for signed in (False, True):
+        env = key if signed else {}
+        run_id = train(repo, "seed=1", extra_env=env)
+        assert ("reprolab.signature" in client.get_run(run_id).data.tags) == signed
+        archive = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://")) / "source/source.tar.gz"
+        _alter_archive(archive, "src/reprolab/training.py", "lr=run.train.lr,", "lr=0.05,")
+        digest = None
+        for said in (
+            "no longer matches its manifest (altered: src/reprolab/training.py)",
+            "not the source it recorded",
+        ):
+            done = reproduce(repo, run_id, check=False, extra_env=env)
+            assert done.returncode == 2 and said in done.stderr, done.stdout + done.stderr
+            assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+            assert "reprolab.reproduced" not in client.get_run(run_id).data.tags  # nothing ran, nothing recorded
+            digest = digest or _rewrite_manifest(archive)  # now the manifest agrees with the edit
+        client.set_tag(run_id, "reprolab.source.digest", digest)
+        done = reproduce(repo, run_id, check=False, extra_env=env)
+        if signed:
+            assert done.returncode == 2 and "signature does not match its record" in done.stderr, done.stderr
+        else:
+            assert "unsigned record" in done.stderr and done.returncode == 1, done.stdout + done.stderr
+            assert ": differs: " in done.stdout and "cause: code: " not in done.stdout
+
+
+def test_an_edited_config_artifact_is_refused_naming_the_key(repo):
+    run_id = train(repo, "seed=4", "experiment=regularized")
     artifacts = Path(client_for(repo).get_run(run_id).info.artifact_uri.removeprefix("file://"))
-    _alter_archive(artifacts / "source/source.tar.gz", "src/reprolab/training.py", "lr=run.train.lr,", "lr=0.05,")
-    done = reproduce(repo, f"runs:/{run_id}", check=False)
-    assert done.returncode == 1, done.stdout + done.stderr
-    # Full-batch training: the first loss is measured before the first step, so epoch 1 parts after it.
-    assert ": differs: " in done.stdout, done.stdout
-    assert "; cause: code: src/reprolab/training.py altered since the run" in done.stdout, done.stdout
-    assert "; first difference: epoch 1, train_eval_accuracy" in done.stdout, done.stdout
-    assert "captured code altered since the run: src/reprolab/training.py" in done.stdout
-    assert client_for(repo).get_run(run_id).data.tags["reprolab.reproduced"] == "differs"
+    params = artifacts / "config/params.yaml"
+    text = params.read_text()
+    hidden = re.search(r"(?ms)^  regularized:.*?hidden_size: (\d+)", text)
+    params.write_text(text[: hidden.start(1)] + "64" + text[hidden.end(1) :])
+    named = "experiments.regularized.model.hidden_size=64, but the run trained with 32"
+    done = reproduce(repo, run_id, check=False)
+    assert done.returncode == 2 and named in done.stderr, done.stderr
+    audit = ["audit", "--before", run_id, "--after", "regularized", "--seeds", "0-1", "data=synthetic_small"]
+    done = sh(repo, "reprolab", *audit, check=False)
+    assert done.returncode == 2 and named in done.stderr and "[1/" not in done.stdout, done.stdout + done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
 
 
 def test_a_replaced_user_file_is_found_in_dvcs_cache_and_a_lost_one_is_one_line(repo):
@@ -137,6 +190,7 @@ def test_a_replaced_user_file_is_found_in_dvcs_cache_and_a_lost_one_is_one_line(
     assert done.returncode == 2 and "Traceback" not in done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert "data/raw/mine.npz" in line and md5 in line and "dvc pull" in line, line
+    assert "the file at its path has other bytes" in line, line
 
 
 def test_a_user_file_never_added_to_dvc_is_kept_in_its_cache_and_found_after_it_is_overwritten(repo):
@@ -178,6 +232,20 @@ def test_a_sweep_child_and_its_summary_reproduce_and_a_forged_result_is_not_reus
     done = reproduce(repo, forged.info.run_id, check=False)
     assert done.returncode == 2 and "its result.json is not the one recorded with it" in done.stderr, done.stderr
     assert "its record was changed after the run" in done.stderr
+    # Forged all the way (result.json, its digest tag and the logged metric agree), its metrics still
+    # disagree with its own predictions and the dataset's labels: not reused, never shown.
+    other = children[1]
+    path = Path(other.info.artifact_uri.removeprefix("file://")) / "result.json"
+    result = json.loads(path.read_text())
+    result["metrics"]["val_accuracy"] = 0.99
+    text = json.dumps(result)
+    path.write_text(text)
+    client.set_tag(other.info.run_id, "reprolab.result_sha256", hashlib.sha256(text.encode()).hexdigest())
+    client.log_metric(other.info.run_id, "val_accuracy", 0.99)
+    done = sh(repo, "reprolab", "compare", *sweep)
+    said = f"not reusing MLflow run {other.info.run_id}: its val_accuracy (0.99) is not what its own predictions give"
+    assert said in done.stderr, done.stderr
+    assert "0.990" not in done.stdout and "1 of 2 runs reused" in done.stdout, done.stdout
     # A compare made only of reused runs rests on them (rests_on.json): its summary reproduces them all.
     done = sh(repo, "reprolab", "compare", *sweep)
     assert "2 of 2 runs reused" in done.stdout, done.stdout
@@ -214,6 +282,15 @@ def test_models_alias_and_bad_references_resolve_or_say_what_to_give(repo):
     assert done.returncode == 2 and "is not in" in done.stderr and "MLFLOW_TRACKING_URI" in done.stderr
     done = reproduce(repo, "models:/nothing@after", check=False)
     assert done.returncode == 2 and "Traceback" not in done.stderr
+    # A UI page of another server, or of another experiment, does not show the run found here.
+    run = client_for(repo).get_run(train(repo, "seed=7"))
+    experiment = run.info.experiment_id
+    for page, said in (
+        (f"http://mlflow.example:5000/#/experiments/{experiment}/runs/{run.info.run_id}", "UI at mlflow.example:5000"),
+        (f"http://127.0.0.1:5000/#/experiments/9{experiment}/runs/{run.info.run_id}", f"experiment 9{experiment}"),
+    ):
+        done = reproduce(repo, page, check=False)
+        assert done.returncode == 2 and said in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
 def test_an_audit_between_runs_of_two_commits_lists_the_training_code_as_a_change(tmp_path):
@@ -324,3 +401,65 @@ def test_a_lesser_cpu_is_named_as_the_cause_and_the_result_judged_against_its_se
     portable = train(repo, "experiment=baseline", "seed=1")
     done = cold(repo, "reprolab", "reproduce", portable, ATEN_CPU_CAPABILITY="default")
     assert f"({portable}): identical" in done.stdout and done.returncode == 0, done.stdout + done.stderr
+
+
+def _retraining(pid: int, timeout: float = 120.0):
+    """The recorded-code process that `pid` (a reproduce) started, once it trains."""
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for child in psutil.Process(pid).children(recursive=True):
+            try:
+                if any("reprolab-retrain-" in part for part in child.cmdline()):
+                    return child
+            except psutil.NoSuchProcess:
+                continue
+        time.sleep(0.2)
+    raise AssertionError("reproduce never started its retraining")
+
+
+@pytest.fixture(scope="module")
+def long_run(repo) -> str:
+    """A run whose retraining takes long enough (about 20 s here) to be interrupted halfway."""
+    long = ["data=synthetic_small", "seed=6", "experiments.baseline.train.max_epochs=600"]
+    done = sh(repo, "reprolab", "train", "--no-progress", *long, timeout=900)
+    return json.loads(done.stdout[done.stdout.index("{") :])["mlflow_run_id"]
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGKILL"])
+def test_reproduce_stops_at_a_signal_and_leaves_no_process_or_scratch_folder(repo, long_run, tmp_path, signum):
+    """A signal stops the retraining at once (not when it finishes); SIGKILL, which reproduce cannot
+    catch, still takes the retraining with it and its scratch folders go (a watcher removes them)."""
+    import signal
+    import time
+
+    import psutil
+
+    run_id = long_run
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = clean_env(code_from=repo, TMPDIR=str(scratch))
+    with (tmp_path / "reproduce.log").open("w") as log:
+        process = subprocess.Popen(["reprolab", "reproduce", run_id], cwd=repo, env=env, stdout=log, stderr=log)
+    try:
+        child = _retraining(process.pid)
+        assert [p.name for p in scratch.iterdir() if p.name.startswith("reprolab-")]
+        sent = time.monotonic()
+        process.send_signal(getattr(signal, signum))
+        code = process.wait(timeout=60)
+        took = time.monotonic() - sent
+        assert took < 10, f"reproduce took {took:.0f} s to stop"
+        assert code == (130 if signum == "SIGTERM" else -9), (tmp_path / "reproduce.log").read_text()
+        _, alive = psutil.wait_procs([child], timeout=15)
+        assert not alive, "the retraining outlived reproduce"
+        deadline = time.monotonic() + 15
+        while [p for p in scratch.iterdir() if p.name.startswith("reprolab-")] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [p.name for p in scratch.iterdir() if p.name.startswith("reprolab-")]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=60)

@@ -418,3 +418,42 @@ def test_the_script_refuses_to_serve_beyond_loopback_without_auth(tmp_path):
         assert done.returncode != 0 and "set AUTH=1" in done.stderr
     finally:
         subprocess.run([str(SCRIPT), "destroy"], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_reprolab_ui_stops_everything_it_started_at_sigterm(tmp_path):
+    """`reprolab ui` serves a SQLite store until SIGTERM (or Ctrl-C), which stops the UI and every
+    process it started: the port closes and none of them is left; MLflow's job runner is off."""
+    import psutil
+
+    from conftest import REPROLAB, new_store
+
+    new_store(tmp_path)
+    port = free_port()
+    log = tmp_path / "ui.log"
+    with log.open("w") as out:
+        ui = subprocess.Popen(
+            [*REPROLAB, "ui", "--port", str(port)], cwd=tmp_path, env=clean_env(), stdout=out, stderr=out
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert ui.poll() is None, log.read_text()
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"the UI never answered on {port}: {log.read_text()}")
+        started = psutil.Process(ui.pid).children(recursive=True)
+        assert started and not [p for p in started if "huey" in " ".join(p.cmdline())]
+        assert f"http://127.0.0.1:{port}/#/experiments/" in log.read_text()
+        ui.send_signal(signal.SIGTERM)
+        assert ui.wait(timeout=60) == 130, log.read_text()
+        _, alive = psutil.wait_procs(started, timeout=30)
+        assert not alive, [p.cmdline() for p in alive]
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+            ui.wait(timeout=60)

@@ -224,3 +224,28 @@ def test_the_registry_serves_only_the_model_its_run_logged(tmp_path):
     with pytest.raises(TrackingError) as caught:
         register_model(config, run_id, {})
     assert f"the model of MLflow run {run_id} is not the one it logged" in str(caught.value)
+
+
+def test_a_download_that_fails_on_this_disk_is_an_error_not_a_missing_artifact(tmp_path):
+    """Under `ulimit -f` or a full disk, a run's archive is not "not recorded": the download says why."""
+    import errno
+    from types import SimpleNamespace
+
+    from mlflow.exceptions import MlflowException
+
+    from reprolab.tracking.artifacts import download
+    from reprolab.tracking.failures import TrackingError
+
+    def store(error: BaseException):
+        def fail(*args):
+            raise error
+
+        return SimpleNamespace(client=SimpleNamespace(download_artifacts=fail))
+
+    missing = MlflowException("Failed to download artifacts from path 'x', please ensure that the path is correct.")
+    assert download(store(missing), "0" * 32, "x", tmp_path) is None
+    wrapped = MlflowException("Failed to download artifacts")
+    wrapped.__cause__ = OSError(errno.EFBIG, "File too large")
+    for error in (OSError(errno.EFBIG, "File too large"), wrapped):
+        with pytest.raises(TrackingError, match=r"could not download source/source\.tar\.gz .*File too large"):
+            download(store(error), "0" * 32, "source/source.tar.gz", tmp_path)

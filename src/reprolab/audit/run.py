@@ -6,13 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
-
-import yaml
 
 from reprolab import data as datasets
 from reprolab.audit.design import (
@@ -30,9 +29,9 @@ from reprolab.audit.figures import ablation, attribution, seed_bands
 from reprolab.audit.report import FIGURES, audit_markdown, summed_confusion
 from reprolab.audit.summary import SHARED_METRICS, run_row, summary_json, summary_metrics
 from reprolab.audit.verdict import AuditSummary, summarize
-from reprolab.config import Config, ConfigError, TrackingConfig, load_params, to_dict, validate_params
+from reprolab.config import Config, ConfigError, TrackingConfig, differences, load_params, to_dict, validate_params
 from reprolab.figures import confusion_matrices, preset_colour
-from reprolab.files import atomic_directory, write_csv
+from reprolab.files import FileFormatError, Outputs, check_output_path, write_csv
 from reprolab.jobs.job import Job
 from reprolab.jobs.recorded import config_errors
 from reprolab.jobs.sweep import run_sweep
@@ -40,10 +39,10 @@ from reprolab.metrics import meets_target
 from reprolab.record.code import THIS_CHECKOUT, TRAINING_MODULE, CodeError, RecordedCode
 from reprolab.results import RunResult
 from reprolab.sources import code_digest
-from reprolab.tracking.artifacts import download
+from reprolab.tracking.artifacts import PARAMS_ARTIFACT, RUN_ARTIFACT
 from reprolab.tracking.cache import run_key
 from reprolab.tracking.links import resolve_run
-from reprolab.tracking.recorded import of_run
+from reprolab.tracking.recorded import of_run, recorded_config
 from reprolab.tracking.runs import finish_summary, summary_run, tag_runs
 from reprolab.tracking.store import connect
 
@@ -106,15 +105,20 @@ def side_from_run(config: Config, data: datasets.Dataset, reference: str, scratc
     store = connect(config.tracking)
     run = resolve_run(store, reference, "audit")
     run_id, folder = run.info.run_id, scratch / label
-    params_file = download(store, run_id, "config/params.yaml", folder)
-    run_file = download(store, run_id, "config/run.yaml", folder)
-    if params_file is None or run_file is None:
+    if run.info.lifecycle_stage == "deleted" or run.info.status != "FINISHED":
+        state = "was deleted" if run.info.lifecycle_stage == "deleted" else f"is {run.info.status}, not FINISHED"
         raise ConfigError(
-            f"audit: MLflow run {run_id} ({run.info.run_name}) is not a training run: it has no config/params.yaml "
-            f"or config/run.yaml; give the id of a run that trained a model"
+            f"audit: MLflow run {run_id} ({run.info.run_name}) {state}: its record is not a finished result; give a "
+            f"run that finished"
         )
-    chosen = yaml.safe_load(run_file.read_text())
-    side = validate_params(yaml.safe_load(params_file.read_text()), f"run {run_id}'s config/params.yaml")
+    recorded = recorded_config(store, run, folder, "audit")  # its signature and config, checked
+    if recorded is None:
+        raise ConfigError(
+            f"audit: MLflow run {run_id} ({run.info.run_name}) is not a training run: it has no {PARAMS_ARTIFACT} "
+            f"or {RUN_ARTIFACT}; give the id of a run that trained a model"
+        )
+    chosen = recorded.run
+    side = validate_params(recorded.params, f"run {run_id}'s {PARAMS_ARTIFACT}")
     preset, seed = chosen["preset"], int(chosen["seed"])
     side, side_data = _with_data(config, data, side, scratch, label)
     recorded = run.data.tags.get("reprolab.dataset_digest", "")
@@ -196,6 +200,39 @@ def _check_codes_take(jobs: Sequence[Job]) -> None:
                 )
 
 
+def _description(config: Config, side: AuditSide) -> str:
+    """The side's preset description, and for a recorded run, where its settings differ from
+    that preset in this checkout's configuration (a description does not follow an override)."""
+    own = side.config.preset(side.preset)
+    if side.run_id is None or side.preset not in config.experiments:
+        return own.description
+    changed = [
+        f"{key} {old} -> {new}"
+        for key, old, new in differences(to_dict(config.preset(side.preset)), to_dict(own))
+        if key != "description"
+    ]
+    note = f" (the run's settings differ from {side.preset} in conf/: {', '.join(changed)})" if changed else ""
+    return own.description + note
+
+
+OUTPUT_FILES = ("audit.md", "summary.json", "runs.csv", *FIGURES.values())  # what an audit writes, and nothing else
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """Before any training: the folder is a directory (or absent), and each file the audit writes
+    there is a regular file or absent (never a directory, FIFO, socket or device)."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FileFormatError(f"audit: --output-dir {output_dir} is not a directory; give a folder for the report")
+    for name in OUTPUT_FILES:
+        try:
+            check_output_path(output_dir / name)
+        except IsADirectoryError:
+            raise FileFormatError(
+                f"audit: {output_dir / name} is a directory, where the audit writes its {name}; move it aside or give "
+                f"another --output-dir"
+            ) from None
+
+
 def run_audit(
     config: Config,
     before: AuditSide,
@@ -211,11 +248,13 @@ def run_audit(
     """Train before, after, before + each change and after - each change for every seed (on
     local processes, or the Dask cluster at `scheduler`), reusing finished runs with the same
     run key; record each new run in MLflow as it finishes, nested under the audit's summary run;
-    write the report into `output_dir` (all files or none) and attach it to the summary run.
+    write the report's files into `output_dir` (all of them or none; nothing else there is
+    touched) and attach them to the summary run.
     Returns the summary and the Markdown."""
     if len(set(seeds)) < 2:
         raise ConfigError(f"audit: needs at least 2 different seeds for an interval, got {list(seeds)}")
     _check_same_data(before, after, allow_dataset_mismatch)
+    check_output_dir(output_dir)
     audit_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     changes, jobs = ablation_jobs(before, after, seeds, audit_id, config.tracking)
     for side in (before, after):
@@ -282,13 +321,11 @@ def run_audit(
             {"before": before.data.digest, "after": after.data.digest},
             {label: side.data.labels() for label, side in ((BEFORE, before), (AFTER, after))},
         )
-        descriptions = {
-            BEFORE: before.config.preset(before.preset).description,
-            AFTER: after.config.preset(after.preset).description,
-        }
+        descriptions = {BEFORE: _description(config, before), AFTER: _description(config, after)}
         markdown = audit_markdown(summary, descriptions, audit_id, reused)
         by_label = {label: [r for r in results if r.preset == label] for label in (BEFORE, AFTER)}
-        with atomic_directory(output_dir) as tmp:
+        with tempfile.TemporaryDirectory(prefix="reprolab-audit-") as scratch:
+            tmp = Path(scratch)
             (tmp / "audit.md").write_text(markdown)
             (tmp / "summary.json").write_text(json.dumps(summary_json(summary, audit_id, reused), indent=2) + "\n")
             rows = [run_row(run.result, run.run_id, run.reused) for run in runs]
@@ -314,13 +351,16 @@ def run_audit(
             finish_summary(
                 config,
                 summary_id,
-                sorted(tmp.iterdir()),
+                [tmp / name for name in OUTPUT_FILES],
                 "audit-summary",
                 f"{summary.verdict}\n\nThe {len(results) - reused} runs trained for this audit are nested under "
                 f"this run ({reused} more were reused from earlier runs); runs.csv lists every run id.",
                 summary_metrics(summary),
                 rests_on=[run.run_id for run in runs],
             )
+            with Outputs() as outputs:  # each file of ours renamed into place; nothing else in the folder is touched
+                for name in OUTPUT_FILES:
+                    outputs.copy(output_dir / name, tmp / name)
     if summary_id:
         explained = [side.run_id for side in (before, after) if side.run_id]
         tag_runs(config, explained, {"reprolab.audit.explained_by": audit_id, "reprolab.audit.summary_run": summary_id})

@@ -10,11 +10,14 @@ and `reprolab.training.run_one`.
 from __future__ import annotations
 
 import copy
+import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
-import tempfile
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -22,6 +25,7 @@ from typing import Any, Optional
 import yaml
 
 from reprolab import numerics
+from reprolab.files import scratch_folder
 from reprolab.record.code import CodeError, unpack
 
 # Run by the recorded code in its own process: train one run, or check configurations.
@@ -62,19 +66,66 @@ class TrainedElsewhere:
     model: None = None
 
 
+def _killed_with_parent() -> Optional[Callable[[], None]]:
+    """For `preexec_fn`: Linux's parent-death signal, resolved here, before any fork, so that the
+    child between fork and exec calls one C function and takes no lock (threads hold them)."""
+    try:
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+
+
+_KILLED_WITH_PARENT = _killed_with_parent()
+_RUNNING: set[subprocess.Popen] = set()  # the recorded-code processes this one has started
+_LOCK = threading.Lock()
+
+
+def stop_running() -> None:
+    """Kill every recorded-code process this one started and has not seen end: a command that is
+    interrupted (Ctrl-C, SIGTERM) stops its retrainings at once instead of waiting for them."""
+    with _LOCK:
+        running = list(_RUNNING)
+    for process in running:
+        try:
+            process.kill()
+        except ProcessLookupError:
+            pass
+
+
 def _run_worker(folder: Path, task: str, args: list[str], timeout: Optional[float], mode: str) -> Any:
+    """Run the worker script with the recorded code: killed with this process's thread that
+    started it (Linux's parent-death signal), or by `stop_running`."""
     source, out = folder / "code" / "src", folder / "out.json"
     env = {**numerics.environment_for(mode, os.environ), "PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1"}
     command = [sys.executable, "-c", _WORKER, str(source), str(out), numerics.__file__, task, *args]
+    process = subprocess.Popen(
+        command,
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=_KILLED_WITH_PARENT,
+    )
+    with _LOCK:
+        _RUNNING.add(process)
     try:
-        done = subprocess.run(
-            command, cwd=folder, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=timeout
-        )
+        _, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired as error:
+        process.kill()
+        process.communicate()
         raise CodeError(f"it did not answer within {timeout:.0f} s") from error
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        raise CodeError(lines[-1] if lines else f"exit status {done.returncode}")
+    finally:
+        with _LOCK:
+            _RUNNING.discard(process)
+        if process.poll() is None:  # this thread was interrupted: the process must not outlive it
+            process.kill()
+            process.wait()
+    if process.returncode != 0:
+        lines = [line for line in stderr.strip().splitlines() if line.strip()]
+        raise CodeError(lines[-1] if lines else f"exit status {process.returncode}")
     return json.loads(out.read_text())
 
 
@@ -89,8 +140,7 @@ def train(archive: bytes, params: dict, data_file: Optional[tuple[str, bytes]], 
     """Train `preset` with `seed` of the configuration `params` (tracking off) with the archive's
     code in a fresh process, here or on a Dask worker: the result, the device, and the source
     files that no longer match the archive's manifest. CodeError says why it could not."""
-    with tempfile.TemporaryDirectory(prefix="reprolab-retrain-") as scratch:
-        folder = Path(scratch)
+    with scratch_folder("reprolab-retrain-") as folder:
         manifest = unpack(archive, folder)
         params = copy.deepcopy(params)
         if data_file is not None:
@@ -108,8 +158,7 @@ def train(archive: bytes, params: dict, data_file: Optional[tuple[str, bytes]], 
 
 def config_errors(archive: bytes, configs: list[dict]) -> list[Optional[str]]:
     """For each configuration, why the archive's code refuses it (None: it takes it); one process."""
-    with tempfile.TemporaryDirectory(prefix="reprolab-check-") as scratch:
-        folder = Path(scratch)
+    with scratch_folder("reprolab-check-") as folder:
         unpack(archive, folder)
         paths = []
         for index, params in enumerate(configs):

@@ -12,6 +12,7 @@ from typing import Any, Optional
 from reprolab.jobs.cluster import dask_as_completed, dask_client, on_dask
 from reprolab.jobs.job import Job, expected_cost, run_job
 from reprolab.jobs.local import on_local_processes
+from reprolab.jobs.recorded import stop_running
 from reprolab.results import RunResult
 from reprolab.training import TrainResult
 
@@ -78,4 +79,5 @@ def call_each(
         except BaseException:
             for future in pending:
                 future.cancel()
+            stop_running()  # the calls that run processes of their own end now, not when those finish
             raise

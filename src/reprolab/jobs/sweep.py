@@ -54,7 +54,7 @@ def run_sweep(
     if not jobs:
         return []
     keys = [run_key(job.config.run_config(job.preset, job.seed), job.data.digest, job.code) for job in jobs]
-    found = finished_runs(jobs[0].config, keys) if reuse else {}
+    found = finished_runs(jobs[0].config, {key: job.data for key, job in zip(keys, jobs)}) if reuse else {}
     done: dict[int, SweepRun] = {}
     for index, key in enumerate(keys):
         if key in found:

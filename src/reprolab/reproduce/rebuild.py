@@ -1,25 +1,25 @@
-"""What made a recorded run, rebuilt in a scratch folder, never in the user's workspace: the
-code (its source archive, else its commit from git), the configuration (its
-`config/params.yaml`), the data (generated again, or the user's file found by its digests at
-its recorded path, in DVC's cache, or through DVC from the run's commit).
+"""What made a recorded run, rebuilt in a scratch folder, never in the user's workspace, each
+part checked against the run's record before anything runs: the code (its source archive, else
+its commit from git), the configuration (its `config/params.yaml`), the data (generated again,
+or the user's file found by its digests at its recorded path, in DVC's cache, or through DVC
+from the run's commit).
 """
 
 from __future__ import annotations
 
+import copy
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
 from reprolab.entrypoint import UserError
 from reprolab.record.data_file import file_digests
 from reprolab.record.environment import read_environment
 from reprolab.results import RunResult
-from reprolab.tracking.artifacts import ENVIRONMENT_FILE, RESULT_FILE, download
+from reprolab.tracking.artifacts import ENVIRONMENT_FILE, PARAMS_ARTIFACT, RESULT_FILE, RUN_ARTIFACT, download
 from reprolab.tracking.cache import checked_result
-from reprolab.tracking.recorded import archive_of
+from reprolab.tracking.recorded import of_run, recorded_config
 from reprolab.tracking.store import Store, repo_root
 
 
@@ -39,6 +39,7 @@ class Rebuilt:
     seed: int
     original: RunResult
     environment: dict
+    trust: str = ""  # what its record proves: signed or not (reprolab.record.signing)
 
 
 def _dvc_cached(root: Path, md5: str) -> Optional[Path]:
@@ -85,24 +86,33 @@ def _user_file(run, raw: dict, folder: Path) -> Path:
     fetched = _dvc_remote(root, name, commit, copy)
     if fetched is not None and (sha is None or file_digests(fetched)["sha256"] == sha):
         return fetched
+    at = (
+        f"the file at its path has other bytes (sha256 {file_digests(at_path)['sha256'][:12]}…)"
+        if at_path.is_file()
+        else "it is not at its path"
+    )
     raise ReproduceError(
-        f"reproduce: the data file {name} of run {run.info.run_id} (md5 {md5 or '?'}, sha256 {(sha or '?')[:12]}…) "
-        f"is neither at its path, nor in DVC's cache, nor in the DVC remote; run `dvc pull` (or `dvc fetch`) in a "
-        f"clone that has it, or put that file back at {name}"
+        f"reproduce: the data file {name} of run {run.info.run_id} (md5 {md5 or '?'}, sha256 {(sha or '?')[:12]}…): "
+        f"{at}, and it is neither in DVC's cache nor in the DVC remote; run `dvc pull` (or `dvc fetch`) in a clone "
+        f"that has it, or put that file back at {name}"
     )
 
 
 def rebuild(store: Store, run, folder: Path) -> Rebuilt:
     """Read back what made `run`: its code, configuration, data, environment and result."""
     run_id = run.info.run_id
+    if run.info.lifecycle_stage == "deleted":
+        raise ReproduceError(
+            f"reproduce: MLflow run {run_id} ({run.info.run_name}) was deleted; restore it (`mlflow runs restore "
+            f"--run-id {run_id}`, with MLFLOW_TRACKING_URI set) to reproduce it"
+        )
     folder.mkdir(parents=True, exist_ok=True)
-    params_file = download(store, run_id, "config/params.yaml", folder)
-    run_file = download(store, run_id, "config/run.yaml", folder)
+    recorded = recorded_config(store, run, folder, "reproduce")  # its signature and config, checked
     result_file = download(store, run_id, RESULT_FILE, folder)
-    if params_file is None or run_file is None or result_file is None:
+    if recorded is None or result_file is None:
         raise ReproduceError(
             f"reproduce: MLflow run {run_id} ({run.info.run_name}) is not a training run that finished: it has no "
-            f"config/params.yaml, config/run.yaml or {RESULT_FILE}"
+            f"{PARAMS_ARTIFACT}, {RUN_ARTIFACT} or {RESULT_FILE}"
         )
     try:  # what the UI shows of the run must be what its result.json holds
         original = checked_result(store, run, folder / "checked", history=True, untagged=True)
@@ -111,8 +121,8 @@ def rebuild(store: Store, run, folder: Path) -> Rebuilt:
             f"reproduce: MLflow run {run_id} ({run.info.run_name}): {error}: its record was changed after the run, "
             f"so there is no honest result to compare with"
         ) from error
-    raw = yaml.safe_load(params_file.read_text())
-    chosen = yaml.safe_load(run_file.read_text())
+    raw, chosen = copy.deepcopy(recorded.params), recorded.run
+    code = of_run(run, store, folder, "reproduce")  # checked against its record before anything runs
     data_file = None
     if raw["data"].get("source") == "npz":
         found = _user_file(run, raw, folder)
@@ -127,11 +137,12 @@ def rebuild(store: Store, run, folder: Path) -> Rebuilt:
         ) from error
     return Rebuilt(
         run,
-        archive_of(run, folder, store, "reproduce"),
+        code.archive,
         raw,
         data_file,
         chosen["preset"],
         int(chosen["seed"]),
         original,
         environment,
+        recorded.trust,
     )

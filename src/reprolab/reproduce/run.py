@@ -5,7 +5,7 @@ whether a sweep's own verdict stands.
 
 from __future__ import annotations
 
-import tempfile
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from reprolab.config import Config
 from reprolab.entrypoint import UserError
+from reprolab.files import scratch_folder
 from reprolab.jobs.recorded import train
 from reprolab.jobs.run import call_each
 from reprolab.record.code import CodeError
@@ -47,6 +48,8 @@ def _reproduce_all(
     record each as it finishes; a sweep's show a bar on a terminal (runs done, identical so far,
     time left)."""
     rebuilt = [rebuild(store, run, scratch / run.info.run_id) for run in runs]
+    for trust in dict.fromkeys(r.trust for r in rebuilt if r.trust):
+        print(f"reproduce: {trust}", file=sys.stderr, flush=True)
     outcomes: dict[int, Outcome] = {}
     bar = tqdm(total=len(runs), desc="reproduce", unit="run", disable=None if len(runs) > 1 else True, leave=False)
 
@@ -80,7 +83,7 @@ def reproduce(
     store = connect(config.tracking)
     run = resolve_run(store, reference)
     kind = run.data.tags.get("reprolab.kind", "")
-    with tempfile.TemporaryDirectory(prefix="reprolab-reproduce-") as scratch:
+    with scratch_folder("reprolab-reproduce-") as scratch:
         if not kind.endswith("-summary"):
             return _reproduce_all(store, [run], tolerance, Path(scratch), None, 1, None), None
         try:

@@ -10,7 +10,7 @@ import hashlib
 import json
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,9 +18,12 @@ from mlflow.exceptions import MlflowException
 
 from reprolab import numerics
 from reprolab.config import Config, RunConfig, to_dict
+from reprolab.data import Dataset
 from reprolab.entrypoint import one_line
 from reprolab.record.code import RecordedCode
-from reprolab.results import HISTORY_KEYS, RunResult, text_digest
+from reprolab.record.signing import SignatureError
+from reprolab.record.signing import check as check_signature
+from reprolab.results import HISTORY_KEYS, RunResult, disagreement, text_digest
 from reprolab.tracking.artifacts import CONFIG_KEY_TAG, RESULT_DIGEST_TAG, RESULT_FILE
 from reprolab.tracking.failures import during_run
 from reprolab.tracking.store import Store, connect
@@ -52,15 +55,16 @@ def run_key(run: RunConfig, dataset_digest: str, code: Optional[RecordedCode] = 
 
 
 @during_run
-def finished_runs(config: Config, keys: Sequence[str]) -> dict[str, tuple[str, RunResult]]:
-    """For each run key, the newest FINISHED run with that key whose result checks out
-    (`checked_result`), and that result."""
+def finished_runs(config: Config, wanted: Mapping[str, Dataset]) -> dict[str, tuple[str, RunResult]]:
+    """For each run key (and the dataset its runs trained on), the newest FINISHED run with that
+    key whose result checks out (`checked_result`: its record, and its metrics against its own
+    predictions and the dataset's labels), and that result."""
     if not config.tracking.enabled:
         return {}
     store = connect(config.tracking)
     found: dict[str, tuple[str, RunResult]] = {}
     with tempfile.TemporaryDirectory(prefix="reprolab-reuse-") as scratch:
-        for key in dict.fromkeys(keys):
+        for key, data in wanted.items():
             for candidate in store.client.search_runs(
                 [store.experiment_id],
                 f"tags.`reprolab.run_key` = '{key}' and attributes.status = 'FINISHED'",
@@ -68,8 +72,8 @@ def finished_runs(config: Config, keys: Sequence[str]) -> dict[str, tuple[str, R
                 order_by=["attributes.start_time DESC"],
             ):
                 try:
-                    result = checked_result(store, candidate, Path(scratch) / candidate.info.run_id)
-                except ValueError as error:
+                    result = checked_result(store, candidate, Path(scratch) / candidate.info.run_id, data=data)
+                except (ValueError, SignatureError) as error:
                     print(f"reprolab: not reusing MLflow run {candidate.info.run_id}: {error}", file=sys.stderr)
                     continue
                 found[key] = (candidate.info.run_id, result)
@@ -77,11 +81,16 @@ def finished_runs(config: Config, keys: Sequence[str]) -> dict[str, tuple[str, R
     return found
 
 
-def checked_result(store: Store, run, folder: Path, history: bool = False, untagged: bool = False) -> RunResult:
+def checked_result(
+    store: Store, run, folder: Path, history: bool = False, untagged: bool = False, data: Optional[Dataset] = None
+) -> RunResult:
     """A run's result.json, checked against what was recorded with the run: the digest kept in
     its tags when it was written (`untagged`: a run of an older reprolab without one passes),
     the final metrics and fit it logged, and with `history` every per-epoch value it logged
-    (what the UI's charts show). ValueError names the first thing that disagrees."""
+    (what the UI's charts show), and with `data` its metrics against its own predictions and the
+    dataset's labels. With a signing key set, its signature too (SignatureError). ValueError
+    names the first thing that disagrees."""
+    check_signature(run.data.tags, f"MLflow run {run.info.run_id}")
     try:
         text = Path(store.client.download_artifacts(run.info.run_id, RESULT_FILE, str(folder))).read_text()
         result = RunResult.from_json(text)
@@ -106,6 +115,12 @@ def checked_result(store: Store, run, folder: Path, history: bool = False, untag
             )
     if history:
         _check_history(store, run.info.run_id, result)
+    if data is not None:
+        if result.dataset_digest != data.digest:
+            raise ValueError(f"it trained on dataset {result.dataset_digest[:12]}…, not {data.digest[:12]}…")
+        wrong = disagreement(result, data.labels(), data.num_classes)
+        if wrong:
+            raise ValueError(wrong)
     return result
 
 

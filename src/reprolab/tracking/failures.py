@@ -43,7 +43,7 @@ def redact(uri: str) -> str:
     return uri
 
 
-def _room_for(path: Path) -> str:
+def room_for(path: Path) -> str:
     """What stops a file growing, as far as this process can tell: its file-size limit, the
     free space of its file system."""
     import resource
@@ -65,7 +65,7 @@ def known_failure(uri: str, error: BaseException) -> Optional[str]:
     cause = one_line(error)[:160]
     if uri.startswith("sqlite:///") and any(text in cause for text in CANNOT_GROW):
         path = Path(uri[len("sqlite:///") :])
-        return f"tracking: the MLflow store {path} cannot grow ({cause}); {_room_for(path.parent)}"
+        return f"tracking: the MLflow store {path} cannot grow ({cause}); {room_for(path.parent)}"
     if code == "UNAUTHENTICATED" or "error code 401" in cause:
         return (
             f"tracking: the MLflow server {redact(uri)} wants valid credentials ({cause}); set "

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 from mlflow.exceptions import MlflowException
@@ -38,10 +39,10 @@ def ui_paths(experiment_id: str, data_name: str) -> dict[str, str]:
     }
 
 
-def ui_links(config: Config) -> dict[str, str]:
-    """`ui_paths` at the UI's address: the server's, or `reprolab ui`'s for a SQLite store."""
+def ui_links(config: Config, address: str = UI_ADDRESS) -> dict[str, str]:
+    """`ui_paths` at the UI's address: the server's, or `reprolab ui`'s (`address`) for a SQLite store."""
     uri = tracking_uri(config.tracking)
-    base = UI_ADDRESS if uri.startswith("sqlite:") else redact(uri).rstrip("/")
+    base = address if uri.startswith("sqlite:") else redact(uri).rstrip("/")
     paths = ui_paths(connect(config.tracking).experiment_id, config.data.name)
     return {what: base + path for what, path in paths.items()}
 
@@ -55,7 +56,6 @@ _RUN_REFERENCE = rf"(?:^runs:/|/runs/|^)({_RUN_ID})(?:$|[/?#])"
 
 def names_a_run(text: str) -> bool:
     """Whether `text` has the form of a run reference that `resolve_run` reads."""
-    import re
 
     return text.startswith(("models:/", "runs:/")) or re.search(_RUN_REFERENCE, text) is not None
 
@@ -64,7 +64,6 @@ def names_a_run(text: str) -> bool:
 def resolve_run(store: Store, reference: str, command: str = "reproduce"):
     """The run that `reference` names: a run id, `runs:/<id>[/path]`, a run's page URL from the
     MLflow UI, `models:/<name>@<alias>`, `models:/<name>/<version>` or `models:/<model id>`."""
-    import re
 
     text = reference.strip()
     run_id: Optional[str] = None
@@ -92,9 +91,39 @@ def resolve_run(store: Store, reference: str, command: str = "reproduce"):
             f"from the MLflow UI, or models:/<name>@<alias>"
         )
     try:
-        return store.client.get_run(run_id)
+        run = store.client.get_run(run_id)
     except MlflowException as error:
         raise TrackingError(
             f"{command}: MLflow run {run_id} is not in {redact(store.uri)}; point MLFLOW_TRACKING_URI (or "
             f"tracking.uri) at the store that recorded it"
         ) from error
+    if text.startswith(("http://", "https://")):
+        _check_page(store, text, run, command)
+    return run
+
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _check_page(store: Store, url: str, run, command: str) -> None:
+    """A UI page names its server and experiment: both must be the store's and the run's, or the
+    run found here is not the one the page shows."""
+    import urllib.parse
+
+    page = urllib.parse.urlsplit(url)
+    if store.uri.startswith(("http://", "https://")):
+        server = urllib.parse.urlsplit(store.uri)
+        same = (page.hostname, page.port) == (server.hostname, server.port)
+    else:  # a SQLite store is served by `reprolab ui` on this machine
+        same = page.hostname in LOCAL_HOSTS
+    if not same:
+        raise TrackingError(
+            f"{command}: {url} is a page of the MLflow UI at {page.netloc}, but the store here is "
+            f"{redact(store.uri)}; point MLFLOW_TRACKING_URI (or tracking.uri) at that server"
+        )
+    named = re.search(r"/experiments/(\w+)/", page.fragment or page.path)
+    if named and named.group(1) != run.info.experiment_id:
+        raise TrackingError(
+            f"{command}: {url} shows experiment {named.group(1)}, but run {run.info.run_id} is in experiment "
+            f"{run.info.experiment_id} of {redact(store.uri)}: this is not the run that page shows"
+        )

@@ -23,15 +23,19 @@ from reprolab.figures import preset_colour
 from reprolab.metrics import train_val_gap
 from reprolab.record.code import RecordedCode
 from reprolab.record.environment import environment
+from reprolab.record.signing import SIGNATURE_TAG, sign, signing_key, text_sha256
 from reprolab.record.source import ARCHIVE, capture_source
 from reprolab.results import RunResult, text_digest
 from reprolab.tracking.artifacts import (
+    CONFIG_DIGEST_TAG,
     CONFIG_KEY_TAG,
     ENVIRONMENT_FILE,
     MAX_TAG,
     MODEL_DIGEST_TAG,
+    PARAMS_ARTIFACT,
     RESULT_DIGEST_TAG,
     RESULT_FILE,
+    RUN_ARTIFACT,
     SOURCE_FOLDER,
 )
 from reprolab.tracking.cache import run_key
@@ -115,6 +119,10 @@ class TrackedRun:
             tags.append(RunTag("reprolab.warnings", "\n".join(warnings)[:MAX_TAG]))
         if model_id is not None:
             tags.append(RunTag(MODEL_DIGEST_TAG, model_digest(model_id)))
+        key = signing_key()
+        if key is not None:  # over every digest the run now holds (record.signing)
+            recorded = {**self.store.client.get_run(self.run_id).data.tags, **{tag.key: tag.value for tag in tags}}
+            tags.append(RunTag(SIGNATURE_TAG, sign(recorded, key)))
         self.store.client.log_batch(self.run_id, metrics=metrics, tags=tags)
         self.store.client.log_text(self.run_id, text, RESULT_FILE)
         device = trained.device if trained is not None else ""
@@ -175,9 +183,15 @@ def _log_inputs(
     """A training run's inputs: its resolved configuration (flattened as params, and as YAML with
     the whole params.yaml), the source that trained it (this code's, or the recorded `code`) and
     its dataset."""
-    store.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in flatten(to_dict(run)).items()])
-    store.client.log_text(run_id, yaml.safe_dump(to_dict(config), sort_keys=False), "config/params.yaml")
-    store.client.log_text(run_id, yaml.safe_dump(to_dict(run), sort_keys=False), "config/run.yaml")
+    params_text = yaml.safe_dump(to_dict(config), sort_keys=False)
+    run_text = yaml.safe_dump(to_dict(run), sort_keys=False)
+    store.client.log_batch(
+        run_id,
+        params=[Param(k, str(v)) for k, v in flatten(to_dict(run)).items()],
+        tags=[RunTag(CONFIG_DIGEST_TAG, text_sha256(params_text, run_text))],
+    )
+    store.client.log_text(run_id, params_text, PARAMS_ARTIFACT)
+    store.client.log_text(run_id, run_text, RUN_ARTIFACT)
     with tempfile.TemporaryDirectory(prefix="reprolab-source-") as scratch:
         archive = Path(scratch) / ARCHIVE
         archive.write_bytes(code.archive if code else capture_source().archive)
