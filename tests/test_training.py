@@ -68,7 +68,9 @@ FORKED_AFTER_TORCH = """
 import json, sys
 from reprolab import data as datasets, numerics
 from reprolab.config import load_config
-from reprolab.jobs import Job, worker_context, run_jobs, train_in_background
+from reprolab.jobs.job import Job, worker_context
+from reprolab.jobs.run import run_jobs
+from reprolab.jobs.background import train_in_background
 config = load_config(json.loads(sys.argv[1]), sys.argv[2])
 numerics.apply(config.compute.numerics.value)  # as every command does, before torch starts
 import torch

@@ -65,7 +65,7 @@ def test_an_unreachable_server_fails_fast_with_one_line():
 def test_parallel_first_use_of_a_new_store_does_not_race(tmp_path):
     """Two processes creating the same new SQLite store: MLflow alone fails one of them."""
     code = (
-        "import sys; from reprolab import tracking; from reprolab.config import TrackingConfig, flatten; "
+        "import sys; from reprolab.tracking.store import connect; from reprolab.config import TrackingConfig; "
         "print(connect(TrackingConfig(True, sys.argv[1], 'reprolab', True, False)).experiment_id)"
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
