@@ -17,7 +17,7 @@ from reprolab.cli import main
 from reprolab.config import load_config
 from reprolab.jobs.job import Job, worker_context
 from reprolab.jobs.run import run_jobs
-from reprolab.metrics import class_metrics, meets_target
+from reprolab.metrics import class_metrics, target_met
 from reprolab.report import comparison_table
 from reprolab.results import HISTORY_KEYS
 from reprolab.training import evaluate, run_one
@@ -181,7 +181,7 @@ def test_comparison_table_judges_the_target_over_the_seeds(quick_config):
     results = run_jobs(jobs(quick_config, ["baseline"], [0, 1], dataset), workers=1)
     checks = seed_checks(results, dataset.labels(), quick_config.data.target, 0.95)
     table = comparison_table(results, checks, quick_config.data.target)
-    hits = sum(meets_target(r.metrics, quick_config.data.target) for r in results)
+    hits = sum(target_met(r.metrics, quick_config.data.target) for r in results)
     assert "| baseline | 0,1 |" in table and f"({hits}/2 seeds" in table
     # A verdict over both seeds, never "yes" unless every seed meets the target.
     assert ("| yes (" in table) == (hits == 2)
@@ -200,10 +200,10 @@ def test_fixed_dataset_reproduces_overfitting_and_the_fix(tmp_path):
     # Memorised, well short of the target's validation floor (0.7535 and 0.7615 seen on two machines'
     # CPU kernels: the bound is the claim, not one machine's number).
     assert baseline["train_accuracy"] >= 0.97 and baseline["val_accuracy"] >= 0.65
-    assert baseline["train_accuracy"] - baseline["val_accuracy"] >= 0.15 and not meets_target(
+    assert baseline["train_accuracy"] - baseline["val_accuracy"] >= 0.15 and not target_met(
         baseline, config.data.target
     )
-    assert meets_target(fixed, config.data.target)
+    assert target_met(fixed, config.data.target)
 
 
 @pytest.mark.slow

@@ -95,8 +95,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from reprolab.audit.checks import seed_checks
     from reprolab.jobs.job import Job, scheduler_address
     from reprolab.jobs.sweep import run_sweep
-    from reprolab.metrics import meets_target
+    from reprolab.metrics import met_tag, target_met
     from reprolab.report import comparison_table, per_seed_table, seeds_note
+    from reprolab.results import runs_warnings
     from reprolab.tracking.runs import finish_summary, summary_run
 
     config = training_config(args)
@@ -115,8 +116,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     with summary_run(config, f"compare {', '.join(presets)}", "compare-summary", tags) as parent:
 
         def describe(job: Job, result) -> tuple[str, dict[str, str]]:
-            met = meets_target(result.metrics, config.data.target)
-            return f"{job.preset}-seed{job.seed}", {"reprolab.target_met": str(met).lower()}
+            met = target_met(result.metrics, config.data.target)
+            return f"{job.preset}-seed{job.seed}", {"reprolab.target_met": met_tag(met)}
 
         runs = run_sweep(
             jobs,
@@ -131,8 +132,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         results = [run.result for run in runs]
         checks = seed_checks(results, data.labels(), config.data.target, config.audit.confidence)
         table = comparison_table(results, checks, config.data.target)
-        table += "\n\n" + seeds_note(config.audit.confidence, len(args.seeds))
+        table += "\n\n" + seeds_note(config.audit.confidence, len(args.seeds), config.data.target)
         seeds_table = per_seed_table(results, config.data.target)
+        warned = runs_warnings(results, dict.fromkeys(presets, data.splits["train"].y), data.warnings)
+        seeds_table += "".join(f"\n\n> **Warning.** {warning}" for warning in warned)
         reused = sum(run.reused for run in runs)
         with tempfile.TemporaryDirectory() as scratch:
             report = Path(scratch) / "comparison.md"

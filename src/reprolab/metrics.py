@@ -5,6 +5,7 @@ results import neither torch nor MLflow."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -63,8 +64,20 @@ def missed_bounds(metrics: Mapping[str, float], target: TargetConfig) -> list[st
     return missed
 
 
-def meets_target(metrics: Mapping[str, float], target: TargetConfig) -> bool:
-    return not missed_bounds(metrics, target)
+def target_met(metrics: Mapping[str, float], target: TargetConfig) -> Optional[bool]:
+    """Whether the metrics meet the target; None when no target is set, for there is nothing to
+    meet. The one rule every table, JSON file and MLflow tag reads (`met_text`, `met_tag`)."""
+    return not missed_bounds(metrics, target) if has_target(target) else None
+
+
+def met_text(met: Optional[bool]) -> str:
+    """A `target_met` in a table: "yes", "no" or "n/a" (no target)."""
+    return "n/a" if met is None else ("yes" if met else "no")
+
+
+def met_tag(met: Optional[bool]) -> str:
+    """A `target_met` as an MLflow tag's value: "true", "false" or "n/a" (no target)."""
+    return "n/a" if met is None else str(met).lower()
 
 
 def class_metrics(
@@ -89,27 +102,70 @@ def class_metrics(
 
 
 NEAR_MAJORITY = 0.02  # training accuracy within this of the majority-class rate: the model did not fit
+# Balanced accuracy within this share of the way from chance (1/K) to 1: the model barely tells the
+# classes apart (0.6 for 2 classes, 0.28 for 10), whatever its accuracy says.
+NEAR_CHANCE = 0.2
+EARLY_BEST_EPOCH = 2  # stopped early with its best epoch at or before this: it learned almost nothing
 
 
-def fit_warnings(
-    train_accuracy: float, train_class_counts: Sequence[int], predicted: Mapping[str, Sequence[int]]
-) -> list[str]:
-    """What a trained model's numbers do not show: a training accuracy at (or near) the share of
-    the largest training class, i.e. no better than always answering that class, and a split
-    on which every prediction is the same class."""
-    warnings = []
+def fit_findings(
+    metrics: Mapping[str, float],
+    fit: Mapping,
+    train_class_counts: Sequence[int],
+    predicted: Mapping[str, Sequence[int]],
+) -> list[tuple[str, str]]:
+    """What a trained model's numbers do not show, each as (kind, text): a training accuracy at
+    (or near) the share of the largest training class ("did not fit"); a balanced accuracy near
+    chance on a split ("near chance": one class recalled, the others hardly); a split on which
+    every prediction is the same class ("one class"); an early stop whose best epoch was the
+    first or second ("early stop")."""
+    found = []
     majority = max(train_class_counts) / sum(train_class_counts)
-    if train_accuracy <= majority + NEAR_MAJORITY:
-        warnings.append(
-            f"training accuracy {train_accuracy:.3f} is at the majority-class rate {majority:.3f}: the model did not "
-            f"fit the training data; try a higher learning rate or more epochs, and inputs on a common scale"
+    if metrics["train_accuracy"] <= majority + NEAR_MAJORITY:
+        found.append(
+            (
+                "did not fit",
+                f"training accuracy {metrics['train_accuracy']:.3f} is at the majority-class rate {majority:.3f}: the "
+                f"model did not fit the training data; try a higher learning rate or more epochs, and inputs on a "
+                f"common scale",
+            )
+        )
+    chance = 1 / len(train_class_counts)
+    for split in ("train", "val", "test"):
+        balanced = metrics.get(f"{split}_balanced_accuracy")
+        if balanced is None or (split == "train" and found) or balanced > chance + NEAR_CHANCE * (1 - chance):
+            continue
+        recalls = sorted(
+            (int(key.rsplit("class", 1)[1]), value)
+            for key, value in metrics.items()
+            if key.startswith(f"{split}_recall_class")
+        )
+        shown = ", ".join(f"class {k} {value:.3f}" for k, value in recalls)
+        found.append(
+            (
+                "near chance",
+                f"{split} balanced accuracy {balanced:.3f} is near chance ({chance:.3f} for {len(train_class_counts)} "
+                f"classes; recalls {shown}): the model barely tells the classes apart, whatever its accuracy says",
+            )
         )
     for split, classes in predicted.items():
         if len(classes) > 1 and len(set(classes)) == 1:
-            warnings.append(
-                f"every {split} prediction is class {classes[0]}: the model answers one class whatever the input"
+            found.append(
+                (
+                    "one class",
+                    f"every {split} prediction is class {classes[0]}: the model answers one class whatever the input",
+                )
             )
-    return warnings
+    if fit.get("stopped_early") and fit.get("best_epoch", EARLY_BEST_EPOCH + 1) <= EARLY_BEST_EPOCH:
+        found.append(
+            (
+                "early stop",
+                f"training stopped early with its best epoch at {fit['best_epoch']}: the validation metric never "
+                f"improved after that, so the model learned almost nothing; a lower learning rate, a larger "
+                f"train.early_stopping.patience or more validation sequences help",
+            )
+        )
+    return found
 
 
 def confusion_matrix(

@@ -8,18 +8,16 @@ from typing import TYPE_CHECKING, Optional
 
 from reprolab.audit.checks import VariantCheck
 from reprolab.config import TargetConfig
-from reprolab.metrics import describe_target, has_target, missed_bounds, train_val_gap
+from reprolab.metrics import describe_target, has_target, met_text, missed_bounds, target_met, train_val_gap
 
 if TYPE_CHECKING:
     from reprolab.results import RunResult
 
 
 def target_cell(metrics: dict[str, float], target: TargetConfig) -> str:
-    """ "yes", "no: <the bound that failed>", or "-" when no target is set."""
-    if not has_target(target):
-        return "-"
-    missed = missed_bounds(metrics, target)
-    return "no: " + "; ".join(missed) if missed else "yes"
+    """ "yes", "no: <the bound that failed>", or "n/a" when no target is set (`target_met`)."""
+    met = target_met(metrics, target)
+    return "no: " + "; ".join(missed_bounds(metrics, target)) if met is False else met_text(met)
 
 
 # The over-seeds table's metrics and their column names.
@@ -36,15 +34,20 @@ SEED_COLUMNS = {
 def seeds_verdict(check: VariantCheck, target: TargetConfig) -> str:
     """Whether a preset meets the target over its seeds: "yes (5/5 seeds, intervals clear)",
     "no (0/5 seeds): <the first bound missed>" when even the intervals' best ends miss,
-    "cannot tell (4/5 seeds): ..." otherwise; "-" with no target."""
-    if not has_target(target):
-        return "-"
-    seeds = f"{check.seeds_met}/{len(check.seeds)} seeds"
+    "cannot tell (4/5 seeds): ..." otherwise, "no seed met it (0/3 seeds), but the intervals
+    cannot rule it out: ..." when none did; "n/a" with no target."""
     judged = check.judged()
+    if judged == "n/a":
+        return judged
+    seeds = f"{check.seeds_met}/{len(check.seeds)} seeds"
     if judged == "yes":
         return f"yes ({seeds}, intervals clear)"
     missed = check.missed[0] + ("; ..." if len(check.missed) > 1 else "")
-    return f"no ({seeds}): {missed}" if judged == "no" else f"cannot tell ({seeds}): {missed}"
+    if judged == "no":
+        return f"no ({seeds}): {missed}"
+    if check.seeds_met == 0:
+        return f"no seed met it ({seeds}), but the intervals cannot rule it out: {missed}"
+    return f"cannot tell ({seeds}): {missed}"
 
 
 def comparison_table(results: Sequence[RunResult], checks: dict[str, VariantCheck], target: TargetConfig) -> str:
@@ -62,7 +65,7 @@ def comparison_table(results: Sequence[RunResult], checks: dict[str, VariantChec
     return "\n".join(lines)
 
 
-def seeds_note(confidence: float, seeds: int) -> str:
+def seeds_note(confidence: float, seeds: int, target: TargetConfig) -> str:
     """How to read `comparison_table` over `seeds` seeds."""
     few = (
         f" With only {seeds} seeds the seeds' spread is barely estimated and the intervals are wide; 3-5 "
@@ -73,8 +76,14 @@ def seeds_note(confidence: float, seeds: int) -> str:
     return (
         f"Mean [{round(confidence * 100)}% interval] over the seeds; the intervals include the seeds' spread "
         "(Student's t) and the sampling noise of the finite splits (the Bayesian bootstrap), as the audit's "
-        "(docs/audit.md). *Target met*: yes when every seed meets it and the intervals clear its bounds; no "
-        "when even the intervals' best ends miss one; cannot tell otherwise." + few
+        "(docs/audit.md). "
+        + (
+            "*Target met*: yes when every seed meets it and the intervals clear its bounds; no when even the "
+            "intervals' best ends miss one; cannot tell otherwise."
+            if has_target(target)
+            else "No target is set (data.target), so *target met* is n/a."
+        )
+        + few
     )
 
 

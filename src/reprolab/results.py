@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
@@ -37,15 +37,18 @@ class RunResult:
     def to_json(self) -> str:
         return json.dumps({"schema": SCHEMA, **asdict(self)})
 
-    def warnings(self, train_labels) -> list[str]:
-        """What its numbers do not show (`reprolab.metrics.fit_warnings`), given the training labels."""
+    def findings(self, train_labels) -> list[tuple[str, str]]:
+        """What its numbers do not show, as (kind, text) (`reprolab.metrics.fit_findings`), given
+        the training labels."""
         from collections import Counter
 
-        from reprolab.metrics import fit_warnings
+        from reprolab.metrics import fit_findings
 
-        return fit_warnings(
-            self.metrics["train_accuracy"], list(Counter(map(int, train_labels)).values()), self.predictions
-        )
+        counts = list(Counter(map(int, train_labels)).values())
+        return fit_findings(self.metrics, self.fit, counts, self.predictions)
+
+    def warnings(self, train_labels) -> list[str]:
+        return [text for _, text in self.findings(train_labels)]
 
     @classmethod
     def from_json(cls, text: str) -> RunResult:
@@ -92,3 +95,24 @@ def disagreement(result: RunResult, labels: Mapping[str, Any], num_classes: int)
     ):
         return "its test confusion matrix is not what its own predictions give"
     return None
+
+
+def runs_warnings(
+    results: Sequence[RunResult], train_labels: Mapping[str, Any], data_warnings: Sequence[str] = ()
+) -> list[str]:
+    """Every warning of the runs a report or audit rests on, once per kind: the data's as they
+    are, then each kind of `RunResult.findings` with how many runs it concerns, which, and the
+    first run's text. `train_labels` maps each run's preset to the training labels it had."""
+    kinds: dict[str, list[tuple[str, str]]] = {}
+    for result in results:
+        for kind, text in result.findings(train_labels[result.preset]):
+            kinds.setdefault(kind, []).append((f"{result.preset} seed {result.seed}", text))
+    warnings = list(dict.fromkeys(data_warnings))
+    for found in kinds.values():
+        (first, text), names = found[0], list(dict.fromkeys(name for name, _ in found))
+        if len(names) == 1:
+            warnings.append(f"{first}: {text}")
+        else:
+            listed = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+            warnings.append(f"{len(names)} of {len(results)} runs ({listed}); {first}: {text}")
+    return warnings

@@ -425,3 +425,81 @@ def test_a_target_on_balanced_accuracy_judges_balanced_accuracy_over_the_seeds()
     summary = summarize(runs, TWO_CHANGES[:1], "b", "a", on_balanced, 0.95, sides, dict.fromkeys(sides, labels))
     assert "validation balanced accuracy" in summary.verdict and "validation accuracy" not in summary.verdict
     assert set(summary.attribution) >= {"val_balanced_accuracy", "test_balanced_accuracy"}
+
+
+def _with_fit(results: list[RunResult]) -> list[RunResult]:
+    return [dataclasses.replace(r, fit={"best_epoch": 5, "epochs_run": 8, "stopped_early": True}) for r in results]
+
+
+def test_with_no_target_no_table_file_or_tag_says_yes():
+    """One rule (`target_met`): with no bound set, nothing holds or fails: every table, the
+    audit's summary.json, the comparison's cells, metrics.json and the MLflow tags say n/a or
+    leave it out, even for a configuration at a one-class 0.5."""
+    from reprolab.audit.report import audit_markdown
+    from reprolab.audit.summary import summary_json
+    from reprolab.metrics import met_tag, target_met
+    from reprolab.report import comparison_table, per_seed_table
+    from reprolab.stages.evaluate import evaluate
+
+    summary = _summary({**CLEAR, "before": (0.5, 0.5)}, target=NO_TARGET)
+    markdown = audit_markdown(summary, {"before": "b", "after": "a"}, "id", 0)
+    rows = [line for line in markdown.splitlines() if line.startswith("|")]
+    assert rows and not any("yes" in row or "| no |" in row for row in rows), markdown
+    checked = [row for row in rows if row.endswith("| n/a | n/a | **n/a** |")]
+    assert len(checked) == len(summary.variants), markdown
+    configurations = summary_json(summary, "id", 0)["configurations"]
+    for values in configurations.values():
+        assert (values["holds"], values["seeds_met"], values["intervals_clear"]) == (None, None, None)
+    results = _with_fit(_results({"baseline": (0.5, 0.5), "regularized": (0.9, 0.88)}))
+    checks = seed_checks(results, _labels(), NO_TARGET, 0.95)
+    for table in (comparison_table(results, checks, NO_TARGET), per_seed_table(results, NO_TARGET)):
+        assert "yes" not in table and "| no" not in table and table.count("| n/a |") == table.count("\n") - 1, table
+    assert "target_met" not in evaluate({"metrics": results[0].metrics}, NO_TARGET)
+    assert met_tag(target_met(results[0].metrics, NO_TARGET)) == "n/a"
+    assert met_tag(target_met(results[-1].metrics, TARGET)) == "true"
+
+
+def test_no_seed_meeting_the_target_is_said_so_though_the_intervals_cannot_rule_it_out():
+    from reprolab.report import seeds_verdict
+
+    tiny = {"train": 30, "val": 14, "test": 14}
+    results = _with_fit(_results({"close": (0.786, 0.80)}, labels=_labels(tiny)))  # 11 of 14, under 0.85
+    (check,) = seed_checks(results, _labels(tiny), TARGET, 0.95).values()
+    assert check.seeds_met == 0 and check.judged() == "cannot tell", check
+    said = seeds_verdict(check, TARGET)
+    assert said.startswith("no seed met it (0/3 seeds), but the intervals cannot rule it out: validation accuracy")
+
+
+def test_two_shares_within_noise_of_each_other_name_no_largest_and_a_clear_lead_does():
+    """Dropout and the learning rate each add 0.10 (shares of +0.10 each): both can be told from
+    chance but not from each other, so neither is called the largest; with dropout at +0.15 and
+    the learning rate at +0.05 on 400 sequences, dropout's lead is clear."""
+    from reprolab.audit.summary import summary_json
+
+    even = {"before": (0.70, 1.0), "after": (0.90, 0.88), "before + dropout": (0.80, 0.95)}
+    summary = _summary({**even, "before + learning rate": (0.80, 0.95)})
+    lead = summary.attribution["val_accuracy"].lead
+    assert lead is not None and not lead.clear and lead.size_difference.contains(0.0)
+    assert "largest share" not in summary.verdict, summary.verdict
+    assert "so neither is named the largest" in summary.verdict, summary.verdict
+    written = summary_json(summary, "id", 0)["attribution"]["val_accuracy"]["lead"]
+    assert set(written) == {"largest", "next", "size_difference"}
+    uneven = _summary({**even, "before + dropout": (0.85, 0.92), "before + learning rate": (0.75, 0.97)})
+    lead = uneven.attribution["val_accuracy"].lead
+    assert lead.largest == "dropout" and lead.clear, lead
+    assert "Dropout has the largest share that can be told from chance" in uneven.verdict, uneven.verdict
+
+
+def test_every_runs_warning_reaches_the_report_once_per_kind_with_how_many_runs():
+    from reprolab.results import runs_warnings
+
+    labels = _labels()
+    results = _with_fit(_results({"baseline": (0.6, 0.5), "regularized": (0.9, 0.88)}))
+    results = [dataclasses.replace(r, fit={**r.fit, "best_epoch": 1}) if r.preset == "baseline" else r for r in results]
+    train = dict.fromkeys(("baseline", "regularized"), labels["train"])
+    warnings = runs_warnings(results, train, ["the inputs end in zero-padding", "the inputs end in zero-padding"])
+    assert warnings[0] == "the inputs end in zero-padding" and len(warnings) == 3, warnings
+    did_not_fit, early = warnings[1:]
+    assert did_not_fit.startswith("3 of 6 runs (baseline seed 0, baseline seed 1, baseline seed 2); baseline seed 0:")
+    assert "did not fit the training data" in did_not_fit
+    assert early.startswith("3 of 6 runs (baseline seed 0,") and "best epoch at 1" in early

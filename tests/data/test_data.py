@@ -199,15 +199,45 @@ def test_copies_across_splits_and_a_missing_class_are_named(tmp_path):
     assert datasets.build(config).summary()["warnings"] == warnings
 
 
+def _fit(train: float, balanced: float = 0.8, **fit) -> tuple[dict, dict]:
+    metrics = {"train_accuracy": train, **{f"{s}_balanced_accuracy": balanced for s in ("train", "val", "test")}}
+    return metrics, {"best_epoch": 10, "stopped_early": False, **fit}
+
+
 def test_a_model_at_the_majority_rate_or_answering_one_class_is_named():
-    from reprolab.metrics import fit_warnings
+    from reprolab.metrics import fit_findings
 
     # 70 of 100 training sequences are class 0: 0.71 training accuracy is no fit.
-    (warning,) = fit_warnings(0.71, [70, 20, 10], {"test": [0, 1, 2]})
+    ((kind, warning),) = fit_findings(*_fit(0.71), [70, 20, 10], {"test": [0, 1, 2]})
+    assert kind == "did not fit"
     assert warning.startswith("training accuracy 0.710 is at the majority-class rate 0.700: the model did not fit")
-    assert fit_warnings(0.80, [70, 20, 10], {"test": [0, 1, 2]}) == []
-    (warning,) = fit_warnings(0.95, [50, 50], {"val": [1, 1, 1], "test": [0, 1]})
+    assert fit_findings(*_fit(0.80), [70, 20, 10], {"test": [0, 1, 2]}) == []
+    ((kind, warning),) = fit_findings(*_fit(0.95), [50, 50], {"val": [1, 1, 1], "test": [0, 1]})
     assert warning == "every val prediction is class 1: the model answers one class whatever the input"
+
+
+def test_a_nearly_one_class_fit_and_an_early_stop_at_the_first_epochs_are_flagged():
+    """ItalyPowerDemand's case: training accuracy far above the majority rate, yet test recalls of
+    0.998 and 0.105 (balanced accuracy 0.55 against a chance of 0.5) went unflagged."""
+    from reprolab.metrics import fit_findings
+
+    metrics, fit = _fit(0.90)
+    metrics.update(test_balanced_accuracy=0.5515, test_recall_class0=0.998, test_recall_class1=0.105)
+    ((kind, warning),) = fit_findings(metrics, fit, [50, 50], {"test": [0, 1]})
+    assert kind == "near chance"
+    assert warning.startswith("test balanced accuracy 0.551 is near chance (0.500 for 2 classes; recalls class 0 0.998")
+    # Just above 0.6 (a fifth of the way from chance to 1 for two classes) is not near chance.
+    metrics["test_balanced_accuracy"] = 0.61
+    assert fit_findings(metrics, fit, [50, 50], {"test": [0, 1]}) == []
+    # Ten classes: chance 0.1, so 0.25 is near it.
+    metrics["test_balanced_accuracy"] = 0.25
+    assert [k for k, _ in fit_findings(metrics, fit, [10] * 10, {})] == ["near chance"]
+    metrics["test_balanced_accuracy"] = 0.8
+    for best, flagged in ((1, True), (2, True), (3, False)):
+        early = fit_findings(metrics, {"best_epoch": best, "stopped_early": True}, [50, 50], {})
+        assert [k for k, _ in early] == (["early stop"] if flagged else []), best
+    # Stopped at epoch 2 because max_epochs is 2: not an early stop.
+    assert fit_findings(metrics, {"best_epoch": 2, "stopped_early": False}, [50, 50], {}) == []
 
 
 def test_balanced_accuracy_macro_f1_and_recall_per_class_are_the_hand_counts():

@@ -8,6 +8,7 @@ a tiny validation split, a transposed array, 1-based labels.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -152,6 +153,18 @@ def test_zero_padding_without_lengths_is_warned_by_the_commands_and_kept_on_the_
     assert line in trained.stderr.splitlines()
     (run,) = store_runs(tmp_path, "train")
     assert run.data.tags["reprolab.data.warnings"] == line.removeprefix("warning: ")
+    # A compare resting on runs of this file says so in its output and its comparison.md; the
+    # file sets no target, so no run is tagged as meeting one and no cell says yes.
+    compare = reprolab(tmp_path, "compare", "--presets", "baseline", "--seeds", "0-1", *on_file(tmp_path, path))
+    warning = line.removeprefix("warning: ")
+    assert compare.stdout.count(warning) == 1 and not re.search(r"\byes\b", compare.stdout), compare.stdout
+    (summary,) = store_runs(tmp_path, "compare-summary")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    written = Path(client.download_artifacts(summary.info.run_id, "compare/comparison.md", str(tmp_path)))
+    assert written.read_text().count(warning) == 1
+    assert {r.data.tags["reprolab.target_met"] for r in store_runs(tmp_path, "compare")} == {"n/a"}
 
 
 def test_padding_side_does_not_matter_with_lengths(tmp_path):

@@ -18,7 +18,7 @@ from reprolab.audit.checks import VariantCheck, Verdict
 from reprolab.audit.design import AFTER, BEFORE, Change
 from reprolab.audit.measure import DIFFERENCE, Interval, Measure, combine
 from reprolab.config import TargetConfig
-from reprolab.metrics import has_target, target_keys
+from reprolab.metrics import target_keys
 
 
 @dataclass
@@ -35,6 +35,21 @@ class ChangeEffect:
 
 
 @dataclass
+class Lead:
+    """How far the largest share (by size) stands above the next: the interval of |largest| -
+    |next| (each share's sign taken from its mean, so paired by seed and resample like any other
+    difference). Only where it excludes 0 can one change be named as the largest."""
+
+    largest: str
+    next: str
+    size_difference: Interval
+
+    @property
+    def clear(self) -> bool:
+        return self.size_difference.low > 0
+
+
+@dataclass
 class Attribution:
     """A metric's before -> after difference split into the changes' Shapley values, which add
     up to it exactly, with the pairwise interaction indices."""
@@ -43,6 +58,7 @@ class Attribution:
     shares: dict[str, Interval]
     interactions: dict[tuple[str, str], Interval]
     sum_error: float  # |sum of shares - total|, over the means and every resample
+    lead: Optional[Lead] = None  # None with a single change
 
 
 @dataclass
@@ -94,6 +110,14 @@ def attribution_of(key, measures, changes, named, interval, confidence) -> Attri
     summed = functools.reduce(operator.add, shares.values())
     error = float(max(np.abs(summed.per_seed - total.per_seed).max(), np.abs(summed.draws - total.draws).max()))
     pairs = list(itertools.combinations(names, 2))
+    lead = None
+    if len(names) > 1:
+        largest, runner_up = sorted(names, key=lambda name: abs(shares[name].mean), reverse=True)[:2]
+
+        def size(name: str) -> Measure:
+            return shares[name] * (1.0 if shares[name].mean >= 0 else -1.0)
+
+        lead = Lead(largest, runner_up, interval(size(largest) - size(runner_up), confidence, DIFFERENCE))
     return Attribution(
         total=interval(total, confidence, DIFFERENCE),
         shares={name: interval(share, confidence, DIFFERENCE) for name, share in shares.items()},
@@ -101,6 +125,7 @@ def attribution_of(key, measures, changes, named, interval, confidence) -> Attri
             pair: interval(measure_of(interaction_terms(names, pair)), confidence, DIFFERENCE) for pair in pairs
         },
         sum_error=error,
+        lead=lead,
     )
 
 
@@ -119,5 +144,5 @@ def greedy_path(
         best = max(options, key=lambda name: variants[named[chosen | {name}]].stats[key].mean)
         chosen = chosen | {best}
         check = variants[named[chosen]]
-        path.append(PathStep(best, named[chosen], check.stats, check.holds if has_target(target) else None))
+        path.append(PathStep(best, named[chosen], check.stats, check.holds))
     return path

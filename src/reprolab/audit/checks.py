@@ -6,14 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Optional
 
 from reprolab.audit.measure import Bootstrap, Interval, Labels, level_bounds
 from reprolab.config import TargetConfig
-from reprolab.metrics import meets_target, missed_bounds, target_keys
+from reprolab.metrics import has_target, missed_bounds, target_keys, target_met
 from reprolab.results import RunResult
 
 Verdict = str  # "yes", "no", "cannot tell" or "n/a"
-NEGATED = {"yes": "no", "no": "yes", "cannot tell": "cannot tell"}
+NEGATED = {"yes": "no", "no": "yes", "cannot tell": "cannot tell", "n/a": "n/a"}
 
 
 @dataclass
@@ -27,18 +28,23 @@ class VariantCheck:
     interval_clears: bool  # the val interval is above the floor and the train interval below the ceiling
     clearly_fails: bool  # even the intervals' best ends miss a bound
     missed: list[str]  # the bounds missed, by a seed or by the interval's worst end
+    targeted: bool = True  # False when no target is set: nothing holds or fails
 
     @property
     def every_seed(self) -> bool:
         return self.seeds_met == len(self.seeds)
 
     @property
-    def holds(self) -> bool:
-        """The target holds robustly: on every seed, and the intervals clear the thresholds."""
-        return self.every_seed and self.interval_clears
+    def holds(self) -> Optional[bool]:
+        """The target holds robustly: on every seed, and the intervals clear the thresholds;
+        None when no target is set."""
+        return (self.every_seed and self.interval_clears) if self.targeted else None
 
     def judged(self) -> Verdict:
-        """Whether this configuration meets the target, as far as its intervals can tell."""
+        """Whether this configuration meets the target, as far as its intervals can tell; "n/a"
+        when no target is set."""
+        if not self.targeted:
+            return "n/a"
         return "yes" if self.holds else ("no" if self.clearly_fails else "cannot tell")
 
 
@@ -63,8 +69,8 @@ def check_variant(
 ) -> VariantCheck:
     """Seeds meeting the target, and the intervals against it."""
     missed, clears, fails = _missed(runs, stats, target)
-    met = sum(meets_target(r.metrics, target) for r in runs)
-    return VariantCheck(label, [r.seed for r in runs], stats, met, clears, fails, missed)
+    met = sum(bool(target_met(r.metrics, target)) for r in runs)
+    return VariantCheck(label, [r.seed for r in runs], stats, met, clears, fails, missed, has_target(target))
 
 
 def seed_checks(

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from reprolab.config import TargetConfig, differences, flatten
 from reprolab.entrypoint import UserError, one_line
-from reprolab.metrics import describe_target, meets_target, target_keys
+from reprolab.metrics import describe_target, target_keys, target_met
 
 PARAMS_FILE = "params.yaml"
 SHOWN_PREFIXES = ("data.", "seed")
@@ -102,7 +102,7 @@ def _diff(revision: Revision, previous: Optional[Revision], preset: str) -> None
 def _held(metrics: Optional[dict], target: TargetConfig) -> Optional[bool]:
     if not metrics or any(key not in metrics for key in target_keys(target)):
         return None
-    return meets_target(metrics, target)
+    return target_met(metrics, target)
 
 
 def walk(repo: Path, preset: str, target: TargetConfig, metrics_file: str, rev: str = "HEAD") -> History:

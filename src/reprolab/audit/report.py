@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from reprolab.audit.design import AFTER, BEFORE
 from reprolab.audit.measure import METRICS
 from reprolab.audit.verdict import AuditSummary
-from reprolab.metrics import describe_target, target_words
+from reprolab.metrics import describe_target, met_text, target_words
 from reprolab.results import RunResult
 
 METRIC_LABELS = {
@@ -29,10 +29,6 @@ FIGURES = {
 def _seeds_text(seeds: Sequence[int]) -> str:
     contiguous = list(seeds) == list(range(seeds[0], seeds[0] + len(seeds)))
     return f"{seeds[0]}-{seeds[-1]}" if contiguous and len(seeds) > 2 else ", ".join(map(str, seeds))
-
-
-def _yes_no(value) -> str:
-    return "n/a" if value is None else ("yes" if value else "no")
 
 
 def audit_markdown(summary: AuditSummary, descriptions: dict[str, str], audit_id: str, reused: int) -> str:
@@ -102,10 +98,9 @@ def audit_markdown(summary: AuditSummary, descriptions: dict[str, str], audit_id
     ]
     for label, check in summary.variants.items():
         cells = [check.stats[key].text() for key in METRICS]
-        lines.append(
-            f"| {label} | " + " | ".join(cells) + f" | {check.seeds_met}/{len(check.seeds)} | "
-            f"{_yes_no(check.interval_clears)} | **{_yes_no(check.holds)}** |"
-        )
+        seeds_met = f"{check.seeds_met}/{len(check.seeds)}" if check.targeted else "n/a"
+        clear = met_text(check.interval_clears if check.targeted else None)
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {seeds_met} | {clear} | **{met_text(check.holds)}** |")
     lines += [
         "",
         "## Figures",
@@ -175,7 +170,7 @@ def _attribution_lines(summary: AuditSummary, header: list[str], percent: int) -
         cells = [
             step.stats[key].text() if key != "train_val_gap" else step.stats[key].text(signed=True) for key in METRICS
         ]
-        holds = "n/a" if step.holds is None else _yes_no(step.holds)
+        holds = met_text(step.holds)
         lines.append(f"| {index} | {step.change} | " + " | ".join(cells) + f" | {holds} |")
     return lines
 

@@ -35,9 +35,9 @@ from reprolab.files import FileFormatError, Outputs, check_output_path, write_cs
 from reprolab.jobs.job import Job
 from reprolab.jobs.recorded import config_errors
 from reprolab.jobs.sweep import run_sweep
-from reprolab.metrics import meets_target
+from reprolab.metrics import met_tag, target_met
 from reprolab.record.code import THIS_CHECKOUT, TRAINING_MODULE, CodeError, RecordedCode
-from reprolab.results import RunResult
+from reprolab.results import RunResult, runs_warnings
 from reprolab.sources import code_digest
 from reprolab.tracking.artifacts import PARAMS_ARTIFACT, RUN_ARTIFACT
 from reprolab.tracking.cache import run_key
@@ -291,7 +291,7 @@ def run_audit(
             return f"{job.preset} seed{job.seed}", {
                 "reprolab.audit_id": audit_id,
                 "reprolab.audit.variant": job.preset,
-                "reprolab.target_met": str(meets_target(result.metrics, config.data.target)).lower(),
+                "reprolab.target_met": met_tag(target_met(result.metrics, config.data.target)),
                 "mlflow.runColor": preset_colour(side.preset, list(config.experiments)),
             }
 
@@ -320,6 +320,11 @@ def run_audit(
             config.audit.confidence,
             {"before": before.data.digest, "after": after.data.digest},
             {label: side.data.labels() for label, side in ((BEFORE, before), (AFTER, after))},
+        )
+        summary.warnings += runs_warnings(
+            results,
+            {job.preset: (before if job.preset.startswith(BEFORE) else after).data.splits["train"].y for job in jobs},
+            before.data.warnings + after.data.warnings,
         )
         descriptions = {BEFORE: _description(config, before), AFTER: _description(config, after)}
         markdown = audit_markdown(summary, descriptions, audit_id, reused)

@@ -39,6 +39,13 @@ def _attribution_json(attribution: Attribution) -> dict:
             " x ".join(pair): dataclasses.asdict(value) for pair, value in attribution.interactions.items()
         },
         "sum_error": attribution.sum_error,
+        "lead": None
+        if attribution.lead is None
+        else {
+            "largest": attribution.lead.largest,
+            "next": attribution.lead.next,
+            "size_difference": dataclasses.asdict(attribution.lead.size_difference),
+        },
     }
 
 
@@ -62,9 +69,10 @@ def summary_json(summary: AuditSummary, audit_id: str, reused: int) -> dict:
         ],
         "configurations": {
             label: {
+                # null with no target: nothing holds or fails
                 "holds": check.holds,
-                "seeds_met": check.seeds_met,
-                "intervals_clear": check.interval_clears,
+                "seeds_met": check.seeds_met if check.targeted else None,
+                "intervals_clear": check.interval_clears if check.targeted else None,
                 "missed": check.missed,
                 **_stats(check.stats),
             }

@@ -173,12 +173,7 @@ def verdict(summary: AuditSummary) -> str:
         f"and the train-val gap by {gap.total.text(signed=True)}; the Shapley shares of the validation change "
         f"(they add up to it): {_shares_text(val)}"
     )
-    told = [e for e in summary.effects if not e.shapley[key].contains(0.0)]
-    if told:
-        largest = max(told, key=lambda e: abs(e.shapley[key].mean))
-        sentences.append(f"{largest.change.name} has the largest share that can be told from chance")
-    else:
-        sentences.append("no change's share can be told from chance with these seeds and sequences")
+    sentences.append(_largest_share(val))
     sizes = summary.split_sizes
     if sizes["val"] < SMALL_SPLIT and sizes["test"] > sizes["val"]:
         test = summary.attribution[key.replace("val_", "test_", 1)]
@@ -187,6 +182,26 @@ def verdict(summary: AuditSummary) -> str:
             f"{words} moves by {test.total.text(signed=True)}, with shares {_shares_text(test)}"
         )
     return ". ".join(sentence[0].upper() + sentence[1:] for sentence in sentences) + "."
+
+
+def _largest_share(attribution: Attribution) -> str:
+    """Which change has the largest share, named only where the intervals support it: its share
+    can be told from chance, and so can its lead over the next largest share."""
+    told = [name for name, share in attribution.shares.items() if not share.contains(0.0)]
+    lead = attribution.lead
+    if not told:
+        return "no change's share can be told from chance with these seeds and sequences"
+    if lead is None:
+        return f"{told[0]} has the largest share that can be told from chance"
+    if lead.largest not in told:
+        have = "has a share" if len(told) == 1 else "have shares"
+        return f"{_names(told)} {have} that can be told from chance, but {lead.largest}'s larger share cannot"
+    if lead.clear:
+        return f"{lead.largest} has the largest share that can be told from chance"
+    return (
+        f"{lead.largest}'s share can be told from chance but not from {lead.next}'s, the next largest (the "
+        f"difference of their sizes is {lead.size_difference.text(signed=True)}), so neither is named the largest"
+    )
 
 
 def _needed_and_sufficient(effects: Sequence[ChangeEffect]) -> list[str]:

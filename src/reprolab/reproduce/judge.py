@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from reprolab.config import TargetConfig, validate
 from reprolab.entrypoint import UserError
-from reprolab.metrics import HEADLINE, describe_target, has_target, meets_target, with_gap
+from reprolab.metrics import HEADLINE, describe_target, has_target, target_met, with_gap
 from reprolab.record.environment import difference_groups, environment, environment_differences
 from reprolab.reproduce.rebuild import Rebuilt
 from reprolab.results import HISTORY_KEYS, RunResult
@@ -194,7 +194,7 @@ def _judge_result(outcome: Outcome, rebuilt: Rebuilt, again: RunResult, others: 
     ]
     target = _target(rebuilt.params)
     if target is not None:
-        met_before, met_now = meets_target(old, target), meets_target(new, target)
+        met_before, met_now = bool(target_met(old, target)), bool(target_met(new, target))
         outcome.claims.append(
             {
                 "claim": f"target {'met' if met_before else 'missed'} ({describe_target(target)})",
@@ -203,7 +203,7 @@ def _judge_result(outcome: Outcome, rebuilt: Rebuilt, again: RunResult, others: 
             }
         )
         if seeds:
-            others_met = sum(meets_target(metrics, target) for metrics in seeds)
+            others_met = sum(bool(target_met(metrics, target)) for metrics in seeds)
             outcome.claims.append(
                 {
                     "claim": f"target met by {others_met + met_before} of {len(seeds) + 1} seeds",

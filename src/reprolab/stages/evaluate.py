@@ -14,15 +14,16 @@ import json
 from reprolab import entrypoint
 from reprolab.config import load_params
 from reprolab.files import Outputs, read_json
-from reprolab.metrics import HEADLINE, meets_target, target_keys, with_gap
+from reprolab.metrics import HEADLINE, target_keys, target_met, with_gap
 from reprolab.stages import FIT_SHAPE, PARAMS_FILE, fit_file, metrics_file
 
 
 def evaluate(fit: dict, target) -> dict:
-    """The headline metrics of a fit, with the target's verdict."""
+    """The headline metrics of a fit, with the target's verdict (left out when no target is set)."""
     metrics = with_gap(fit["metrics"])
     shown = list(dict.fromkeys((*HEADLINE, *target_keys(target))))
-    return {**{key: round(metrics[key], 6) for key in shown}, "target_met": meets_target(metrics, target)}
+    met = target_met(metrics, target)
+    return {**{key: round(metrics[key], 6) for key in shown}, **({} if met is None else {"target_met": met})}
 
 
 def main() -> int:

@@ -24,9 +24,9 @@ from reprolab import entrypoint, numerics
 from reprolab.audit.checks import seed_checks
 from reprolab.config import load_params
 from reprolab.files import FileFormatError, Outputs, read_csv, read_json
-from reprolab.metrics import HEADLINE, confusion_matrix, fit_warnings, has_target, meets_target, missed_bounds, with_gap
+from reprolab.metrics import HEADLINE, confusion_matrix, met_tag, missed_bounds, target_met, with_gap
 from reprolab.report import SEED_COLUMNS, comparison_table, pipeline_report, seeds_note, seeds_verdict
-from reprolab.results import HISTORY_COLUMNS
+from reprolab.results import HISTORY_COLUMNS, runs_warnings
 from reprolab.stages import (
     DATA_SUMMARY,
     DATA_SUMMARY_SHAPE,
@@ -74,11 +74,6 @@ def main() -> int:
         if min(actual + predicted) < 0 or max(actual + predicted) >= classes:
             raise FileFormatError(f"{predictions_file(preset)} holds classes outside 0..{classes - 1}; {fix}")
         confusions[preset] = confusion_matrix(actual, predicted, classes)
-        counts = data_summary["train"]["class_counts"]
-        warnings += [
-            f"{preset}: {warning}"
-            for warning in fit_warnings(fits[preset]["metrics"]["train_accuracy"], counts, {"test": predicted})
-        ]
     bayes = data_summary.get("val", {}).get("bayes_accuracy")
     seeds = config.audit.seeds
     run_ids = {p: fit["mlflow_run_id"] for p, fit in fits.items() if fit["mlflow_run_id"]}
@@ -92,7 +87,7 @@ def main() -> int:
             parent_run_id=report_run,
             describe=lambda job, result: (
                 f"{job.preset}-seed{job.seed}",
-                {"reprolab.target_met": str(meets_target(result.metrics, target)).lower()},
+                {"reprolab.target_met": met_tag(target_met(result.metrics, target))},
             ),
             log_models=config.tracking.log_sweep_models,
             workers=config.compute.workers,
@@ -100,22 +95,23 @@ def main() -> int:
             reuse=config.compute.reuse,
         )
         results = [run.result for run in swept]
+        warnings = runs_warnings(results, dict.fromkeys(presets, data.splits["train"].y), warnings)
         checks = seed_checks(results, data.labels(), target, config.audit.confidence)
         over_seeds = (
             seeds,
             comparison_table(results, checks, target),
-            seeds_note(config.audit.confidence, len(seeds)),
+            seeds_note(config.audit.confidence, len(seeds), target),
         )
         markdown = pipeline_report(list(fits.values()), config.data.name, target, bayes, FIGURES, over_seeds, warnings)
         summary = {
             p: {
                 **{k: round(v, 6) for k, v in with_gap(fit["metrics"]).items() if k in HEADLINE},
                 "seed": fit["seed"],
-                "target_met_on_seed": meets_target(fit["metrics"], target),
+                "target_met_on_seed": target_met(fit["metrics"], target),  # null with no target
                 "seeds": checks[p].seeds,
                 "over_seeds": {key: dataclasses.asdict(checks[p].stats[key]) for key in SEED_COLUMNS},
                 # "yes", "no" or "cannot tell" (`seeds_verdict`); null with no target
-                "target_over_seeds": checks[p].judged() if has_target(target) else None,
+                "target_over_seeds": None if checks[p].holds is None else checks[p].judged(),
             }
             for p, fit in fits.items()
         }
@@ -133,7 +129,7 @@ def main() -> int:
                 config,
                 run_id,
                 {
-                    "reprolab.target_met": str(not missed).lower(),
+                    "reprolab.target_met": met_tag(target_met(fits[preset]["metrics"], target)),
                     "reprolab.target_missed": "; ".join(missed) or "-",
                     "reprolab.target_over_seeds": seeds_verdict(checks[preset], target),
                 },
@@ -146,7 +142,7 @@ def main() -> int:
                 run_ids[after],
                 {
                     "reprolab.preset": after,
-                    "reprolab.target_met": str(summary[after]["target_met_on_seed"]).lower(),
+                    "reprolab.target_met": met_tag(summary[after]["target_met_on_seed"]),
                     "reprolab.target_over_seeds": seeds_verdict(checks[after], target),
                 },
             )
