@@ -96,9 +96,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from reprolab.jobs.job import Job, scheduler_address
     from reprolab.jobs.sweep import run_sweep
     from reprolab.metrics import met_tag, target_met
-    from reprolab.report import comparison_table, per_seed_table, seeds_note
+    from reprolab.references import references
+    from reprolab.report import comparison_table, per_seed_table, references_table, seeds_note
     from reprolab.results import runs_warnings
-    from reprolab.tracking.runs import finish_summary, summary_run
+    from reprolab.tracking.runs import finish_summary, record_references, summary_run
 
     config = training_config(args)
     presets = args.presets.split(",") if args.presets else list(config.experiments)
@@ -133,6 +134,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         checks = seed_checks(results, data.labels(), config.data.target, config.audit.confidence)
         table = comparison_table(results, checks, config.data.target)
         table += "\n\n" + seeds_note(config.audit.confidence, len(args.seeds), config.data.target)
+        found = references(config.references, data)
+        reference_runs = record_references(config, parent, found, {"reprolab.dataset_digest": data.digest})
+        table += "".join(f"\n\n{text}" for text in [references_table(found, reference_runs)] if text)
         seeds_table = per_seed_table(results, config.data.target)
         warned = runs_warnings(results, dict.fromkeys(presets, data.splits["train"].y), data.warnings)
         seeds_table += "".join(f"\n\n> **Warning.** {warning}" for warning in warned)

@@ -166,3 +166,22 @@ def pipeline_report(
     lines.append("")
     lines += [f"![{title}]({name})\n" for title, name in figures.items()]
     return "\n".join(lines)
+
+
+def references_table(found: dict[str, dict[str, float]], run_ids: dict[str, str]) -> str:
+    """The reference classifiers (`reprolab.references`) as a Markdown section, "" when none:
+    what simple methods get on the same splits, to read the presets against."""
+    if not found:
+        return ""
+    keys = ("val_accuracy", "test_accuracy", "val_balanced_accuracy", "test_balanced_accuracy", "test_macro_f1")
+    lines = [
+        "References: one nearest neighbour over the training sequences, on the same splits (no seeds, no "
+        "training, never audited); a preset far below them has not learned what the data allows.",
+        "",
+        "| reference | val acc | test acc | val bal acc | test bal acc | test macro-F1 | MLflow run |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, metrics in found.items():
+        cells = [_cell(metrics, key) for key in keys]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | `{run_ids.get(label, '-')}` |")
+    return "\n".join(lines)

@@ -1,9 +1,7 @@
 """The configuration's schema: types, choices (enums) and ranges, and no defaults, so `conf/`
 and the schema cannot disagree: a key that `conf/` does not set is an error. `check_ranges`
-rejects values outside a field's declared range and any non-finite number; `check` methods
-hold the rules that span several keys. Every error is a `ConfigError` whose message starts
-with the full key.
-"""
+rejects values out of range or not finite; `check` methods hold the rules that span several
+keys. Every error is a `ConfigError` whose message starts with the full key."""
 
 from __future__ import annotations
 
@@ -41,6 +39,10 @@ class Monitor(str, Enum):
 class Numerics(str, Enum):
     portable = "portable"
     native = "native"
+
+
+class Reference(str, Enum):  # the reference classifiers beside the models (`reprolab.references`)
+    euclidean, dtw = "euclidean", "dtw"
 
 
 class DataSource(str, Enum):
@@ -324,6 +326,7 @@ class Config:
     tracking: TrackingConfig = field()
     audit: AuditConfig = field()
     compute: ComputeConfig = field()
+    references: list[Reference] = field()
 
     def check(self) -> None:
         require(bool(self.experiments), "experiments", "no experiment presets are defined")

@@ -25,7 +25,8 @@ from reprolab.audit.checks import seed_checks
 from reprolab.config import load_params
 from reprolab.files import FileFormatError, Outputs, read_csv, read_json
 from reprolab.metrics import HEADLINE, confusion_matrix, met_tag, missed_bounds, target_met, with_gap
-from reprolab.report import SEED_COLUMNS, comparison_table, pipeline_report, seeds_note, seeds_verdict
+from reprolab.references import references
+from reprolab.report import SEED_COLUMNS, comparison_table, pipeline_report, references_table, seeds_note, seeds_verdict
 from reprolab.results import HISTORY_COLUMNS, runs_warnings
 from reprolab.stages import (
     DATA_SUMMARY,
@@ -48,7 +49,7 @@ def main() -> int:
     from reprolab.jobs.job import Job, scheduler_address
     from reprolab.jobs.sweep import run_sweep
     from reprolab.tracking.registry import register_model
-    from reprolab.tracking.runs import annotate_run, finish_summary, summary_run
+    from reprolab.tracking.runs import annotate_run, finish_summary, record_references, summary_run
 
     config = load_params(PARAMS_FILE)
     numerics.apply(config.compute.numerics.value)  # before torch is imported
@@ -97,11 +98,11 @@ def main() -> int:
         results = [run.result for run in swept]
         warnings = runs_warnings(results, dict.fromkeys(presets, data.splits["train"].y), warnings)
         checks = seed_checks(results, data.labels(), target, config.audit.confidence)
-        over_seeds = (
-            seeds,
-            comparison_table(results, checks, target),
-            seeds_note(config.audit.confidence, len(seeds), target),
-        )
+        found = references(config.references, data)
+        reference_runs = record_references(config, report_run, found, {"reprolab.dataset_digest": data.digest})
+        note = seeds_note(config.audit.confidence, len(seeds), target)
+        note += "".join(f"\n\n{text}" for text in [references_table(found, reference_runs)] if text)
+        over_seeds = (seeds, comparison_table(results, checks, target), note)
         markdown = pipeline_report(list(fits.values()), config.data.name, target, bayes, FIGURES, over_seeds, warnings)
         summary = {
             p: {

@@ -168,6 +168,25 @@ def finish_summary(
 
 
 @during_run
+def record_references(
+    config: Config, parent_run_id: Optional[str], found: dict[str, dict[str, float]], tags: dict[str, str]
+) -> dict[str, str]:
+    """Each reference classifier's metrics (`reprolab.references`) as a run of its own nested under
+    the summary run, tagged `reprolab.kind=reference` (no run key: never reused as a training
+    run, never audited); the run id of each, by label."""
+    if parent_run_id is None:
+        return {}
+    store, ids = connect(config.tracking), {}
+    for label, metrics in found.items():
+        run_tags = {"reprolab.kind": "reference", "reprolab.reference": label, "mlflow.parentRunId": parent_run_id}
+        with open_run(store, f"reference {label}", {**provenance_tags(), **tags, **run_tags}) as run_id:
+            now = int(time.time() * 1000)
+            store.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        ids[label] = run_id
+    return ids
+
+
+@during_run
 def tag_runs(config: Config, run_ids: Sequence[str], tags: dict[str, str]) -> None:
     """Set `tags` on each of the recorded runs `run_ids` (e.g. a link to the audit that explains them)."""
     if not run_ids:
