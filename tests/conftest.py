@@ -524,3 +524,19 @@ def pytest_collection_modifyitems(config, items):
 
     ranks = {id(item): rank(item) for item in items}
     items.sort(key=lambda item: ranks[id(item)])
+
+
+def retraining(pid: int, timeout: float = 120.0):
+    """The recorded-code process that `pid` (a reproduce) started, once it trains."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for child in psutil.Process(pid).children(recursive=True):
+            try:
+                if any("reprolab-retrain-" in part for part in child.cmdline()):
+                    return child
+            except psutil.NoSuchProcess:
+                continue
+        time.sleep(0.2)
+    raise AssertionError("reproduce never started its retraining")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import clean_env, client_for, commit, copy_repository, new_store, runs, sh
+from conftest import clean_env, client_for, commit, copy_repository, new_store, retraining, runs, sh
 from userdata import save, series
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -406,24 +406,6 @@ def test_a_lesser_cpu_is_named_as_the_cause_and_the_result_judged_against_its_se
     assert f"({portable}): identical" in done.stdout and done.returncode == 0, done.stdout + done.stderr
 
 
-def _retraining(pid: int, timeout: float = 120.0):
-    """The recorded-code process that `pid` (a reproduce) started, once it trains."""
-    import time
-
-    import psutil
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for child in psutil.Process(pid).children(recursive=True):
-            try:
-                if any("reprolab-retrain-" in part for part in child.cmdline()):
-                    return child
-            except psutil.NoSuchProcess:
-                continue
-        time.sleep(0.2)
-    raise AssertionError("reproduce never started its retraining")
-
-
 @pytest.fixture(scope="module")
 def long_run(repo) -> str:
     """A run whose retraining takes long enough (about 20 s here) to be interrupted halfway."""
@@ -448,7 +430,7 @@ def test_reproduce_stops_at_a_signal_and_leaves_no_process_or_scratch_folder(rep
     with (tmp_path / "reproduce.log").open("w") as log:
         process = subprocess.Popen(["reprolab", "reproduce", run_id], cwd=repo, env=env, stdout=log, stderr=log)
     try:
-        child = _retraining(process.pid)
+        child = retraining(process.pid)
         assert [p.name for p in scratch.iterdir() if p.name.startswith("reprolab-")]
         sent = time.monotonic()
         process.send_signal(getattr(signal, signum))

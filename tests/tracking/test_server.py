@@ -33,6 +33,7 @@ from conftest import (
     copy_repository,
     mlflow_uri,
     queue_two_experiments,
+    retraining,
     runs,
     set_in_yaml,
     sh,
@@ -324,6 +325,37 @@ def test_server_dying_mid_run_fails_fast_keeps_outputs_and_recovers(repo, server
     assert newest.info.status == "FINISHED" and "val_accuracy" in newest.data.metrics
     assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
     assert yaml.safe_load((repo / "params.yaml").read_text())["experiments"]["baseline"]["train"]["max_epochs"] == 4
+
+
+def test_a_store_lost_during_reproduce_keeps_the_result_and_the_next_try_records_it_untrained(repo, server):
+    """The server dies while reproduce retrains: one line says so and where the result is kept;
+    once it is back, reproduce records that result without training again, and drops it."""
+    long = ["experiment=baseline", "seed=7", "experiments.baseline.train.max_epochs=400", "--no-progress"]
+    done = sh(repo, "reprolab", "train", *long, timeout=900)
+    run_id = json.loads(done.stdout[done.stdout.index("{") :])["mlflow_run_id"]
+    log = repo.parent / "reproduce-lost.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            ["reprolab", "reproduce", run_id], cwd=repo, env=clean_env(code_from=repo), stdout=output, stderr=output
+        )
+    try:
+        retraining(process.pid)
+        server.crash()
+        code = process.wait(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=60)
+        server.script("start")
+    errors = [line for line in log.read_text().splitlines() if line.startswith("reprolab: error:")]
+    kept = repo / ".reprolab/kept" / f"{run_id}.json"
+    assert code == 2 and len(errors) == 1, log.read_text()
+    assert f"before the reproduction of run {run_id} was recorded" in errors[0] and str(kept) in errors[0]
+    assert kept.is_file()
+    again = sh(repo, "reprolab", "reproduce", run_id, timeout=600)
+    assert f"run {run_id}: recording the result its retraining gave here at" in again.stderr, again.stderr
+    assert "(not training again)" in again.stderr and f"({run_id}): identical" in again.stdout, again.stdout
+    assert not kept.exists()
 
 
 # -- a team's server with MLflow's basic-auth app ---------------------------------------------

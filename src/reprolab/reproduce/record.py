@@ -1,21 +1,26 @@
 """A reproduction recorded as its own run, linked to the original, which is tagged with the
-verdict; a summary run for reproducing a sweep.
+verdict; a summary run for reproducing a sweep; and a retrained result kept on this machine
+when the store was lost before it could be recorded, recorded by the next try without training.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
 from mlflow.entities import Metric, Param, RunTag
 
+from reprolab.files import atomic_write
 from reprolab.results import RunResult
 from reprolab.tracking.artifacts import ENVIRONMENT_FILE, RESULT_FILE
 from reprolab.tracking.failures import during_run
 from reprolab.tracking.runs import open_run, provenance_tags
-from reprolab.tracking.store import Store
+from reprolab.tracking.store import Store, repo_root
 
 # The code that trained a run, as its tags name it; a reproduction trains with that code.
 TRAINING_CODE_TAGS = (
@@ -96,3 +101,62 @@ def reproduction_summary(store: Store, original) -> Iterator[tuple[str, Callable
             tags=[RunTag("reprolab.reproduce.verdict", ended["verdict"]), RunTag("mlflow.note.content", ended["note"])],
         )
     during_run(_tag_reproduced)(store, original.info.run_id, ended["verdict"], run_id)
+
+
+KEPT_SCHEMA = 1  # of a kept result: a newer one is not read
+
+
+def kept_path(run_id: str) -> Path:
+    """Where a retrained result waits for a store that was lost: `.reprolab/kept/<run id>.json`."""
+    return repo_root() / ".reprolab" / "kept" / f"{run_id}.json"
+
+
+def _inputs_digest(rebuilt: Any) -> str:
+    """What the retraining ran on: the archive, the configuration, the data file, preset, seed."""
+    digest = hashlib.sha256(rebuilt.archive)
+    digest.update(json.dumps(rebuilt.params, sort_keys=True).encode())
+    if rebuilt.data_file is not None:
+        digest.update(rebuilt.data_file[0].encode() + b"\0" + rebuilt.data_file[1])
+    digest.update(f"{rebuilt.preset}\0{rebuilt.seed}".encode())
+    return digest.hexdigest()
+
+
+def keep_result(rebuilt: Any, again: dict) -> Path:
+    """Keep what the retraining of `rebuilt` gave, with the digest of what it ran on."""
+    path = kept_path(rebuilt.run.info.run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = json.dumps(again, sort_keys=True)
+    record = {
+        "schema": KEPT_SCHEMA,
+        "run_id": rebuilt.run.info.run_id,
+        "inputs_sha256": _inputs_digest(rebuilt),
+        "result_sha256": hashlib.sha256(body.encode()).hexdigest(),
+        "kept_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "result": again,
+    }
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record)))
+    return path
+
+
+def kept_result(rebuilt: Any) -> tuple[Optional[dict], str]:
+    """A kept result for `rebuilt` and when it was kept, or (None, why not): one that does not
+    match what this rebuild would train (another archive, configuration or data), or that is not
+    whole, is never used (`drop_kept` removes it once a result is recorded)."""
+    path = kept_path(rebuilt.run.info.run_id)
+    if not path.is_file():
+        return None, ""
+    try:
+        record = json.loads(path.read_text())
+        body = json.dumps(record["result"], sort_keys=True)
+        whole = record["schema"] <= KEPT_SCHEMA and hashlib.sha256(body.encode()).hexdigest() == record["result_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        whole = False
+    if not whole:
+        return None, f"the result kept in {path} is not whole: training again"
+    if record["inputs_sha256"] != _inputs_digest(rebuilt):
+        return None, f"the result kept in {path} was trained on another record of the run: training again"
+    return record["result"], record["kept_at"]
+
+
+def drop_kept(run_id: str) -> None:
+    kept_path(run_id).unlink(missing_ok=True)

@@ -12,15 +12,16 @@ from typing import Optional
 from tqdm.auto import tqdm
 
 from reprolab.config import Config
-from reprolab.entrypoint import UserError
+from reprolab.entrypoint import UserError, one_line
 from reprolab.files import scratch_folder
 from reprolab.jobs.recorded import train
 from reprolab.jobs.run import call_each
 from reprolab.record.code import CodeError
 from reprolab.reproduce.judge import DIFFERS, IDENTICAL, WITHIN_NOISE, WITHIN_TOLERANCE, Outcome, judge
 from reprolab.reproduce.rebuild import ReproduceError, rebuild
-from reprolab.reproduce.record import record_reproduction, reproduction_summary
+from reprolab.reproduce.record import drop_kept, keep_result, kept_result, record_reproduction, reproduction_summary
 from reprolab.tracking.cache import same_configuration
+from reprolab.tracking.failures import TrackingError, redact
 from reprolab.tracking.links import resolve_run
 from reprolab.tracking.runs import summarised_runs
 from reprolab.tracking.store import Store, connect
@@ -54,18 +55,42 @@ def _reproduce_all(
     bar = tqdm(total=len(runs), desc="reproduce", unit="run", disable=None if len(runs) > 1 else True, leave=False)
 
     def finish(index: int, again: dict) -> None:
-        others = same_configuration(store, rebuilt[index].run)
-        outcome, result, here = judge(rebuilt[index], again, tolerance, others)
-        outcome.reproduction_id = record_reproduction(
-            store, rebuilt[index].run, result, outcome.as_dict(), here, parent
-        )
+        original = rebuilt[index].run
+        try:
+            others = same_configuration(store, original)
+            outcome, result, here = judge(rebuilt[index], again, tolerance, others)
+            outcome.reproduction_id = record_reproduction(store, original, result, outcome.as_dict(), here, parent)
+        except TrackingError as error:
+            path = keep_result(rebuilt[index], again)
+            raise ReproduceError(
+                f"reproduce: the MLflow store {redact(store.uri)} stopped answering before the reproduction of run "
+                f"{original.info.run_id} was recorded ({one_line(error.__cause__ or error)[:160]}); its retrained "
+                f"result is kept in {path}: once the store answers, `reprolab reproduce {original.info.run_id}` "
+                f"records it without training again"
+            ) from error
+        drop_kept(original.info.run_id)
         outcomes[index] = outcome
         bar.update(1)
         bar.set_postfix(identical=sum(o.verdict == IDENTICAL for o in outcomes.values()))
 
-    calls = [(r.archive, r.params, r.data_file, r.preset, r.seed) for r in rebuilt]
+    todo = []
+    for index, each in enumerate(rebuilt):
+        again, note = kept_result(each)
+        if again is None:
+            if note:
+                print(f"reproduce: {note}", file=sys.stderr, flush=True)
+            todo.append(index)
+            continue
+        print(
+            f"reproduce: run {each.run.info.run_id}: recording the result its retraining gave here at {note}, kept "
+            f"when the store was lost (not training again)",
+            file=sys.stderr,
+            flush=True,
+        )
+        finish(index, again)
+    calls = [(r.archive, r.params, r.data_file, r.preset, r.seed) for r in (rebuilt[i] for i in todo)]
     try:
-        call_each(retrain, calls, finish, workers=workers, scheduler=scheduler)
+        call_each(retrain, calls, lambda j, again: finish(todo[j], again), workers=workers, scheduler=scheduler)
     finally:
         bar.close()
     return [outcomes[index] for index in range(len(runs))]
