@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from reprolab.config import TargetConfig, differences, flatten
 from reprolab.entrypoint import UserError, one_line
-from reprolab.metrics import describe_target, target_keys, target_met
+from reprolab.metrics import describe_target, has_target, met_text, target_keys, target_met
 
 PARAMS_FILE = "params.yaml"
 SHOWN_PREFIXES = ("data.", "seed")
@@ -173,7 +173,7 @@ def history_markdown(history: History, metrics_file: str) -> str:
         rows = [(commit, previous, f"`{commit.rev[:7]}`")]
         rows += [(exp, commit, f"↳ `{exp.rev[:7]}`") for exp in commit.experiments]
         for revision, base, name in rows:
-            held = {True: "**yes**", False: "no", None: "-"}[revision.target_held]
+            held = "**yes**" if revision.target_held else met_text(revision.target_held)
             title = revision.title if len(revision.title) <= 72 else revision.title[:71] + "…"
             lines.append(
                 f"| {name} | {title} | {_changes_cell(revision, index == 0 and base is None)} | "
@@ -190,6 +190,8 @@ def history_markdown(history: History, metrics_file: str) -> str:
             f"**First commit where the target held: `{first.rev[:7]}` ({first.title})**, "
             f"validation {metrics['val_accuracy']:.3f}, training {metrics['train_accuracy']:.3f}."
         )
+    elif not has_target(target):
+        lines.append("**No target is set (data.target), so no commit is said to hold one.**")
     else:
         lines.append("**The target did not hold at any commit.**")
     lines.append("")
