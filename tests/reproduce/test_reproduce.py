@@ -151,6 +151,28 @@ def test_an_edited_source_archive_is_never_run_and_a_signed_record_tells_a_forge
             assert ": differs: " in done.stdout and "cause: code: " not in done.stdout
 
 
+def test_a_run_without_its_archive_trains_its_commit_and_a_moved_commit_tag_is_refused(tmp_path):
+    """The archive gone, the run's commit gives its code (checked against the source digest it
+    recorded); the commit tag moved to a commit with other code, nothing runs and the line says why."""
+    repo = copy_repository(tmp_path / "repo")
+    new_store(repo)
+    commit(repo, "the project")
+    run_id = train(repo, "seed=1")
+    client = client_for(repo)
+    archive = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://")) / "source/source.tar.gz"
+    archive.unlink()
+    assert f"({run_id}): identical" in reproduce(repo, run_id).stdout
+    training = repo / "src/reprolab/training.py"
+    training.write_text(training.read_text().replace("lr=run.train.lr,", "lr=run.train.lr * 2,"))
+    commit(repo, "other training code")
+    moved = sh(repo, "git", "rev-parse", "HEAD").stdout.strip()
+    for tag in ("reprolab.source.commit", "mlflow.source.git.commit"):
+        client.set_tag(run_id, tag, moved)
+    done = reproduce(repo, run_id, check=False)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stdout + done.stderr
+    assert f"its commit {moved} holds source" in done.stderr and "not the source it recorded" in done.stderr
+
+
 def test_an_edited_config_artifact_is_refused_naming_the_key(repo):
     run_id = train(repo, "seed=4", "experiment=regularized")
     artifacts = Path(client_for(repo).get_run(run_id).info.artifact_uri.removeprefix("file://"))
