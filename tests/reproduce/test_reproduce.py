@@ -173,6 +173,20 @@ def test_a_run_without_its_archive_trains_its_commit_and_a_moved_commit_tag_is_r
     assert f"its commit {moved} holds source" in done.stderr and "not the source it recorded" in done.stderr
 
 
+def test_a_record_from_before_the_references_key_reproduces(repo):
+    """A params.yaml recorded before `references` existed (and before its digest tag): the key
+    changes no result, so the record is read as showing none, and the run trains again as any other."""
+    run_id = train(repo, "seed=9")
+    client = client_for(repo)
+    params = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://")) / "config/params.yaml"
+    text = params.read_text()
+    assert "references:" in text
+    params.write_text(re.sub(r"(?m)^references:\n(- .*\n)*", "", text))
+    client.delete_tag(run_id, "reprolab.config_sha256")
+    done = reproduce(repo, run_id)
+    assert f"({run_id}): identical" in done.stdout, done.stdout + done.stderr
+
+
 def test_an_edited_config_artifact_is_refused_naming_the_key(repo):
     run_id = train(repo, "seed=4", "experiment=regularized")
     artifacts = Path(client_for(repo).get_run(run_id).info.artifact_uri.removeprefix("file://"))

@@ -131,9 +131,13 @@ def _run_worker(folder: Path, task: str, args: list[str], timeout: Optional[floa
 
 def _fit_schema(params: dict, folder: Path) -> None:
     """Code recorded before compute.numerics existed refuses the key: its process gets the mode
-    through the environment alone (`numerics.environment_for`)."""
-    if not (folder / "code" / "src" / "reprolab" / "numerics.py").is_file():
+    through the environment alone (`numerics.environment_for`). Code from before `references`
+    refuses that key too, which changes no training."""
+    package = folder / "code" / "src" / "reprolab"
+    if not (package / "numerics.py").is_file():
         (params.get("compute") or {}).pop("numerics", None)
+    if not (package / "references.py").is_file():
+        params.pop("references", None)
 
 
 def train(archive: bytes, params: dict, data_file: Optional[tuple[str, bytes]], preset: str, seed: int) -> dict:

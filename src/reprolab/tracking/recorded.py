@@ -149,4 +149,6 @@ def recorded_config(store, run, folder: Path, command: str) -> Optional[Recorded
             f"{text_sha256(params_text, run_text)[:12]}…, recorded {recorded[:12]}…): it was changed in the store; "
             f"it is not used"
         )
+    # A record from before `references` existed showed none; the key changes no result.
+    params.setdefault("references", [])
     return RecordedConfig(params, chosen, trust or "")
