@@ -28,8 +28,9 @@ def _committed(path: Path) -> dict:
 
 def _kernels(brief: dict) -> str:
     return (
-        f"{brief.get('mode') or 'not recorded'} (CPU capability {brief.get('cpu_capability')}, "
-        f"MKL branch {brief.get('mkl_branch')}, oneDNN {'on' if brief.get('onednn_enabled') else 'off'})"
+        f"{brief.get('mode') or 'not recorded'} on {brief.get('cpu_vendor') or 'a CPU of unrecorded vendor'} (CPU "
+        f"capability {brief.get('cpu_capability')}, MKL branch {brief.get('mkl_branch')}, oneDNN "
+        f"{'on' if brief.get('onednn_enabled') else 'off'})"
     )
 
 
@@ -40,6 +41,11 @@ def causes() -> list[str]:
         now, then = json.loads(train.read_text()).get("numerics"), _committed(train).get("numerics")
         if now != then:
             found.append(f"the kernels differ ({train}): committed {_kernels(then or {})}, now {_kernels(now or {})}")
+            if (now or {}).get("cpu_vendor") != (then or {}).get("cpu_vendor"):
+                found.append(
+                    "portable numerics give the same bits on CPUs of one vendor, not between Intel and AMD (most "
+                    "likely MKL's matrix products, whose code differs by vendor; docs/reproduce.md)"
+                )
             break
     if _run("git", "diff", "--quiet", "HEAD", "--", "params.yaml").returncode:
         found.append("params.yaml differs from the committed one (`dvc params diff HEAD`)")

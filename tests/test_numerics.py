@@ -1,5 +1,5 @@
-"""compute.numerics: the portable mode gives one machine's numbers on every x86-64 CPU, the native
-mode this CPU's own. A lesser CPU is stood in for on this one by the variables that cap the kernels
+"""compute.numerics: the portable mode gives one machine's numbers on the x86-64 CPUs of its vendor,
+the native mode this CPU's own. A lesser CPU is stood in for on this one by the variables that cap the kernels
 torch, MKL and oneDNN pick (ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS, ONEDNN_MAX_CPU_ISA)."""
 
 from __future__ import annotations
@@ -42,6 +42,33 @@ def test_a_process_whose_torch_runs_other_kernels_refuses_the_mode(monkeypatch):
     numerics.apply("portable")
     with pytest.raises(UserError, match=r"compute.numerics=native: torch was started in this process with other"):
         numerics.apply("native")
+
+
+def test_a_portable_run_key_and_its_pipeline_output_name_the_cpus_vendor(tmp_path, monkeypatch):
+    """Portable bits were seen to differ between an AMD EPYC and an Intel Xeon: a portable run is
+    reused on a CPU of its own vendor only, and `make pipeline` names a vendor change as the cause."""
+    import runpy
+
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    numerics.apply("portable")
+    vendor = numerics.cpu_vendor()
+    assert numerics.key() == {"mode": "portable", "machine": os.uname().machine, "vendor": vendor}
+    assert numerics.brief({"cpu_vendor": vendor, "mode": "portable"})["cpu_vendor"] == vendor
+    causes = runpy.run_path(str(Path(__file__).parents[1] / "scripts/against_committed.py"))["causes"]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results/baseline").mkdir(parents=True)
+    train = {"numerics": {"mode": "portable", "cpu_vendor": "GenuineIntel", "cpu_capability": "DEFAULT"}}
+    (tmp_path / "results/baseline/train.json").write_text(json.dumps(train))
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True, timeout=60)
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True, timeout=60)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"], cwd=tmp_path, check=True, timeout=60
+    )
+    train["numerics"]["cpu_vendor"] = "AuthenticAMD"
+    (tmp_path / "results/baseline/train.json").write_text(json.dumps(train))
+    said = causes()
+    assert "committed portable on GenuineIntel" in said[0] and "now portable on AuthenticAMD" in said[0], said
+    assert "not between Intel and AMD" in said[1]
 
 
 def _cpu_flags() -> set[str]:

@@ -1,7 +1,9 @@
 """Which kernels compute a run's numbers: `compute.numerics`, chosen before torch starts.
 
-- **portable** (the default): the same bits on every x86-64 CPU for the same code, data,
-  configuration and library versions. torch's ATen kernels at their baseline level
+- **portable** (the default): the same bits on every x86-64 CPU of one vendor for the same code,
+  data, configuration and library versions (an AMD EPYC and an Intel Xeon gave other bits, most
+  likely from MKL's matrix products, whose code differs by vendor; docs/reproduce.md). torch's
+  ATen kernels at their baseline level
   (`ATEN_CPU_CAPABILITY=default`: no AVX, the level every x86-64 CPU has), MKL's Conditional
   Numerical Reproducibility on its COMPATIBLE branch (`MKL_CBWR=COMPATIBLE,STRICT`: the only
   branch MKL documents as giving the same results on Intel and non-Intel processors; its AVX2
@@ -166,25 +168,26 @@ def in_effect() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cpu_vendor": cpu_vendor(),
         "libc": " ".join(platform.libc_ver()).strip() or None,
         "settings": {knob: os.environ[knob] for knob in KNOBS if os.environ.get(knob)},
     }
 
 
-BRIEF = ("mode", "cpu_capability", "mkl_branch", "onednn_enabled")
+BRIEF = ("mode", "cpu_vendor", "cpu_capability", "mkl_branch", "onednn_enabled")
 
 
 def brief(kernels: Optional[Mapping[str, Any]]) -> dict[str, Any]:
-    """What of `in_effect` decides the numbers and is the same on every machine in the portable
-    mode (no versions, no CPU model): what a pipeline output may carry."""
+    """What of `in_effect` decides the numbers and is the same on every machine of one vendor in
+    the portable mode (no versions, no CPU model): what a pipeline output may carry."""
     return {name: (kernels or {}).get(name) for name in BRIEF}
 
 
 def key() -> dict[str, Any]:
-    """What of the numerics a run key holds: portable runs agree across x86-64 machines; native
-    runs only on the same CPU model with the same settings."""
+    """What of the numerics a run key holds: portable runs agree across x86-64 machines of one
+    vendor; native runs only on the same CPU model with the same settings."""
     if current_mode() == PORTABLE:
-        return {"mode": PORTABLE, "machine": platform.machine()}
+        return {"mode": PORTABLE, "machine": platform.machine(), "vendor": cpu_vendor()}
     running = in_effect()
     return {
         "mode": NATIVE,
@@ -194,6 +197,17 @@ def key() -> dict[str, Any]:
         "cpu": cpu_model(),
         "settings": running["settings"],
     }
+
+
+def cpu_vendor() -> Optional[str]:
+    """The processor's vendor as the CPU names itself (GenuineIntel, AuthenticAMD; Linux), else None."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def cpu_model() -> str:
