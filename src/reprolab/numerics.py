@@ -199,23 +199,22 @@ def key() -> dict[str, Any]:
     }
 
 
-def cpu_vendor() -> Optional[str]:
-    """The processor's vendor as the CPU names itself (GenuineIntel, AuthenticAMD; Linux), else None."""
+def _cpuinfo(field: str) -> Optional[str]:
+    """A field of the first processor in /proc/cpuinfo (Linux), else None."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("vendor_id"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return None
 
 
+def cpu_vendor() -> Optional[str]:
+    """The processor's vendor as the CPU names itself (GenuineIntel, AuthenticAMD), else None."""
+    return _cpuinfo("vendor_id")
+
+
 def cpu_model() -> str:
-    """The processor's model name (Linux), else what the platform says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+    """The processor's model name, else what the platform says."""
+    return _cpuinfo("model name") or platform.processor()
