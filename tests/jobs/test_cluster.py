@@ -64,8 +64,21 @@ class Cluster:
             self.add_worker(index)
         from distributed import Client
 
-        with Client(self.address, timeout=60) as client:
-            client.wait_for_workers(workers, timeout=120)
+        # On a loaded machine the scheduler can take minutes to start answering: try again until
+        # a deadline, and say what its log says if it never does.
+        deadline, failure = time.monotonic() + 300, None
+        while time.monotonic() < deadline:
+            assert self.processes["scheduler"].poll() is None, (self.logs / "scheduler.log").read_text()
+            try:
+                with Client(self.address, timeout=30) as client:
+                    client.wait_for_workers(workers, timeout=max(1, deadline - time.monotonic()))
+                return
+            except (OSError, TimeoutError) as error:  # distributed's timeouts are OSError or TimeoutError
+                failure = error
+                time.sleep(1)
+        raise AssertionError(
+            f"the cluster did not come up in 300 s ({failure}): {(self.logs / 'scheduler.log').read_text()}"
+        )
 
     def add_worker(self, index: int) -> None:
         self.start(
