@@ -136,7 +136,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         table += "\n\n" + seeds_note(config.audit.confidence, len(args.seeds), config.data.target)
         found = references(config.references, data)
         reference_runs = record_references(config, parent, found, {"reprolab.dataset_digest": data.digest})
-        table += "".join(f"\n\n{text}" for text in [references_table(found, reference_runs)] if text)
+        shown = references_table(found, reference_runs)
+        if shown:
+            table += "\n\n" + shown
         seeds_table = per_seed_table(results, config.data.target)
         warned = runs_warnings(results, dict.fromkeys(presets, data.splits["train"].y), data.warnings)
         seeds_table += "".join(f"\n\n> **Warning.** {warning}" for warning in warned)

@@ -156,7 +156,7 @@ def fit_findings(
                     f"every {split} prediction is class {classes[0]}: the model answers one class whatever the input",
                 )
             )
-    if fit.get("stopped_early") and fit.get("best_epoch", EARLY_BEST_EPOCH + 1) <= EARLY_BEST_EPOCH:
+    if fit.get("stopped_early") and fit["best_epoch"] <= EARLY_BEST_EPOCH:
         found.append(
             (
                 "early stop",

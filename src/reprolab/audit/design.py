@@ -107,6 +107,12 @@ def apply_changes(preset: ExperimentConfig, changes: Sequence[Change], side: str
 BEFORE, AFTER = "before", "after"
 
 
+def side_of(label: str) -> str:
+    """The side whose data and code a configuration trains on: before's for "before" and
+    "before + <change>", after's for the others."""
+    return BEFORE if label.startswith(BEFORE) else AFTER
+
+
 def added_label(change: Change) -> str:
     return f"{BEFORE} + {change.name}"
 

@@ -24,6 +24,7 @@ from reprolab.audit.design import (
     coalitions,
     code_change,
     derive_changes,
+    side_of,
 )
 from reprolab.audit.figures import ablation, attribution, seed_bands
 from reprolab.audit.report import FIGURES, audit_markdown, summed_confusion
@@ -168,7 +169,7 @@ def ablation_jobs(
     jobs = []
     for subset, label in coalitions(changes).items():
         variant = apply_changes(old, [c for c in changes if c.name in subset], "after")
-        side = before if label.startswith(BEFORE) else after
+        side = {BEFORE: before, AFTER: after}[side_of(label)]
         code = (after if CODE in subset else before).code if other_code else shared_code
         variant = dataclasses.replace(variant, description=f"audit {audit_id}: {label} ({before.name} -> {after.name})")
         # The side's presets stay beside the variant, so the config each run records is one that
@@ -257,6 +258,7 @@ def run_audit(
     check_output_dir(output_dir)
     audit_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     changes, jobs = ablation_jobs(before, after, seeds, audit_id, config.tracking)
+    sides = {BEFORE: before, AFTER: after}
     for side in (before, after):
         if side.note:
             print(side.note, file=sys.stderr, flush=True)
@@ -287,7 +289,7 @@ def run_audit(
     with summary_run(config, f"audit {before.name} -> {after.name}", "audit-summary", tags) as summary_id:
 
         def describe(job: Job, result: RunResult) -> tuple[str, dict[str, str]]:
-            side = before if job.preset.startswith(BEFORE) else after
+            side = sides[side_of(job.preset)]
             return f"{job.preset} seed{job.seed}", {
                 "reprolab.audit_id": audit_id,
                 "reprolab.audit.variant": job.preset,
@@ -323,7 +325,7 @@ def run_audit(
         )
         summary.warnings += runs_warnings(
             results,
-            {job.preset: (before if job.preset.startswith(BEFORE) else after).data.splits["train"].y for job in jobs},
+            {job.preset: sides[side_of(job.preset)].data.splits["train"].y for job in jobs},
             before.data.warnings + after.data.warnings,
         )
         descriptions = {BEFORE: _description(config, before), AFTER: _description(config, after)}
@@ -335,7 +337,6 @@ def run_audit(
             (tmp / "summary.json").write_text(json.dumps(summary_json(summary, audit_id, reused), indent=2) + "\n")
             rows = [run_row(run.result, run.run_id, run.reused) for run in runs]
             write_csv(tmp / "runs.csv", rows, list(rows[0]))
-            sides = {BEFORE: before, AFTER: after}
             titles = {label: f"{label}: {sides[label].name}" for label in by_label}
             presets = list(config.experiments)
             seed_bands(

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from reprolab.audit.attribution import Attribution, ChangeEffect, PathStep, attribution_of, greedy_path, shapley_terms
 from reprolab.audit.checks import NEGATED, VariantCheck, check_variant
-from reprolab.audit.design import AFTER, BEFORE, Change, coalitions, grouping_warnings
+from reprolab.audit.design import AFTER, BEFORE, Change, coalitions, grouping_warnings, side_of
 from reprolab.audit.measure import DIFFERENCE, METRICS, SMALL_SPLIT, Bootstrap, Interval, Labels, combine, level_bounds
 from reprolab.config import TargetConfig
 from reprolab.metrics import has_target, target_keys, target_words
@@ -65,11 +65,9 @@ def summarize(
     resamples = Bootstrap.resamples_for([n for side in sizes.values() for n in side.values()])
     bootstrap = {side: Bootstrap(len(seeds), side_sizes, resamples) for side, side_sizes in sizes.items()}
 
-    def side(label: str) -> str:
-        return BEFORE if label.startswith(BEFORE) else AFTER
-
     measures = {
-        label: bootstrap[side(label)].measure(runs, labels[side(label)], label) for label, runs in by_label.items()
+        label: bootstrap[side_of(label)].measure(runs, labels[side_of(label)], label)
+        for label, runs in by_label.items()
     }
     interval = bootstrap[AFTER].interval
 

@@ -16,7 +16,7 @@ from typing import Any, Optional
 from mlflow.entities import Metric, Param, RunTag
 
 from reprolab.files import atomic_write
-from reprolab.results import RunResult
+from reprolab.results import RunResult, text_digest
 from reprolab.tracking.artifacts import ENVIRONMENT_FILE, RESULT_FILE
 from reprolab.tracking.failures import during_run
 from reprolab.tracking.runs import open_run, provenance_tags
@@ -125,12 +125,11 @@ def keep_result(rebuilt: Any, again: dict) -> Path:
     """Keep what the retraining of `rebuilt` gave, with the digest of what it ran on."""
     path = kept_path(rebuilt.run.info.run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = json.dumps(again, sort_keys=True)
     record = {
         "schema": KEPT_SCHEMA,
         "run_id": rebuilt.run.info.run_id,
         "inputs_sha256": _inputs_digest(rebuilt),
-        "result_sha256": hashlib.sha256(body.encode()).hexdigest(),
+        "result_sha256": text_digest(json.dumps(again, sort_keys=True)),
         "kept_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "result": again,
     }
@@ -148,7 +147,7 @@ def kept_result(rebuilt: Any) -> tuple[Optional[dict], str]:
     try:
         record = json.loads(path.read_text())
         body = json.dumps(record["result"], sort_keys=True)
-        whole = record["schema"] <= KEPT_SCHEMA and hashlib.sha256(body.encode()).hexdigest() == record["result_sha256"]
+        whole = record["schema"] <= KEPT_SCHEMA and text_digest(body) == record["result_sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         whole = False
     if not whole:

@@ -101,7 +101,9 @@ def main() -> int:
         found = references(config.references, data)
         reference_runs = record_references(config, report_run, found, {"reprolab.dataset_digest": data.digest})
         note = seeds_note(config.audit.confidence, len(seeds), target)
-        note += "".join(f"\n\n{text}" for text in [references_table(found, reference_runs)] if text)
+        shown = references_table(found, reference_runs)
+        if shown:
+            note += "\n\n" + shown
         over_seeds = (seeds, comparison_table(results, checks, target), note)
         markdown = pipeline_report(list(fits.values()), config.data.name, target, bayes, FIGURES, over_seeds, warnings)
         summary = {
@@ -112,7 +114,7 @@ def main() -> int:
                 "seeds": checks[p].seeds,
                 "over_seeds": {key: dataclasses.asdict(checks[p].stats[key]) for key in SEED_COLUMNS},
                 # "yes", "no" or "cannot tell" (`seeds_verdict`); null with no target
-                "target_over_seeds": None if checks[p].holds is None else checks[p].judged(),
+                "target_over_seeds": checks[p].judged() if checks[p].targeted else None,
             }
             for p, fit in fits.items()
         }
