@@ -81,3 +81,18 @@ def test_compare_shows_the_references_beside_the_presets_and_records_them_as_run
     assert "compare" in found
     none = reprolab(tmp_path, "compare", "--presets", "gru", "--seeds", "0", *small, "references=[]")
     assert "1-NN" not in none.stdout
+
+
+def test_the_pipelines_report_shows_the_references_after_the_presets_over_seeds_as_compare_does():
+    from conftest import CONF_DIR
+    from reprolab.config import load_config
+    from reprolab.report import pipeline_report, references_table
+
+    target = load_config([], CONF_DIR).data.target
+
+    metrics = {f"{split}_accuracy": 0.5 for split in ("train", "val", "test")}
+    row = {"preset": "p", "metrics": metrics, "seed": 0, "dataset_digest": "d", "best_epoch": 1, "epochs_run": 1}
+    shown = references_table({"1-NN DTW": {**metrics, "test_balanced_accuracy": 0.5}}, {"1-NN DTW": "run"})
+    over_seeds = ([0], "TABLE", "NOTE")
+    report = pipeline_report([{**row, "mlflow_run_id": "r"}], "x", target, None, {}, over_seeds, [], shown)
+    assert report.index("TABLE") < report.index("1-NN DTW") < report.index("## Seed 0")

@@ -362,13 +362,15 @@ def serve(path: str) -> None:
     """Preload, then fork a supervisor for each stand-in that connects to `path`."""
     # As reprolab.tracking does before it imports MLflow: no telemetry client, no thread to fork.
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    cpu_torch = _cpu_build_of_torch()
+    if cpu_torch:
+        _portable_numerics()  # before NumPy loads its OpenBLAS, which picks its kernels then
     for name in PRELOAD:
         try:
             importlib.import_module(name)
         except ImportError as error:
             print(f"not preloaded: {name}: {error}", flush=True)
-    if _cpu_build_of_torch():
-        _portable_numerics()
+    if cpu_torch:
         importlib.import_module("torch")
         # What a training worker's first optimizer imports (torch.optim disables dynamo on it): 2 s.
         importlib.import_module("torch._dynamo")

@@ -1,7 +1,9 @@
 """The sequence classifier: a recurrent stack (RNN, LSTM or GRU) read at each sequence's last step.
 
 This module imports torch and nothing of the project's configuration, so a model logged to
-MLflow (which ships this package as code) loads where only torch is installed.
+MLflow (which ships this package as code) loads where only torch is installed. In a process of
+the portable numerics (`reprolab.numerics`) it computes with `reprolab.kernels`, elsewhere with
+PyTorch's own layers: the same function and weights, other rounding.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch import nn
+
+from reprolab import kernels, numerics
 
 if TYPE_CHECKING:
     from reprolab.config import ModelConfig
@@ -60,12 +64,18 @@ class SequenceClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits [batch, num_classes] for inputs [batch, steps, features]."""
         padding = torch.isnan(x).all(dim=2)
-        if not padding.any():
-            outputs, _ = self.recurrent(x)
-            return self.head(self.output_dropout(outputs[:, -1]))
-        outputs, _ = self.recurrent(torch.nan_to_num(x, nan=0.0))
-        last = (~padding).sum(dim=1) - 1
-        return self.head(self.output_dropout(outputs[torch.arange(len(x)), last]))
+        padded = bool(padding.any())
+        outputs = self._recurrent(torch.nan_to_num(x, nan=0.0) if padded else x)
+        last = outputs[torch.arange(len(x)), (~padding).sum(dim=1) - 1] if padded else outputs[:, -1]
+        last = self.output_dropout(last)
+        if numerics.current_mode() == numerics.PORTABLE:
+            return kernels.linear(last, self.head.weight, self.head.bias)
+        return self.head(last)
+
+    def _recurrent(self, x: torch.Tensor) -> torch.Tensor:
+        if numerics.current_mode() == numerics.PORTABLE:
+            return kernels.recurrent(self.recurrent, x)
+        return self.recurrent(x)[0]
 
 
 def build_model(config: ModelConfig, input_size: int, num_classes: int) -> SequenceClassifier:

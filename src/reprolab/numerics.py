@@ -1,14 +1,15 @@
 """Which kernels compute a run's numbers: `compute.numerics`, chosen before torch starts.
 
-- **portable** (the default): the same bits on every x86-64 CPU of one vendor for the same code,
-  data, configuration and library versions (an AMD EPYC and an Intel Xeon gave other bits, most
-  likely from MKL's matrix products, whose code differs by vendor; docs/reproduce.md). torch's
-  ATen kernels at their baseline level
-  (`ATEN_CPU_CAPABILITY=default`: no AVX, the level every x86-64 CPU has), MKL's Conditional
-  Numerical Reproducibility on its COMPATIBLE branch (`MKL_CBWR=COMPATIBLE,STRICT`: the only
-  branch MKL documents as giving the same results on Intel and non-Intel processors; its AVX2
-  branch falls back to MKL's own dispatch on AMD), oneDNN off (it picks kernels by instruction
-  set and cache sizes), one thread, full float32 matmul precision.
+- **portable** (the default): the same bits on every x86-64-v3 CPU (AVX2 and FMA: every AMD
+  EPYC, every Intel Xeon since 2013) for the same code, data, configuration and library versions.
+  MKL computes nothing of a portable run: its products and its tanh, exp, log and sqrt gave other
+  bits on an AMD EPYC than on an Intel Xeon on the branch MKL documents as the same on both, so
+  `reprolab.kernels` computes the model with SciPy's OpenBLAS pinned to one kernel set
+  (`OPENBLAS_CORETYPE=Haswell`, one thread) and torch's own code at one level
+  (`ATEN_CPU_CAPABILITY=avx2`: the same instructions, exact IEEE arithmetic, on every such CPU),
+  and training takes the fused Adam (torch's own square root). MKL's CNR branch
+  (`MKL_CBWR=COMPATIBLE,STRICT`) stays set for runs recorded before, whose code sent its products
+  to MKL; oneDNN off, one torch thread, full float32 matmul precision.
 - **native**: the machine's fastest kernels, or whatever the environment's ATEN_CPU_CAPABILITY,
   MKL_CBWR and ONEDNN_MAX_CPU_ISA ask for: numbers that depend on the CPU.
 
@@ -37,10 +38,14 @@ PORTABLE, NATIVE = "portable", "native"
 MODES = (PORTABLE, NATIVE)
 # What the portable mode sets; each read by torch, MKL or oneDNN when they start.
 PORTABLE_ENV = {
-    "ATEN_CPU_CAPABILITY": "default",
+    "ATEN_CPU_CAPABILITY": "avx2",
     "MKL_CBWR": "COMPATIBLE,STRICT",
     "ONEDNN_MAX_CPU_ISA": "SSE41",
+    "OPENBLAS_CORETYPE": "Haswell",
+    "OPENBLAS_NUM_THREADS": "1",
 }
+# What OpenBLAS's Haswell kernels and glibc's FMA functions need of an x86-64 CPU.
+PORTABLE_CPU_FLAGS = ("avx2", "fma")
 # Every variable that chooses kernels (or stands in for a lesser CPU), recorded with each run.
 KNOBS = (
     "ATEN_CPU_CAPABILITY",
@@ -49,6 +54,8 @@ KNOBS = (
     "ONEDNN_MAX_CPU_ISA",
     "ONEDNN_DEFAULT_FPMATH_MODE",
     "GLIBC_TUNABLES",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_NUM_THREADS",
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
 )
@@ -87,8 +94,14 @@ def environment_for(mode: str, env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def _x86() -> bool:
+    return platform.machine() in ("x86_64", "AMD64")
+
+
 def apply(mode: str) -> None:
     """Run this process (and what it starts) in `mode`: see the module's rules."""
+    if mode == PORTABLE:
+        _check_cpu()
     wanted = environment_for(mode, os.environ)
     for key in set(os.environ) - set(wanted):
         del os.environ[key]
@@ -101,32 +114,56 @@ def current_mode() -> str:
     return os.environ.get(MODE_VARIABLE, NATIVE)
 
 
+def _check_cpu() -> None:
+    """The portable kernels run on an x86-64 CPU only where it has AVX2 and FMA."""
+    if not _x86():
+        return
+    lacking = [flag for flag in PORTABLE_CPU_FLAGS if flag not in (_cpuinfo("flags") or "").split()]
+    if lacking and _cpuinfo("flags") is not None:
+        from reprolab.entrypoint import UserError  # imported here: the tests' warm interpreter reads this file alone
+
+        raise UserError(
+            f"compute.numerics=portable: this CPU lacks {', '.join(lacking)}, which the portable kernels need "
+            f"(x86-64-v3); run with compute.numerics=native (numbers of this CPU only)"
+        )
+
+
 def _check_running(mode: str) -> None:
-    """Where torch started before `apply`: does it run the kernels `mode` asks for?"""
+    """Where torch or SciPy's BLAS started before `apply`: does this process run the kernels `mode` asks
+    for? (A portable run's numbers owe nothing to MKL, whatever its branch: `reprolab.kernels`.)"""
     running = in_effect()
     if mode == PORTABLE:
-        wrong = running["cpu_capability"] != "DEFAULT" or running["mkl_branch"] not in (None, "COMPATIBLE")
-    else:
-        asked = _user_settings(os.environ)
-        wrong = (running["cpu_capability"] == "DEFAULT" and not asked.get("ATEN_CPU_CAPABILITY")) or (
-            running["mkl_branch"] == "COMPATIBLE" and not asked.get("MKL_CBWR")
-        )
+        # (x86-64 only: elsewhere the mode is that architecture's own, docs/reproduce.md)
+        pinned = PORTABLE_ENV["OPENBLAS_CORETYPE"] if "scipy.linalg.blas" in sys.modules else None
+        wrong = _x86() and (running["cpu_capability"] != "AVX2" or running["openblas_coretype"] != pinned)
+    else:  # (on a CPU whose best is AVX2, torch's kernels are the portable ones: MKL's branch tells)
+        wrong = running["mkl_branch"] == "COMPATIBLE" and not _user_settings(os.environ).get("MKL_CBWR")
     if wrong:
         from reprolab.entrypoint import UserError  # imported here: the tests' warm interpreter reads this file alone
 
         raise UserError(
-            f"compute.numerics={mode}: torch was started in this process with other kernels (CPU capability "
-            f"{running['cpu_capability']}, MKL branch {running['mkl_branch'] or '?'}); run the command in a fresh "
-            f"process, with every process of a run in one mode"
+            f"compute.numerics={mode}: this process runs other kernels (torch's CPU capability "
+            f"{running['cpu_capability']}, MKL branch {running['mkl_branch'] or '?'}, OpenBLAS kernels "
+            f"{running['openblas_coretype'] or 'none found'}); run the command in a fresh process, with every "
+            f"process of a run in one mode"
         )
 
 
 def configure_torch(torch: Any) -> None:
     """The settings torch takes at run time (called as each training starts): oneDNN off in the
-    portable mode, full float32 matmul precision, no flushing of denormals."""
+    portable mode, full float32 matmul precision, no flushing of denormals; a portable run
+    stops here where this process's torch or OpenBLAS runs other kernels."""
     torch.backends.mkldnn.enabled = current_mode() != PORTABLE
     torch.set_float32_matmul_precision("highest")
     torch.set_flush_denormal(False)
+    if current_mode() == PORTABLE:
+        import scipy.linalg.blas  # noqa: F401  (its OpenBLAS loads now, in the kernels this mode set)
+
+        _check_running(PORTABLE)
+        if _x86():  # OpenBLAS splits products by its thread count: one, as torch's
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(limits=1, user_api="blas")
 
 
 @functools.lru_cache(maxsize=1)
@@ -137,6 +174,22 @@ def _library_versions() -> dict[str, Optional[str]]:
     mkl = re.search(r"Math Kernel Library Version ([\d.]+)", shown)
     onednn = re.search(r"MKL-DNN v([\w.\-]+)", shown)
     return {"mkl": mkl.group(1) if mkl else None, "onednn": onednn.group(1) if onednn else None}
+
+
+def _openblas() -> dict[str, Any]:
+    """The version, kernel set and threads of the OpenBLAS that SciPy's BLAS (`reprolab.kernels`)
+    runs, where SciPy has loaded it (threadpoolctl reads them from the loaded library)."""
+    if "scipy.linalg.blas" not in sys.modules:
+        return {"openblas": None, "openblas_coretype": None, "openblas_threads": None}
+    from threadpoolctl import threadpool_info
+
+    libraries = [lib for lib in threadpool_info() if lib.get("internal_api") == "openblas"]
+    found: dict[str, Any] = next((lib for lib in libraries if "numpy" not in lib["filepath"]), {})
+    return {
+        "openblas": found.get("version"),
+        "openblas_coretype": found.get("architecture"),
+        "openblas_threads": found.get("num_threads"),
+    }
 
 
 def _mkl_branch() -> Optional[str]:
@@ -164,6 +217,7 @@ def in_effect() -> dict[str, Any]:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         **_library_versions(),
         "mkl_branch": _mkl_branch(),
+        **_openblas(),
         "onednn_enabled": bool(torch.backends.mkldnn.enabled),
         "threads": torch.get_num_threads(),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
@@ -174,20 +228,21 @@ def in_effect() -> dict[str, Any]:
     }
 
 
-BRIEF = ("mode", "cpu_vendor", "cpu_capability", "mkl_branch", "onednn_enabled")
+BRIEF = ("mode", "cpu_vendor", "cpu_capability", "mkl_branch", "openblas_coretype", "onednn_enabled")
 
 
 def brief(kernels: Optional[Mapping[str, Any]]) -> dict[str, Any]:
-    """What of `in_effect` decides the numbers and is the same on every machine of one vendor in
-    the portable mode (no versions, no CPU model): what a pipeline output may carry."""
+    """What of `in_effect` decides the numbers, and the CPU's vendor (no versions, no CPU model): what
+    a pipeline output may carry, the same on every x86-64-v3 machine of one vendor."""
     return {name: (kernels or {}).get(name) for name in BRIEF}
 
 
 def key() -> dict[str, Any]:
-    """What of the numerics a run key holds: portable runs agree across x86-64 machines of one
-    vendor; native runs only on the same CPU model with the same settings."""
+    """What of the numerics a run key holds: portable runs agree across the machines of one
+    architecture (x86-64-v3 CPUs of any vendor); native runs only on the same CPU model with the
+    same settings."""
     if current_mode() == PORTABLE:
-        return {"mode": PORTABLE, "machine": platform.machine(), "vendor": cpu_vendor()}
+        return {"mode": PORTABLE, "machine": platform.machine()}
     running = in_effect()
     return {
         "mode": NATIVE,

@@ -112,11 +112,12 @@ def pipeline_report(
     figures: dict[str, str],
     over_seeds: tuple[Sequence[int], str, str],
     warnings: Sequence[str] = (),
+    references: str = "",
 ) -> str:
     """The pipeline's Markdown report: every preset over the seeds (`over_seeds`: the seeds, the
-    `comparison_table` and its `seeds_note`), then one row per preset for the seed whose model
-    the pipeline keeps, with the target check, and the warnings about the data and the fits
-    (docs/your-data.md).
+    `comparison_table` and its `seeds_note`) and the `references_table` after them, as `compare`
+    shows them, then one row per preset for the seed whose model the pipeline keeps, with the
+    target check, and the warnings about the data and the fits (docs/your-data.md).
 
     Each row is a preset's `train.json` (metrics, fit, seed, digest, MLflow run id)."""
     first = rows[0]
@@ -135,6 +136,7 @@ def pipeline_report(
         "",
         table,
         "",
+        *([references, ""] if references else []),
         f"## Seed {first['seed']}: the models in models/",
         "",
         "| preset | train acc | val acc | test acc | train-val gap | val bal acc | test bal acc | test macro-F1 "

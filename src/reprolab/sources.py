@@ -87,10 +87,10 @@ def closure(name: str, package_dir: Optional[Path] = None) -> list[Path]:
 
 def training_code() -> dict[str, str]:
     """What trains, as a run key holds it: the digest of `reprolab.training`'s closure, and the
-    torch and NumPy versions."""
+    torch, NumPy and SciPy versions (SciPy's BLAS computes the portable numerics' products)."""
     from importlib.metadata import version
 
-    return {"code": code_digest("reprolab.training"), "torch": version("torch"), "numpy": version("numpy")}
+    return {"code": code_digest("reprolab.training"), **{name: version(name) for name in ("torch", "numpy", "scipy")}}
 
 
 def code_digest(name: str, package_dir: Optional[Path] = None) -> str:

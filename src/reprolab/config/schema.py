@@ -301,7 +301,7 @@ class ComputeConfig:
     scheduler: Optional[str] = field()  # a Dask scheduler address; DASK_SCHEDULER_ADDRESS wins
     workers: Optional[int] = field(metadata=ranged(1, 1024))  # local processes; null = one per core
     reuse: bool = field()  # reuse a FINISHED MLflow run with the same run key instead of training
-    numerics: Numerics = field()  # portable: the same bits on x86-64 CPUs of one vendor; native: this CPU's
+    numerics: Numerics = field()  # portable: the same bits on every x86-64-v3 CPU; native: this CPU's
 
 
 @dataclass

@@ -101,11 +101,11 @@ def main() -> int:
         found = references(config.references, data)
         reference_runs = record_references(config, report_run, found, {"reprolab.dataset_digest": data.digest})
         note = seeds_note(config.audit.confidence, len(seeds), target)
-        shown = references_table(found, reference_runs)
-        if shown:
-            note += "\n\n" + shown
         over_seeds = (seeds, comparison_table(results, checks, target), note)
-        markdown = pipeline_report(list(fits.values()), config.data.name, target, bayes, FIGURES, over_seeds, warnings)
+        shown = references_table(found, reference_runs)
+        markdown = pipeline_report(
+            list(fits.values()), config.data.name, target, bayes, FIGURES, over_seeds, warnings, references=shown
+        )
         summary = {
             p: {
                 **{k: round(v, 6) for k, v in with_gap(fit["metrics"]).items() if k in HEADLINE},
