@@ -29,7 +29,8 @@ def _committed(path: Path) -> dict:
 def _kernels(brief: dict) -> str:
     return (
         f"{brief.get('mode') or 'not recorded'} on {brief.get('cpu_vendor') or 'a CPU of unrecorded vendor'} (CPU "
-        f"capability {brief.get('cpu_capability')}, MKL branch {brief.get('mkl_branch')}, oneDNN "
+        f"capability {brief.get('cpu_capability')}, MKL branch {brief.get('mkl_branch')}, OpenBLAS kernels "
+        f"{brief.get('openblas_coretype') or 'none'}, oneDNN "
         f"{'on' if brief.get('onednn_enabled') else 'off'})"
     )
 
