@@ -145,9 +145,10 @@ def test_native_numbers_follow_the_cpu_and_portable_ones_do_not(tmp_path):
     for stand_in in (lesser_cpu, {"ATEN_CPU_CAPABILITY": "avx512", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}, no_fma_libm):
         assert _train(tmp_path, "portable", stand_in)["weights_sha256"] == portable["weights_sha256"], stand_in
     # MKL's branches compute other bits (natively they move the run), and none moves a portable run.
+    # (MKL may run another branch than the one asked for, AUTO for AVX2 on AMD: each run says which.)
     branches = ["COMPATIBLE", "AVX2"] + (["AVX512"] if "avx512f" in _cpu_flags() else [])
-    natively = {_train_as_set(tmp_path, "native", branch)["weights"] for branch in branches}
-    assert len(natively) == len(branches), "MKL's branches computed the same bits: nothing stood in"
+    natively = [_train_as_set(tmp_path, "native", branch) for branch in branches]
+    assert len({run["weights"] for run in natively}) > 1, "MKL's branches computed the same bits: nothing stood in"
     portably = [_train_as_set(tmp_path, "portable", branch) for branch in branches]
-    assert [run["mkl_branch"] for run in portably] == branches
+    assert [run["mkl_branch"] for run in portably] == [run["mkl_branch"] for run in natively]
     assert {run["weights"] for run in portably} == {portable["weights_sha256"]}
