@@ -41,8 +41,8 @@ def causes() -> list[str]:
     for train in sorted(Path("results").glob("*/train.json")):
         now, then = json.loads(train.read_text()).get("numerics"), _committed(train).get("numerics")
         if now != then:
-            found.append(f"the kernels differ ({train}): committed {_kernels(then or {})}, now {_kernels(now or {})}")
             now, then = now or {}, then or {}
+            found.append(f"the kernels differ ({train}): committed {_kernels(then)}, now {_kernels(now)}")
             if now.get("cpu_vendor") != then.get("cpu_vendor") and now.get("mode") == "portable":
                 found.append(
                     "portable numerics are meant to give the same bits on x86-64-v3 CPUs of every vendor, and have "

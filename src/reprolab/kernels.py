@@ -41,7 +41,7 @@ def _product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class _MatMul(torch.autograd.Function):
-    """a @ b for 2-D float32 tensors, forward and backward through NumPy's BLAS."""
+    """a @ b for 2-D float32 tensors, forward and backward through SciPy's BLAS (`_product`)."""
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -63,19 +63,14 @@ class SequenceClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits [batch, num_classes] for inputs [batch, steps, features]."""
+        portable = numerics.current_mode() == numerics.PORTABLE
         padding = torch.isnan(x).all(dim=2)
         padded = bool(padding.any())
-        outputs = self._recurrent(torch.nan_to_num(x, nan=0.0) if padded else x)
+        inputs = torch.nan_to_num(x, nan=0.0) if padded else x
+        outputs = kernels.recurrent(self.recurrent, inputs) if portable else self.recurrent(inputs)[0]
         last = outputs[torch.arange(len(x)), (~padding).sum(dim=1) - 1] if padded else outputs[:, -1]
         last = self.output_dropout(last)
-        if numerics.current_mode() == numerics.PORTABLE:
-            return kernels.linear(last, self.head.weight, self.head.bias)
-        return self.head(last)
-
-    def _recurrent(self, x: torch.Tensor) -> torch.Tensor:
-        if numerics.current_mode() == numerics.PORTABLE:
-            return kernels.recurrent(self.recurrent, x)
-        return self.recurrent(x)[0]
+        return kernels.linear(last, self.head.weight, self.head.bias) if portable else self.head(last)
 
 
 def build_model(config: ModelConfig, input_size: int, num_classes: int) -> SequenceClassifier:

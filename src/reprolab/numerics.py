@@ -116,10 +116,9 @@ def current_mode() -> str:
 
 def _check_cpu() -> None:
     """The portable kernels run on an x86-64 CPU only where it has AVX2 and FMA."""
-    if not _x86():
-        return
-    lacking = [flag for flag in PORTABLE_CPU_FLAGS if flag not in (_cpuinfo("flags") or "").split()]
-    if lacking and _cpuinfo("flags") is not None:
+    flags = _cpuinfo("flags") if _x86() else None
+    lacking = [flag for flag in PORTABLE_CPU_FLAGS if flag not in (flags or "").split()]
+    if flags is not None and lacking:
         from reprolab.entrypoint import UserError  # imported here: the tests' warm interpreter reads this file alone
 
         raise UserError(
