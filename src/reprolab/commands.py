@@ -222,17 +222,19 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    from reprolab.audit.recheck import recheck
     from reprolab.jobs.job import scheduler_address
     from reprolab.reproduce.judge import IDENTICAL
     from reprolab.reproduce.run import reproduce, verdict_of
 
     config = training_config(args)
-    outcomes, note = reproduce(
+    outcomes, note, holds = reproduce(
         config,
         args.run,
         tolerance=args.tolerance,
         workers=args.workers or config.compute.workers,
         scheduler=scheduler_address(config.compute, args.scheduler),
+        recheck=recheck,
     )
     for outcome in outcomes:
         print(outcome.summary())
@@ -249,7 +251,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print(note)
     if args.exact:
         return 0 if verdict_of(outcomes) == IDENTICAL else 1
-    return 0 if all(outcome.stands for outcome in outcomes) else 1
+    return 0 if holds else 1
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

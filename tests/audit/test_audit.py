@@ -503,3 +503,27 @@ def test_every_runs_warning_reaches_the_report_once_per_kind_with_how_many_runs(
     assert did_not_fit.startswith("3 of 6 runs (baseline seed 0, baseline seed 1, baseline seed 2); baseline seed 0:")
     assert "did not fit the training data" in did_not_fit
     assert early.startswith("3 of 6 runs (baseline seed 0,") and "best epoch at 1" in early
+
+
+def test_an_audit_made_again_from_moved_runs_names_each_claim_that_changed():
+    """`recheck`'s core: the same runs make every claim again; runs that moved a little keep every
+    claim and say which mean moved most; an after side that fell below the target changes the
+    claims that rest on it (it meets the target, each change is needed), and only those."""
+    from reprolab.audit.recheck import audit_claims, audit_numbers, changed
+
+    def made(summary):
+        return audit_claims(summary), audit_numbers(summary)
+
+    recorded = made(_summary(CLEAR))
+    same = changed(recorded, made(_summary(CLEAR)))
+    assert same["changed"] == [] and same["largest_move"]["difference"] == 0 and same["claims"] > 8, same
+    assert recorded[0]["after meets the target"] == "yes" and recorded[0]["the largest share of val_accuracy"]
+    nudged = {**CLEAR, "after": (0.9025, 0.88)}  # one more right validation sequence in every seed
+    moved = changed(recorded, made(_summary(nudged)))
+    assert moved["changed"] == [], moved["changed"]
+    assert moved["largest_move"]["mean"] == "after val_accuracy", moved
+    assert abs(moved["largest_move"]["difference"] - 0.0025) < 1e-9, moved
+    fallen = changed(recorded, made(_summary({**CLEAR, "after": (0.80, 0.88)})))
+    claims = {c["claim"]: (c["recorded"], c["now"]) for c in fallen["changed"]}
+    assert claims["after meets the target"] == ("yes", "no"), claims
+    assert "before + dropout meets the target" not in claims, claims

@@ -291,9 +291,64 @@ def test_a_sweep_child_and_its_summary_reproduce_and_a_forged_result_is_not_reus
     newest = max(runs(repo, "compare-summary"), key=lambda r: r.info.start_time)
     done = reproduce(repo, newest.info.run_id)
     assert done.stdout.count(": identical") == 2, done.stdout
-    assert "the comparison stands: every run it rests on stands (2 runs checked, 0 trained for it and 2 it reused" in (
-        done.stdout
+    assert (
+        "the comparison stands: every run it rests on is identical (2 runs checked, 0 trained for it and 2 it reused"
+        in (done.stdout)
     )
+
+
+def test_an_audit_is_made_again_from_its_runs_records_and_from_moved_results(repo, tmp_path):
+    """What reproducing an audit's summary run does once its runs' bits moved (`recheck`), on a
+    one-change audit: its runs' own records make its recorded verdict again with every claim the
+    same; results in which after's validation predictions all came right move after's mean, and
+    the move is named."""
+    import dataclasses
+
+    import yaml
+
+    from reprolab.audit.recheck import recheck
+    from reprolab.results import RunResult
+    from reprolab.tracking.store import Store
+
+    before = train(repo, "seed=0", "experiment=regularized", "experiments.regularized.train.lr=0.004")
+    audit = ["audit", "--before", before, "--after", "regularized", "--seeds", "0-1", "--no-models", *QUICK]
+    sh(repo, "reprolab", *audit, "--output-dir", "recheck", "data=synthetic_small")
+    client = client_for(repo)
+    summary = max(runs(repo, "audit-summary"), key=lambda r: r.info.start_time)
+    reruns = []
+    for row in csv.DictReader((repo / "recheck/runs.csv").open()):
+        folder = Path(client.get_run(row["mlflow_run_id"]).info.artifact_uri.removeprefix("file://"))
+        recorded = RunResult.from_json((folder / "result.json").read_text())
+        params = yaml.safe_load((folder / "config/params.yaml").read_text())
+        reruns.append((row["mlflow_run_id"], params, None, recorded, recorded))
+    store = Store(client, summary.info.experiment_id, f"sqlite:///{repo / 'mlflow.db'}")
+    same = recheck(store, summary, tmp_path / "same", reruns)
+    assert same["unavailable"] is None and same["same_as_recorded"] is True, same
+    assert same["changed"] == [] and same["claims"] >= 4 and same["largest_move"]["difference"] == 0, same
+    right = []
+    after = {
+        r["mlflow_run_id"] for r in csv.DictReader((repo / "recheck/runs.csv").open()) if r["configuration"] == "after"
+    }
+    for run_id, params, _, recorded, _ in reruns:
+        now = recorded
+        if run_id in after:
+            truth = [int(y) for y in _val_labels(repo, params)]
+            now = dataclasses.replace(
+                recorded,
+                predictions={**recorded.predictions, "val": truth},
+                metrics={**recorded.metrics, "val_accuracy": 1.0},
+            )
+        right.append((run_id, params, None, recorded, now))
+    moved = recheck(store, summary, tmp_path / "moved", right)
+    assert moved["unavailable"] is None and moved["largest_move"]["mean"].startswith("after "), moved
+    assert moved["largest_move"]["now"] == 1.0 and moved["largest_move"]["difference"] > 0, moved
+
+
+def _val_labels(repo: Path, params: dict):
+    from reprolab import data as datasets
+    from reprolab.config import validate
+
+    return datasets.build(validate(params).data).splits["val"].y
 
 
 def test_a_run_whose_logged_metric_was_edited_is_refused_in_one_line(repo):
@@ -436,6 +491,17 @@ def test_a_lesser_cpu_is_named_as_the_cause_and_the_result_judged_against_its_se
     assert judged["causes"][0].startswith("numerics.cpu_capability")
     exact = cold(repo, "reprolab", "reproduce", "--exact", native.info.run_id, ATEN_CPU_CAPABILITY="default")
     assert exact.returncode == 1, exact.stdout + exact.stderr
+    # The comparison those runs made, made again from their reproductions: its claim (the target on
+    # each preset) compared, the numbers in the reproduce summary's reproduction.json.
+    summary = max(runs(repo, "compare-summary"), key=lambda r: r.info.start_time)
+    done = cold(repo, "reprolab", "reproduce", summary.info.run_id, ATEN_CPU_CAPABILITY="default")
+    assert "the comparison" in done.stdout and "made again from the reproduced runs" in done.stdout, done.stdout
+    assert (done.returncode == 0) == bool(re.search(r"the comparison stands: made again", done.stdout)), done.stdout
+    (made,) = [r for r in runs(repo, "reproduce-summary") if r.data.tags["reprolab.reproduces"] == summary.info.run_id]
+    folder = Path(made.info.artifact_uri.removeprefix("file://"))
+    numbers = json.loads((folder / "reproduction.json").read_text())["made_again"]
+    assert numbers["unavailable"] is None and numbers["claims"] == 1, numbers
+    assert numbers["largest_move"]["mean"].startswith("baseline "), numbers
     # The same run in the portable mode: its kernels do not depend on the CPU.
     portable = train(repo, "experiment=baseline", "seed=1")
     done = cold(repo, "reprolab", "reproduce", portable, ATEN_CPU_CAPABILITY="default")

@@ -22,6 +22,8 @@ from reprolab.tracking.failures import during_run
 from reprolab.tracking.runs import open_run, provenance_tags
 from reprolab.tracking.store import Store, repo_root
 
+REPRODUCTION_FILE = "reproduction.json"  # the numbers that decide a reproduction's verdict
+
 # The code that trained a run, as its tags name it; a reproduction trains with that code.
 TRAINING_CODE_TAGS = (
     "reprolab.source.digest",
@@ -71,7 +73,7 @@ def record_reproduction(
         )
         store.client.log_text(run_id, result.to_json(), RESULT_FILE)
         store.client.log_dict(run_id, environment, ENVIRONMENT_FILE)
-        store.client.log_dict(run_id, outcome, "reproduction.json")
+        store.client.log_dict(run_id, outcome, REPRODUCTION_FILE)
     _tag_reproduced(store, original.info.run_id, outcome["verdict"], run_id)
     return run_id
 
@@ -89,17 +91,20 @@ def _tag_reproduced(store: Store, run_id: str, verdict: str, by: str) -> None:
 
 
 @contextmanager
-def reproduction_summary(store: Store, original) -> Iterator[tuple[str, Callable[[str, str], None]]]:
+def reproduction_summary(store: Store, original) -> Iterator[tuple[str, Callable[[str, str, dict[str, Any]], None]]]:
     """A summary run for reproducing a sweep, its runs' reproductions nested under it; call the
-    yielded `finish(verdict, note)` once they are done."""
+    yielded `finish(verdict, note, numbers)` once they are done (the numbers that decided the
+    note go in its reproduction.json)."""
     tags = {"reprolab.kind": "reproduce-summary", "reprolab.reproduces": original.info.run_id, **code_tags(original)}
-    ended: dict[str, str] = {}
+    ended: dict[str, Any] = {}
     with open_run(store, f"reproduce {original.info.run_name}", tags) as run_id:
-        yield run_id, lambda verdict, note: ended.update(verdict=verdict, note=note)
+        yield run_id, lambda verdict, note, numbers: ended.update(verdict=verdict, note=note, numbers=numbers)
         during_run(store.client.log_batch)(
             run_id,
             tags=[RunTag("reprolab.reproduce.verdict", ended["verdict"]), RunTag("mlflow.note.content", ended["note"])],
         )
+        decided = {"verdict": ended["verdict"], "summary": ended["note"], **ended["numbers"]}
+        during_run(store.client.log_dict)(run_id, decided, REPRODUCTION_FILE)
     during_run(_tag_reproduced)(store, original.info.run_id, ended["verdict"], run_id)
 
 

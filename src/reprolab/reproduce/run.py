@@ -6,8 +6,9 @@ whether a sweep's own verdict stands.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from tqdm.auto import tqdm
 
@@ -18,8 +19,9 @@ from reprolab.jobs.recorded import train
 from reprolab.jobs.run import call_each
 from reprolab.record.code import CodeError
 from reprolab.reproduce.judge import DIFFERS, IDENTICAL, WITHIN_NOISE, WITHIN_TOLERANCE, Outcome, judge
-from reprolab.reproduce.rebuild import ReproduceError, rebuild
+from reprolab.reproduce.rebuild import Rebuilt, ReproduceError, rebuild
 from reprolab.reproduce.record import drop_kept, keep_result, kept_result, record_reproduction, reproduction_summary
+from reprolab.results import RunResult
 from reprolab.tracking.cache import same_configuration
 from reprolab.tracking.failures import TrackingError, redact
 from reprolab.tracking.links import resolve_run
@@ -44,14 +46,15 @@ def _reproduce_all(
     parent: Optional[str],
     workers: Optional[int],
     scheduler: Optional[str],
-) -> list[Outcome]:
+) -> tuple[list[Rebuilt], list[Outcome], list[RunResult]]:
     """Rebuild every run here, train them again (in local processes or on Dask), then judge and
     record each as it finishes; a sweep's show a bar on a terminal (runs done, identical so far,
-    time left)."""
+    time left). The rebuilt runs, their outcomes and their new results, in the order given."""
     rebuilt = [rebuild(store, run, scratch / run.info.run_id) for run in runs]
     for trust in dict.fromkeys(r.trust for r in rebuilt if r.trust):
         print(f"reproduce: {trust}", file=sys.stderr, flush=True)
     outcomes: dict[int, Outcome] = {}
+    results: dict[int, RunResult] = {}
     bar = tqdm(total=len(runs), desc="reproduce", unit="run", disable=None if len(runs) > 1 else True, leave=False)
 
     def finish(index: int, again: dict) -> None:
@@ -69,7 +72,7 @@ def _reproduce_all(
                 f"records it without training again"
             ) from error
         drop_kept(original.info.run_id)
-        outcomes[index] = outcome
+        outcomes[index], results[index] = outcome, result
         bar.update(1)
         bar.set_postfix(identical=sum(o.verdict == IDENTICAL for o in outcomes.values()))
 
@@ -93,7 +96,13 @@ def _reproduce_all(
         call_each(retrain, calls, lambda j, again: finish(todo[j], again), workers=workers, scheduler=scheduler)
     finally:
         bar.close()
-    return [outcomes[index] for index in range(len(runs))]
+    order = range(len(runs))
+    return rebuilt, [outcomes[index] for index in order], [results[index] for index in order]
+
+
+# Makes a sweep's claims again from its runs' records and reproductions (`reprolab.audit.recheck`):
+# given by the command, since reproducing and the audit do not import each other.
+Recheck = Callable[[Store, Any, Path, list], dict[str, Any]]
 
 
 def reproduce(
@@ -102,15 +111,18 @@ def reproduce(
     tolerance: float = 0.0,
     workers: Optional[int] = None,
     scheduler: Optional[str] = None,
-) -> tuple[list[Outcome], Optional[str]]:
-    """Reproduce the run `reference` names, or every run of a sweep's summary run (then with a
-    note on whether the sweep's verdict stands)."""
+    recheck: Optional[Recheck] = None,
+) -> tuple[list[Outcome], Optional[str], bool]:
+    """Reproduce the run `reference` names, or every run of a sweep's summary run, then with a
+    note on whether the sweep's verdict stands, made again by `recheck` from the reproduced runs
+    where their bits moved. The outcomes, the note, and whether the result stands."""
     store = connect(config.tracking)
     run = resolve_run(store, reference)
     kind = run.data.tags.get("reprolab.kind", "")
     with scratch_folder("reprolab-reproduce-") as scratch:
         if not kind.endswith("-summary"):
-            return _reproduce_all(store, [run], tolerance, Path(scratch), None, 1, None), None
+            _, outcomes, _ = _reproduce_all(store, [run], tolerance, Path(scratch), None, 1, None)
+            return outcomes, None, outcomes[0].stands
         try:
             nested, reused = summarised_runs(store, run, Path(scratch))
         except UserError as error:
@@ -118,10 +130,18 @@ def reproduce(
         if not nested and not reused:
             raise ReproduceError(f"reproduce: the summary run {run.info.run_id} holds no training runs to reproduce")
         with reproduction_summary(store, run) as (parent, finish):
-            outcomes = _reproduce_all(store, nested + reused, tolerance, Path(scratch), parent, workers, scheduler)
-            note = stands(run, outcomes, len(reused))
-            finish(verdict_of(outcomes), note)
-        return outcomes, note
+            rebuilt, outcomes, results = _reproduce_all(
+                store, nested + reused, tolerance, Path(scratch), parent, workers, scheduler
+            )
+            made_again = None
+            if recheck is not None and any(outcome.verdict != IDENTICAL for outcome in outcomes):
+                reruns = [
+                    (r.run.info.run_id, r.params, r.data_file, r.original, again) for r, again in zip(rebuilt, results)
+                ]
+                made_again = recheck(store, run, Path(scratch) / "recheck", reruns)
+            note, holds = stands(run, outcomes, len(reused), made_again)
+            finish(verdict_of(outcomes) if holds else DIFFERS, note, {"made_again": made_again})
+        return outcomes, note, holds
 
 
 def verdict_of(outcomes: list[Outcome]) -> str:
@@ -130,9 +150,17 @@ def verdict_of(outcomes: list[Outcome]) -> str:
     return next((v for v in (DIFFERS, WITHIN_NOISE, WITHIN_TOLERANCE) if v in verdicts), IDENTICAL)
 
 
-def stands(run, outcomes: list[Outcome], reused: int = 0) -> str:
-    """What the reproduction says of a sweep's own verdict, which its runs' results decide
-    (`reused`: how many of them it had reused from earlier runs)."""
+def _first_changes(changed: Sequence[dict]) -> str:
+    shown = "; ".join(f"{c['claim']}: {c['recorded']} recorded, {c['now']} now" for c in changed[:3])
+    return shown + (f" (+{len(changed) - 3} more)" if len(changed) > 3 else "")
+
+
+def stands(
+    run, outcomes: list[Outcome], reused: int = 0, made_again: Optional[dict[str, Any]] = None
+) -> tuple[str, bool]:
+    """What the reproduction says of a sweep's own verdict (`reused`: how many of its runs it had
+    reused from earlier runs), from `made_again` (`Recheck`'s numbers) where the runs' bits moved,
+    and whether it stands: every run stands and, made again, every claim is the same."""
     what = "audit's verdict" if run.data.tags.get("reprolab.kind") == "audit-summary" else "comparison"
     differing = [outcome for outcome in outcomes if not outcome.stands]
     counts = ", ".join(
@@ -141,14 +169,42 @@ def stands(run, outcomes: list[Outcome], reused: int = 0) -> str:
         if any(outcome.verdict == verdict for outcome in outcomes)
     )
     checked = f"{len(outcomes)} runs checked, {len(outcomes) - reused} trained for it and {reused} it reused"
+    runs_text = "every run it rests on stands"
+    if differing:
+        runs_text = f"{len(differing)} of {len(outcomes)} runs do not stand"
     if not differing and all(outcome.verdict == IDENTICAL for outcome in outcomes):
-        return f"the {what} stands: every run it rests on stands ({checked}: {counts})"
-    if not differing:  # its numbers moved, each within its seeds' noise: the sweep itself is not recomputed
+        return f"the {what} stands: every run it rests on is identical ({checked}: {counts})", True
+    if made_again is None or made_again.get("unavailable"):
+        why = made_again["unavailable"] if made_again else "not asked for"
         return (
-            f"every run the {what} rests on stands ({checked}: {counts}), but its own numbers were not computed "
-            f"again from the reproduced runs: rerun the sweep on this machine to see them"
+            f"{runs_text} ({checked}: {counts}), but the {what} was not made again from the reproduced runs ({why}): "
+            f"rerun the sweep on this machine to see it"
+        ), not differing
+    own = (
+        ""
+        if made_again.get("same_as_recorded") is not False
+        else (
+            " (this code makes the recorded runs' verdict otherwise than the sweep wrote it: the claims compared are "
+            "this code's, from the recorded and from the reproduced runs)"
         )
-    return (
-        f"the {what} is not confirmed: {len(differing)} of {len(outcomes)} runs do not stand ({checked}: {counts}); "
-        f"rerun it on these results to see whether it still holds"
     )
+    if made_again["changed"]:
+        return (
+            f"the {what} does not stand: made again from the reproduced runs, {_first_changes(made_again['changed'])}"
+            f"{own}; {runs_text} ({checked}: {counts})"
+        ), False
+    moved = made_again["largest_move"]
+    largest = ""
+    if moved:
+        largest = (
+            f"; the mean that moved most: {moved['mean']} {moved['recorded']:.4f} recorded, {moved['now']:.4f} now"
+            if moved["difference"]
+            else "; every mean is the same"
+        )
+    count = made_again["claims"]
+    claims = f"its {count} claim{'s are' if count > 1 else ' is'} the same" if count else "it makes no claim"
+    verb = "stands" if not differing else "stands, though not every run does"
+    return (
+        f"the {what} {verb}: made again from the reproduced runs, {claims}{largest}{own}; {runs_text} "
+        f"({checked}: {counts})"
+    ), not differing
