@@ -60,9 +60,7 @@ def _schema_classes() -> list[type]:
     return [
         value
         for value in vars(schema).values()
-        if dataclasses.is_dataclass(value)
-        and value.__module__ == schema.__name__
-        and value not in (schema.Range, schema.RunConfig)
+        if dataclasses.is_dataclass(value) and value.__module__ == schema.__name__ and value is not schema.RunConfig
     ]
 
 

@@ -1,8 +1,8 @@
 """Typed configuration: compose `conf/` with Hydra, then check it against the schema.
 
 In: `conf/` (or `params.yaml`, its composition) and overrides. Out: a checked `Config`.
-`conf/` holds every value; `schema` holds types, choices and ranges and no defaults; `compose`
-composes and validates. `reprolab.config.validate` is a contract with the code every run
+`conf/` holds every value; `schema` holds types, choices and ranges and no defaults; `rules`
+how a key is checked and refused; `compose` composes and validates. `reprolab.config.validate` is a contract with the code every run
 recorded (`reprolab.jobs.recorded`): it stays importable from here.
 """
 
@@ -19,15 +19,23 @@ from reprolab.config.compose import (
     validate,
     validate_params,
 )
-from reprolab.config.schema import (
-    NOT_RESULTS,
+from reprolab.config.rules import (
     SEED,
     SEED_MAX,
+    ConfigError,
+    Range,
+    check_ranges,
+    check_seeds,
+    ranged,
+    require,
+    require_choice,
+)
+from reprolab.config.schema import (
+    NOT_RESULTS,
     AuditConfig,
     Cell,
     ComputeConfig,
     Config,
-    ConfigError,
     DataConfig,
     DataSource,
     Device,
@@ -40,17 +48,11 @@ from reprolab.config.schema import (
     Normalize,
     Numerics,
     Padding,
-    Range,
     RunConfig,
     TargetConfig,
     TargetMetric,
     TrackingConfig,
     TrainConfig,
-    check_ranges,
-    check_seeds,
-    ranged,
-    require,
-    require_choice,
 )
 
 __all__ = [

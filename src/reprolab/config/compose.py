@@ -15,7 +15,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from reprolab.config.schema import Config, ConfigError
+from reprolab.config.rules import ConfigError
+from reprolab.config.schema import Config
 from reprolab.entrypoint import one_line
 
 CONFIG_NAME = "config"
