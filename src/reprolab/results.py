@@ -98,15 +98,20 @@ def disagreement(result: RunResult, labels: Mapping[str, Any], num_classes: int)
 
 
 def runs_warnings(
-    results: Sequence[RunResult], train_labels: Mapping[str, Any], data_warnings: Sequence[str] = ()
+    results: Sequence[RunResult],
+    train_labels: Mapping[str, Any],
+    data_warnings: Sequence[str] = (),
+    names: Optional[Sequence[str]] = None,
 ) -> list[str]:
     """Every warning of the runs a report or audit rests on, once per kind: the data's as they
     are, then each kind of `RunResult.findings` with how many runs it concerns, which, and the
-    first run's text. `train_labels` maps each run's preset to the training labels it had."""
+    first run's text. `train_labels` maps each run's preset to the training labels it had;
+    `names` says how to name each run (default: its preset and seed)."""
     kinds: dict[str, list[tuple[str, str]]] = {}
-    for result in results:
+    for index, result in enumerate(results):
+        name = names[index] if names else f"{result.preset} seed {result.seed}"
         for kind, text in result.findings(train_labels[result.preset]):
-            kinds.setdefault(kind, []).append((f"{result.preset} seed {result.seed}", text))
+            kinds.setdefault(kind, []).append((name, text))
     warnings = list(dict.fromkeys(data_warnings))
     for found in kinds.values():
         (first, text), names = found[0], list(dict.fromkeys(name for name, _ in found))

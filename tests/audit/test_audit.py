@@ -527,3 +527,48 @@ def test_an_audit_made_again_from_moved_runs_names_each_claim_that_changed():
     claims = {c["claim"]: (c["recorded"], c["now"]) for c in fallen["changed"]}
     assert claims["after meets the target"] == ("yes", "no"), claims
     assert "before + dropout meets the target" not in claims, claims
+
+
+@pytest.mark.parametrize("seeds", [3, 5])
+def test_kfold_intervals_keep_their_coverage_over_folds_and_seeds(seeds):
+    """A known truth on a small set, measured by 5-fold x 2 (`pool_folds`): 40 pooled sequences of
+    2 classes (the 8 of a fold are all a holdout audit would have). A fold's model of configuration
+    a is right on a held-out sequence when the sequence's difficulty (uniform, shared by every run)
+    is below 0.70 + its seed's offset + its own offset (each sd 0.05: the seed's init, and the
+    fold's training sequences); b likewise at 0.78. The true means are 0.70 and 0.78 over
+    sequences, seeds and folds; the 95% intervals of a and of b - a must hold them in >= 92% of
+    300 trials."""
+    from reprolab.audit.measure import pool_folds
+    from reprolab.data.folds import fold_indices
+
+    rng = np.random.default_rng(seeds)
+    trials, truth = 300, {"a": 0.70, "b": 0.78}
+    y, y_test = np.arange(40) % 2, np.arange(60) % 2
+    labels = {"train": y, "val": y, "test": y_test}
+    indices = fold_indices(y, 5, 2, 0)
+    bootstrap = Bootstrap(seeds, {split: len(values) for split, values in labels.items()}, 1000)
+    covered = {"a": 0, "b - a": 0}
+    for _ in range(trials):
+        difficulty, test_difficulty = rng.random(len(y)), rng.random(len(y_test))
+        measures = {}
+        for label, mean in truth.items():
+            runs = []
+            for seed in range(seeds):
+                offset = rng.normal(0, 0.05)
+                for index, (train, val) in enumerate(indices):
+                    skill = mean + offset + rng.normal(0, 0.05)
+                    predictions = {
+                        "train": y[train].tolist(),
+                        "val": np.where(difficulty[val] < skill, y[val], 1 - y[val]).tolist(),
+                        "test": np.where(test_difficulty < skill, y_test, 1 - y_test).tolist(),
+                    }
+                    runs.append((RunResult(label, seed, {}, {}, [], "d", predictions), index))
+            pooled = pool_folds(runs, indices, labels)
+            assert len(pooled) == seeds and all(p.metrics["train_accuracy"] == 1.0 for p in pooled)
+            measures[label] = bootstrap.measure(pooled, labels, label)["val_accuracy"]
+        covered["a"] += bootstrap.interval(measures["a"], 0.95, (0, 1)).contains(truth["a"])
+        effect = bootstrap.interval(measures["b"] - measures["a"], 0.95, (-1, 1))
+        covered["b - a"] += effect.contains(truth["b"] - truth["a"])
+    coverage = {key: count / trials for key, count in covered.items()}
+    print(f"k-fold coverage with {seeds} seeds: {coverage}")
+    assert min(coverage.values()) >= 0.92, coverage

@@ -297,3 +297,49 @@ def test_standardization_uses_the_training_split_only(tmp_path):
     assert scaled.digest != raw.digest and scaled.source != raw.source  # recorded in the digest and fingerprint
     # A user file is standardized unless told otherwise.
     assert load_config(["data=npz", "data.user_file=x.npz"], CONF_DIR).data.normalize.value == "standard"
+
+
+def test_a_fold_splits_the_pooled_training_and_validation_sequences_and_keeps_the_test_split(small_data_config):
+    """data.fold: over 3 folds, the validation splits partition the 64 + 128 pooled sequences,
+    each stratified; each fold trains on the rest; the test split is the whole dataset's; the pin
+    is checked on the whole dataset (a fold has a digest of its own); the prepared file of the
+    whole dataset never stands in for a fold."""
+    from reprolab.config import FoldConfig, validate
+    from reprolab.config.compose import to_dict
+
+    whole = datasets.build(small_data_config)
+    pool = np.concatenate([whole.splits["train"].X, whole.splits["val"].X])
+    seen, digests = [], set()
+    for index in range(3):
+        fold = datasets.build(dataclasses.replace(small_data_config, fold=FoldConfig(3, 1, index)))
+        assert np.array_equal(fold.splits["test"].X, whole.splits["test"].X)
+        assert len(fold.splits["val"].y) == 64 and len(fold.splits["train"].y) == 128
+        assert abs(fold.splits["val"].y.mean() - whole.splits["train"].y.mean()) < 0.05  # stratified
+        both = np.concatenate([fold.splits["train"].X, fold.splits["val"].X])
+        assert sorted(map(bytes, both)) == sorted(map(bytes, pool))
+        seen += [bytes(x) for x in fold.splits["val"].X]
+        digests.add(fold.digest)
+    assert sorted(seen) == sorted(map(bytes, pool)) and len(digests) == 3 and whole.digest not in digests
+    pinned = dataclasses.replace(small_data_config, expected_digest="0" * 64, fold=FoldConfig(3, 1, 0))
+    with pytest.raises(DataError, match=r"data\.expected_digest pins 000000000000"):
+        datasets.build(pinned)
+    datasets.prepare(small_data_config)
+    folded = dataclasses.replace(small_data_config, fold=FoldConfig(3, 1, 1))
+    assert datasets.dataset_for(folded).digest == datasets.build(folded).digest != whole.digest
+    config = load_config(["data=synthetic_small"], CONF_DIR)
+    params = to_dict(config)
+    params["data"]["fold"] = {"folds": 3, "repeats": 2, "index": 6}
+    with pytest.raises(ValueError, match=r"data\.fold\.index: must be below folds x repeats \(6\), got 6"):
+        validate(params)
+
+
+def test_folds_that_a_class_cannot_fill_are_refused_in_one_line():
+    from reprolab.data.folds import fold_indices
+
+    y = np.array([0] * 20 + [1] * 3)
+    with pytest.raises(DataError) as refused:
+        fold_indices(y, 5, 1, 0)
+    assert str(refused.value) == (
+        "audit.folds=5: class 1 has 3 sequences in the training and validation splits together, fewer than the "
+        "folds, so a fold could not hold one of each class; set audit.folds to at most 3"
+    )

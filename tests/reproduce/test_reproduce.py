@@ -332,7 +332,7 @@ def test_an_audit_is_made_again_from_its_runs_records_and_from_moved_results(rep
     for run_id, params, _, recorded, _ in reruns:
         now = recorded
         if run_id in after:
-            truth = [int(y) for y in _val_labels(repo, params)]
+            truth = [int(y) for y in _split(params, "val").y]
             now = dataclasses.replace(
                 recorded,
                 predictions={**recorded.predictions, "val": truth},
@@ -344,11 +344,75 @@ def test_an_audit_is_made_again_from_its_runs_records_and_from_moved_results(rep
     assert moved["largest_move"]["now"] == 1.0 and moved["largest_move"]["difference"] > 0, moved
 
 
-def _val_labels(repo: Path, params: dict):
+TINY = [  # a stand-in for a small real set: 8 validation sequences, as in the UCR archive's smallest
+    "data=synthetic_small",
+    "data.generator.n_train=24",
+    "data.generator.n_val=8",
+    "data.generator.n_test=40",
+    "data.expected_digest=null",
+    "data.prepared_path=data/prepared/tiny.npz",
+]
+
+
+def test_a_kfold_audit_runs_each_fold_as_a_run_of_its_own_that_reproduces(repo, tmp_path):
+    """audit.resampling=kfold on 24 + 8 sequences: each configuration and seed is 3 runs, one per
+    fold of the 32 pooled, each with its fold in its config, its own dataset digest and run key;
+    the test split is the same in every fold; the report measures over the 32; a fold run
+    reproduces as identical, and the audit's claims are made again from its runs' records."""
+    import yaml
+
+    from reprolab.audit.recheck import recheck
+    from reprolab.results import RunResult
+    from reprolab.tracking.store import Store
+
+    before = train(repo, "seed=0", "experiment=regularized", "experiments.regularized.train.lr=0.004", *TINY)
+    kfold = ["audit.resampling=kfold", "audit.folds=3", "audit.repeats=1"]
+    audit = ["audit", "--before", before, "--after", "regularized", "--seeds", "0-1", "--no-models", *QUICK, *TINY]
+    done = sh(repo, "reprolab", *audit, *kfold, "--output-dir", "kfold")
+    assert "12 runs over seeds [0, 1], 3 folds x 1 repeats" in done.stdout, done.stdout
+    summary = json.loads((repo / "kfold/summary.json").read_text())
+    assert summary["resampling"] == {"method": "kfold", "folds": 3, "repeats": 1, "split_seed": 0}
+    assert summary["split_sizes"] == {"train": 32, "val": 32, "test": 40}, summary["split_sizes"]
+    assert (
+        "stratified 3-fold cross-validation (once) over the 32 training and validation"
+        in (repo / "kfold/audit.md").read_text()
+    )
+    rows = list(csv.DictReader((repo / "kfold/runs.csv").open()))
+    assert sorted((r["configuration"], r["seed"], r["fold"]) for r in rows) == sorted(
+        (c, s, f) for c in ("before", "after") for s in "01" for f in "012"
+    )
+    assert len({r["dataset_digest"] for r in rows}) == 3 and summary["dataset_digests"]["after"] not in {
+        r["dataset_digest"] for r in rows
+    }
+    client = client_for(repo)
+    records = {r["mlflow_run_id"]: client.get_run(r["mlflow_run_id"]) for r in rows}
+    assert len({run.data.tags["reprolab.run_key"] for run in records.values()}) == 12
+    reruns, tests = [], set()
+    for run_id, run in records.items():
+        folder = Path(run.info.artifact_uri.removeprefix("file://"))
+        params = yaml.safe_load((folder / "config/params.yaml").read_text())
+        assert (
+            params["data"]["fold"]["folds"] == 3
+            and str(params["data"]["fold"]["index"]) == run.data.tags["reprolab.audit.fold"]
+        )
+        tests.add(_split(params, "test").X.tobytes())
+        result = RunResult.from_json((folder / "result.json").read_text())
+        reruns.append((run_id, params, None, result, result))
+    assert len(tests) == 1  # every fold tests on the same held-out split
+    store = Store(client, next(iter(records.values())).info.experiment_id, f"sqlite:///{repo / 'mlflow.db'}")
+    audit_run = max(runs(repo, "audit-summary"), key=lambda r: r.info.start_time)
+    same = recheck(store, audit_run, tmp_path / "made", reruns)
+    assert same["unavailable"] is None and same["same_as_recorded"] is True and same["changed"] == [], same
+    one = rows[-1]["mlflow_run_id"]
+    assert f"({one}): identical" in reproduce(repo, one).stdout
+
+
+def _split(params: dict, split: str):
+    """The split `split` of the dataset a run's params build."""
     from reprolab import data as datasets
     from reprolab.config import validate
 
-    return datasets.build(validate(params).data).splits["val"].y
+    return datasets.build(validate(params).data).splits[split]
 
 
 def test_a_run_whose_logged_metric_was_edited_is_refused_in_one_line(repo):

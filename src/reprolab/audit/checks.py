@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
-from reprolab.audit.measure import Bootstrap, Interval, Labels, level_bounds
+from reprolab.audit.measure import Bootstrap, Interval, Labels, Pooled, level_bounds
 from reprolab.config import TargetConfig
 from reprolab.metrics import has_target, missed_bounds, target_keys, target_met
 from reprolab.results import RunResult
@@ -49,7 +49,7 @@ class VariantCheck:
 
 
 def _missed(
-    runs: Sequence[RunResult], stats: dict[str, Interval], target: TargetConfig
+    runs: Sequence[RunResult | Pooled], stats: dict[str, Interval], target: TargetConfig
 ) -> tuple[list[str], bool, bool]:
     missed: list[str] = []
     for run in runs:
@@ -65,7 +65,7 @@ def _missed(
 
 
 def check_variant(
-    label: str, runs: Sequence[RunResult], stats: dict[str, Interval], target: TargetConfig
+    label: str, runs: Sequence[RunResult | Pooled], stats: dict[str, Interval], target: TargetConfig
 ) -> VariantCheck:
     """Seeds meeting the target, and the intervals against it."""
     missed, clears, fails = _missed(runs, stats, target)

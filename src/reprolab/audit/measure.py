@@ -1,5 +1,7 @@
 """Measuring a configuration over seeds: each metric's mean with a bootstrap interval over
-seeds and sequences, kept as per-seed values and draws so that differences pair by seed.
+seeds and sequences, kept as per-seed values and draws so that differences pair by seed. With
+k-fold, each seed's fold runs are pooled first (`pool_folds`): one measurement per seed, over
+every sequence of the training and validation splits.
 """
 
 from __future__ import annotations
@@ -81,6 +83,54 @@ def combine(terms: Sequence[tuple[float, Measures]]) -> Measures:
     }
 
 
+@dataclass
+class Pooled:
+    """One configuration's runs over the folds of one seed, as one measurement of it: per
+    sequence, the share of its runs that were right (`pool_folds`), and the accuracies they give."""
+
+    preset: str
+    seed: int
+    correct: dict[str, np.ndarray]  # split -> per sequence, the share of right answers
+    metrics: dict[str, float]
+
+
+def right(run: RunResult | Pooled, split: str, labels: Labels) -> np.ndarray:
+    """Per sequence of `split`, whether the run was right (a pooled one: its share of right)."""
+    if isinstance(run, Pooled):
+        return run.correct[split]
+    return np.asarray(run.predictions[split]) == labels[split]
+
+
+def pool_folds(
+    runs: Sequence[tuple[RunResult, int]], indices: Sequence[tuple[np.ndarray, np.ndarray]], labels: Labels
+) -> list[Pooled]:
+    """Each (configuration, seed)'s fold runs (each with its fold's index into `indices`, the
+    (training, validation) positions of every fold in the pool) as one `Pooled`: every pooled
+    sequence's share of right answers out of fold (validation: each repeat's one fold that held it
+    out), and in the folds that trained on it (training); on test, over every fold's model.
+    `labels` holds the pool's classes (as "train" and "val") and the test split's."""
+    groups: dict[tuple[str, int], list[tuple[RunResult, int]]] = {}
+    for run, index in runs:
+        groups.setdefault((run.preset, run.seed), []).append((run, index))
+    pooled = []
+    for (preset, seed), group in groups.items():
+        hits = {split: np.zeros(len(labels[split])) for split in SPLITS}
+        seen = {split: np.zeros(len(labels[split])) for split in SPLITS}
+        for run, index in group:
+            for split, where in (("train", indices[index][0]), ("val", indices[index][1]), ("test", slice(None))):
+                hits[split][where] += np.asarray(run.predictions[split]) == labels[split][where]
+                seen[split][where] += 1
+        if any((seen[split] == 0).any() for split in SPLITS):
+            raise ValueError(f"{preset} seed {seed}: its {len(group)} fold runs do not cover every pooled sequence")
+        correct = {split: hits[split] / seen[split] for split in SPLITS}
+        metrics: dict[str, float] = {}
+        for split, share in correct.items():
+            classes = [share[labels[split] == c].mean() for c in np.unique(labels[split])]
+            metrics |= {f"{split}_accuracy": float(share.mean()), f"{split}_balanced_accuracy": float(np.mean(classes))}
+        pooled.append(Pooled(preset, seed, correct, metrics))
+    return pooled
+
+
 class Bootstrap:
     """The two sources of noise in a mean over seeds, measured apart and added.
 
@@ -116,13 +166,14 @@ class Bootstrap:
         whose sampling noise is small anyway."""
         return int(min(RESAMPLES, max(200, 4e7 // (max(split_sizes) + 1))))
 
-    def measure(self, runs: Sequence[RunResult], labels: Labels, label: str) -> Measures:
-        """Every metric of one configuration's runs (ordered by seed): each split's accuracy and
-        balanced accuracy (the mean of the classes' recalls), and the train-val gap."""
+    def measure(self, runs: Sequence[RunResult | Pooled], labels: Labels, label: str) -> Measures:
+        """Every metric of one configuration's runs (ordered by seed; with k-fold, each seed's
+        folds `Pooled`): each split's accuracy and balanced accuracy (the mean of the classes'
+        recalls), and the train-val gap."""
         coin = np.random.default_rng([BOOTSTRAP_SEED, zlib.crc32(label.encode())])
         values = {}
         for split in SPLITS:
-            correct = np.array([np.asarray(run.predictions[split]) == labels[split] for run in runs], dtype=float)
+            correct = np.array([right(run, split, labels) for run in runs], dtype=float)
             classes = np.unique(labels[split])
             members = (labels[split][:, None] == classes[None, :]).astype(float)  # example x class
             rate = correct.mean(axis=0)  # each example's rate of being right over the seeds

@@ -17,9 +17,9 @@ from typing import Any, Optional
 from reprolab import data as datasets
 from reprolab.audit.checks import VariantCheck, seed_checks
 from reprolab.audit.design import AFTER, Change, side_of
-from reprolab.audit.measure import Labels
+from reprolab.audit.kfold import pooled
 from reprolab.audit.verdict import AuditSummary, summarize
-from reprolab.config import validate
+from reprolab.config import Config, validate
 from reprolab.entrypoint import UserError
 from reprolab.metrics import target_keys
 from reprolab.results import RunResult
@@ -95,27 +95,34 @@ def changed(
     }
 
 
-def _labels(reruns: Sequence[Rerun], folder: Path) -> dict[str, Labels]:
-    """Each dataset's true classes, by digest, built by this code from a run's own data settings
-    and checked against the digest its runs recorded."""
-    labels: dict[str, Labels] = {}
+def _config(params: dict, data_file: Optional[tuple[str, bytes]], folder: Path, whole: bool = False) -> Config:
+    """A run's configuration read by this code, its user file (if any) written into `folder`;
+    `whole`: without its fold, the dataset its folds come from."""
+    params = copy.deepcopy(params)
+    if data_file is not None:
+        path = folder / f"data-{len(list(folder.glob('data-*')))}" / data_file[0]
+        path.parent.mkdir(parents=True)
+        path.write_bytes(data_file[1])
+        params["data"]["user_file"] = str(path)
+    if whole:
+        params["data"]["fold"] = None
+    return validate(params)
+
+
+def _datasets(reruns: Sequence[Rerun], folder: Path) -> dict[str, datasets.Dataset]:
+    """Each dataset the runs trained on, by digest, built by this code from a run's own data
+    settings and checked against the digest its runs recorded."""
+    built: dict[str, datasets.Dataset] = {}
     for _, params, data_file, recorded, _ in reruns:
-        if recorded.dataset_digest in labels:
-            continue
-        params = copy.deepcopy(params)
-        if data_file is not None:
-            path = folder / f"data-{len(labels)}" / data_file[0]
-            path.parent.mkdir(parents=True)
-            path.write_bytes(data_file[1])
-            params["data"]["user_file"] = str(path)
-        built = datasets.build(validate(params).data)
-        if built.digest != recorded.dataset_digest:
-            raise UserError(
-                f"this checkout builds the runs' data with digest {built.digest[:12]}…, they recorded "
-                f"{recorded.dataset_digest[:12]}…"
-            )
-        labels[built.digest] = built.labels()
-    return labels
+        if recorded.dataset_digest not in built:
+            data = datasets.build(_config(params, data_file, folder).data)
+            if data.digest != recorded.dataset_digest:
+                raise UserError(
+                    f"this checkout builds the runs' data with digest {data.digest[:12]}…, they recorded "
+                    f"{recorded.dataset_digest[:12]}…"
+                )
+            built[data.digest] = data
+    return built
 
 
 def _roles(store: Any, summary_run: Any, folder: Path, audit: bool) -> list[tuple[str, str, int]]:
@@ -151,14 +158,14 @@ def recheck(store: Any, summary_run: Any, folder: Path, reruns: Sequence[Rerun])
             raise UserError("the runs it lists are not the runs it rests on")
         recorded = [dataclasses.replace(pairs[run_id][0], preset=label, seed=seed) for run_id, label, seed in roles]
         now = [dataclasses.replace(pairs[run_id][1], preset=label, seed=seed) for run_id, label, seed in roles]
-        labels = _labels(reruns, folder)
-        params = {run_id: own for run_id, own, _, _, _ in reruns}
-        own = next((params[run_id] for run_id, label, _ in roles if label == AFTER), reruns[-1][1])
-        config = validate(copy.deepcopy(own))  # the target and confidence of its runs' record (after's)
+        built = _datasets(reruns, folder)
+        params = {run_id: (own, data_file) for run_id, own, data_file, _, _ in reruns}
+        own = next((params[run_id] for run_id, label, _ in roles if label == AFTER), reruns[-1][1:3])
+        config = _config(*own, folder)  # the target and confidence of its runs' record (after's)
         target, confidence = config.data.target, config.audit.confidence
         if not audit:
-            (digest,) = labels  # a comparison is made on one dataset
-            made = [seed_checks(results, labels[digest], target, confidence) for results in (recorded, now)]
+            (data,) = built.values()  # a comparison is made on one dataset
+            made = [seed_checks(results, data.labels(), target, confidence) for results in (recorded, now)]
             found = changed(*[(_checks_claims(checks), _checks_numbers(checks)) for checks in made])
             return {**found, "unavailable": None, "same_as_recorded": None}
         path = download(store, summary_run.info.run_id, AUDIT_SUMMARY, folder)
@@ -166,7 +173,17 @@ def recheck(store: Any, summary_run: Any, folder: Path, reruns: Sequence[Rerun])
             raise UserError(f"the audit's run holds no {AUDIT_SUMMARY}")
         written = json.loads(path.read_text())
         changes = [Change(name, {k: tuple(v) for k, v in c["keys"].items()}) for name, c in written["changes"].items()]
-        sides = {side_of(r.preset): labels[r.dataset_digest] for r in recorded}
+        if written.get("resampling", {}).get("method") == "kfold":
+            folds = [_config(*params[run_id], folder).data.fold for run_id, _, _ in roles]
+            wholes = {side_of(label): _config(*params[run_id], folder, whole=True) for run_id, label, _ in roles}
+            sides = {side: (datasets.build(c.data), c.data.split_seed) for side, c in wholes.items()}
+            (measured_then, labels), (measured_now, _) = (
+                pooled(list(zip(results, folds)), sides) for results in (recorded, now)
+            )
+            made_from: tuple[list, list] = (measured_then, measured_now)
+        else:
+            labels = {side_of(r.preset): built[r.dataset_digest].labels() for r in recorded}
+            made_from = (recorded, now)
         summaries = [
             summarize(
                 results,
@@ -176,9 +193,10 @@ def recheck(store: Any, summary_run: Any, folder: Path, reruns: Sequence[Rerun])
                 target,
                 written["confidence"],
                 written["dataset_digests"],
-                sides,
+                labels,
+                written.get("resampling"),
             )
-            for results in (recorded, now)
+            for results in made_from
         ]
     except (UserError, KeyError, ValueError) as error:
         return {"unavailable": f"cannot make it again here: {error}"}

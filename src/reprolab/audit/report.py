@@ -31,6 +31,23 @@ def _seeds_text(seeds: Sequence[int]) -> str:
     return f"{seeds[0]}-{seeds[-1]}" if contiguous and len(seeds) > 2 else ", ".join(map(str, seeds))
 
 
+def _times(repeats: int) -> str:
+    return "once" if repeats == 1 else f"repeated {repeats} times"
+
+
+def _resampling_text(summary: AuditSummary) -> str:
+    sizes, how = summary.split_sizes, summary.resampling
+    if how["method"] != "kfold":
+        return "splits of " + ", ".join(f"{size} {split}" for split, size in sizes.items()) + " sequences."
+    return (
+        f"measured by stratified {how['folds']}-fold cross-validation ({_times(how['repeats'])}) over the "
+        f"{sizes['val']} training and validation sequences pooled (split seed {how['split_seed']}): each "
+        f"configuration and seed is {how['folds'] * how['repeats']} runs, one per fold, and every pooled sequence is "
+        f"judged by the runs that held it out; the {sizes['test']} test sequences are held out from every fold and "
+        f"never pick a change."
+    )
+
+
 def audit_markdown(summary: AuditSummary, descriptions: dict[str, str], audit_id: str, reused: int) -> str:
     """The audit report as Markdown; figures are referenced by their file names beside it.
     `reused` runs were not trained again: finished runs with the same run key stood in."""
@@ -44,9 +61,9 @@ def audit_markdown(summary: AuditSummary, descriptions: dict[str, str], audit_id
         "",
         *[f"> **Warning.** {warning}\n" for warning in summary.warnings],
         f"- Before: `{summary.before}` ({descriptions[BEFORE]}). After: `{summary.after}` ({descriptions[AFTER]}).",
-        f"- Seeds {_seeds_text(summary.seeds)} ({len(summary.seeds)} per configuration); splits of "
-        + ", ".join(f"{size} {split}" for split, size in summary.split_sizes.items())
-        + f" sequences. Intervals are {percent}% intervals over seeds (Student's t) and held-out examples "
+        f"- Seeds {_seeds_text(summary.seeds)} ({len(summary.seeds)} per configuration); "
+        + _resampling_text(summary)
+        + f" Intervals are {percent}% intervals over seeds (Student's t) and held-out examples "
         f"(the Bayesian bootstrap): they include the sampling noise of the finite splits; effects are "
         f"paired by seed and example.",
         f"- Target: {describe_target(target)}. A configuration *holds* the target when every seed meets it "
@@ -60,7 +77,12 @@ def audit_markdown(summary: AuditSummary, descriptions: dict[str, str], audit_id
             + ", ".join(f"{side} `{digest}`" for side, digest in digests.items())
             + ". Effects mix the change with the change of data."
         )
-    runs = len(summary.variants) * len(summary.seeds)
+    runs = (
+        len(summary.variants)
+        * len(summary.seeds)
+        * summary.resampling.get("folds", 1)
+        * summary.resampling.get("repeats", 1)
+    )
     lines.append(
         f"- MLflow: {runs - reused} runs trained for this audit, nested under its summary run "
         f"`audit {summary.before} -> {summary.after}` (which holds this report) and tagged "

@@ -27,10 +27,20 @@ from reprolab.audit.design import (
     side_of,
 )
 from reprolab.audit.figures import ablation, attribution, seed_bands
+from reprolab.audit.kfold import fold_jobs, pooled, resampling
 from reprolab.audit.report import FIGURES, audit_markdown, summed_confusion
 from reprolab.audit.summary import SHARED_METRICS, run_row, summary_json, summary_metrics
 from reprolab.audit.verdict import AuditSummary, summarize
-from reprolab.config import Config, ConfigError, TrackingConfig, differences, load_params, to_dict, validate_params
+from reprolab.config import (
+    Config,
+    ConfigError,
+    Resampling,
+    TrackingConfig,
+    differences,
+    load_params,
+    to_dict,
+    validate_params,
+)
 from reprolab.figures import confusion_matrices, preset_colour
 from reprolab.files import FileFormatError, Outputs, check_output_path, write_csv
 from reprolab.jobs.job import Job
@@ -177,7 +187,6 @@ def ablation_jobs(
         experiments = {**side.config.experiments, label: variant}
         config = dataclasses.replace(side.config, experiments=experiments, experiment=label, tracking=tracking_config)
         jobs += [Job(config, label, seed, side.data, code) for seed in seeds]
-    _check_codes_take(jobs)
     return changes, jobs
 
 
@@ -258,13 +267,18 @@ def run_audit(
     check_output_dir(output_dir)
     audit_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     changes, jobs = ablation_jobs(before, after, seeds, audit_id, config.tracking)
+    kfold = config.audit.resampling is Resampling.kfold
+    if kfold:
+        jobs = fold_jobs(jobs, config.audit.folds, config.audit.repeats)
+    _check_codes_take(jobs)
     sides = {BEFORE: before, AFTER: after}
     for side in (before, after):
         if side.note:
             print(side.note, file=sys.stderr, flush=True)
     print(
         f"audit {audit_id}: {before.name} -> {after.name}, {len(changes)} changes "
-        f"({', '.join(c.name for c in changes)}), {len(jobs)} runs over seeds {list(seeds)}",
+        f"({', '.join(c.name for c in changes)}), {len(jobs)} runs over seeds {list(seeds)}"
+        + (f", {config.audit.folds} folds x {config.audit.repeats} repeats" if kfold else ""),
         flush=True,
     )
     started = time.perf_counter()
@@ -289,10 +303,11 @@ def run_audit(
     with summary_run(config, f"audit {before.name} -> {after.name}", "audit-summary", tags) as summary_id:
 
         def describe(job: Job, result: RunResult) -> tuple[str, dict[str, str]]:
-            side = sides[side_of(job.preset)]
-            return f"{job.preset} seed{job.seed}", {
+            side, fold = sides[side_of(job.preset)], job.config.data.fold
+            return f"{job.preset} seed{job.seed}" + (f" fold{fold.index}" if fold else ""), {
                 "reprolab.audit_id": audit_id,
                 "reprolab.audit.variant": job.preset,
+                **({"reprolab.audit.fold": str(fold.index)} if fold else {}),
                 "reprolab.target_met": met_tag(target_met(result.metrics, config.data.target)),
                 "mlflow.runColor": preset_colour(side.preset, list(config.experiments)),
             }
@@ -308,25 +323,35 @@ def run_audit(
             reuse=reuse,
         )
         results = [run.result for run in runs]
+        folds = [job.config.data.fold for job in jobs]  # None in a holdout audit
         reused = sum(run.reused for run in runs)
         print(
             f"audit {audit_id}: {len(results)} runs ({reused} reused) in {time.perf_counter() - started:.0f} s",
             flush=True,
         )
+        measured, labels = (
+            pooled(
+                list(zip(results, folds)), {k: (side.data, side.config.data.split_seed) for k, side in sides.items()}
+            )
+            if kfold
+            else (results, {label: side.data.labels() for label, side in sides.items()})
+        )
         summary = summarize(
-            results,
+            measured,
             changes,
             before.name,
             after.name,
             config.data.target,
             config.audit.confidence,
             {"before": before.data.digest, "after": after.data.digest},
-            {label: side.data.labels() for label, side in ((BEFORE, before), (AFTER, after))},
+            labels,
+            resampling(config.audit, after.config.data.split_seed),
         )
         summary.warnings += runs_warnings(
             results,
             {job.preset: sides[side_of(job.preset)].data.splits["train"].y for job in jobs},
             before.data.warnings + after.data.warnings,
+            [f"{r.preset} seed {r.seed}" + (f" fold {f.index}" if f else "") for r, f in zip(results, folds)],
         )
         descriptions = {BEFORE: _description(config, before), AFTER: _description(config, after)}
         markdown = audit_markdown(summary, descriptions, audit_id, reused)
@@ -335,7 +360,7 @@ def run_audit(
             tmp = Path(scratch)
             (tmp / "audit.md").write_text(markdown)
             (tmp / "summary.json").write_text(json.dumps(summary_json(summary, audit_id, reused), indent=2) + "\n")
-            rows = [run_row(run.result, run.run_id, run.reused) for run in runs]
+            rows = [run_row(run.result, run.run_id, run.reused, fold) for run, fold in zip(runs, folds)]
             write_csv(tmp / "runs.csv", rows, list(rows[0]))
             titles = {label: f"{label}: {sides[label].name}" for label in by_label}
             presets = list(config.experiments)
@@ -349,7 +374,7 @@ def run_audit(
             attribution(summary, SHARED_METRICS, tmp / FIGURES["attribution"])
             confusion_matrices(
                 {
-                    f"{label}: {getattr(summary, label)}, test, {len(group)} seeds summed": summed_confusion(group)
+                    f"{label}: {getattr(summary, label)}, test, {len(group)} runs summed": summed_confusion(group)
                     for label, group in by_label.items()
                 },
                 tmp / FIGURES["confusion"],

@@ -11,13 +11,15 @@ from reprolab.audit.attribution import Attribution
 from reprolab.audit.design import AFTER, BEFORE
 from reprolab.audit.measure import Interval
 from reprolab.audit.verdict import AuditSummary
+from reprolab.config import FoldConfig
 from reprolab.results import RunResult
 
 
-def run_row(result: RunResult, run_id: Optional[str], reused: bool) -> dict:
+def run_row(result: RunResult, run_id: Optional[str], reused: bool, fold: Optional[FoldConfig] = None) -> dict:
     return {
         "configuration": result.preset,
         "seed": result.seed,
+        **({"fold": fold.index} if fold else {}),
         **{key: result.metrics[key] for key in ("train_accuracy", "val_accuracy", "test_accuracy")},
         "best_epoch": result.fit["best_epoch"],
         "epochs_run": result.fit["epochs_run"],
@@ -56,6 +58,7 @@ def summary_json(summary: AuditSummary, audit_id: str, reused: int) -> dict:
         "after": summary.after,
         "seeds": summary.seeds,
         "confidence": summary.confidence,
+        "resampling": summary.resampling,
         "dataset_digests": summary.dataset_digests,
         "split_sizes": summary.split_sizes,
         "runs_reused": reused,

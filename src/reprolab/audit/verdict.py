@@ -6,12 +6,23 @@ the intervals do not support.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 from reprolab.audit.attribution import Attribution, ChangeEffect, PathStep, attribution_of, greedy_path, shapley_terms
 from reprolab.audit.checks import NEGATED, VariantCheck, check_variant
 from reprolab.audit.design import AFTER, BEFORE, Change, coalitions, grouping_warnings, side_of
-from reprolab.audit.measure import DIFFERENCE, METRICS, SMALL_SPLIT, Bootstrap, Interval, Labels, combine, level_bounds
+from reprolab.audit.measure import (
+    DIFFERENCE,
+    METRICS,
+    SMALL_SPLIT,
+    Bootstrap,
+    Interval,
+    Labels,
+    Pooled,
+    combine,
+    level_bounds,
+)
 from reprolab.config import TargetConfig
 from reprolab.metrics import has_target, target_keys, target_words
 from reprolab.results import RunResult
@@ -35,10 +46,11 @@ class AuditSummary:
     gap_before: bool  # the before side overfits: its train-val gap is above 0 beyond noise
     warnings: list[str]
     verdict: str
+    resampling: dict = field(default_factory=lambda: {"method": "holdout"})  # `kfold.resampling`
 
 
 def summarize(
-    results: Sequence[RunResult],
+    results: Sequence[RunResult | Pooled],
     changes: Sequence[Change],
     before: str,
     after: str,
@@ -46,13 +58,15 @@ def summarize(
     confidence: float,
     dataset_digests: dict[str, str],
     labels: dict[str, Labels],
+    resampling: Optional[dict] = None,
 ) -> AuditSummary:
     """Check every configuration against the target, measure each change's effect and split
     the before -> after difference into the changes' Shapley values.
 
     `labels` holds each side's true classes per split ("before", "after"): configurations whose
-    label starts with "before" were trained on the before side's data, the others on the after's."""
-    by_label: dict[str, list[RunResult]] = {}
+    label starts with "before" were trained on the before side's data, the others on the after's.
+    With k-fold (`resampling`), `results` are each configuration's fold runs pooled per seed."""
+    by_label: dict[str, list[RunResult | Pooled]] = {}
     for result in sorted(results, key=lambda r: r.seed):
         by_label.setdefault(result.preset, []).append(result)
     seeds = [run.seed for run in by_label[AFTER]]
@@ -120,6 +134,7 @@ def summarize(
         gap_before=variants[BEFORE].stats["train_val_gap"].low > 0,
         warnings=[],
         verdict="",
+        resampling=resampling or {"method": "holdout"},
     )
     summary.verdict = verdict(summary)
     summary.warnings = grouping_warnings(changes) + small_split_warnings(summary)
@@ -238,11 +253,20 @@ def small_split_warnings(summary: AuditSummary) -> list[str]:
     n_val = summary.split_sizes["val"]
     if n_val < SMALL_SPLIT:
         after = summary.variants[AFTER].stats["val_accuracy"]
+        kfold = summary.resampling["method"] == "kfold"
+        held = "training and validation splits pooled have" if kfold else "validation split has"
+        remedy = (
+            "More data narrows them."
+            if kfold
+            else (
+                "A larger validation split (more data, or a larger data.val_fraction), or k-fold over training and "
+                "validation (audit.resampling=kfold), narrows them."
+            )
+        )
         warnings.append(
-            f"The validation split has only {n_val} sequences: one sequence moves validation accuracy by "
+            f"The {held} only {n_val} sequences: one sequence moves validation accuracy by "
             f"{1 / n_val:.3f}, and the interval of {summary.after}'s validation accuracy is "
-            f"{after.low:.3f}-{after.high:.3f}; effects smaller than that cannot be told from chance. A larger "
-            f"validation split (more data, or a larger data.val_fraction) narrows them."
+            f"{after.low:.3f}-{after.high:.3f}; effects smaller than that cannot be told from chance. {remedy}"
         )
     if len(summary.seeds) < 3:
         warnings.append(

@@ -2,8 +2,9 @@
 
 In: `conf/` (or `params.yaml`, its composition) and overrides. Out: a checked `Config`.
 `conf/` holds every value; `schema` holds types, choices and ranges and no defaults; `rules`
-how a key is checked and refused; `compose` composes and validates. `reprolab.config.validate` is a contract with the code every run
-recorded (`reprolab.jobs.recorded`): it stays importable from here.
+how a key is checked and refused; `compose` composes and validates. `reprolab.config.validate`
+is a contract with the code every run recorded (`reprolab.jobs.recorded`): it stays importable
+from here.
 """
 
 from reprolab.config.compose import (
@@ -41,6 +42,7 @@ from reprolab.config.schema import (
     Device,
     EarlyStoppingConfig,
     ExperimentConfig,
+    FoldConfig,
     GeneratorConfig,
     Layout,
     ModelConfig,
@@ -48,6 +50,7 @@ from reprolab.config.schema import (
     Normalize,
     Numerics,
     Padding,
+    Resampling,
     RunConfig,
     TargetConfig,
     TargetMetric,
@@ -70,6 +73,7 @@ __all__ = [
     "Device",
     "EarlyStoppingConfig",
     "ExperimentConfig",
+    "FoldConfig",
     "GeneratorConfig",
     "Layout",
     "ModelConfig",
@@ -78,6 +82,7 @@ __all__ = [
     "Numerics",
     "Padding",
     "Range",
+    "Resampling",
     "RunConfig",
     "TargetConfig",
     "TargetMetric",

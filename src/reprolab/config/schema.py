@@ -39,6 +39,13 @@ class Reference(str, Enum):  # the reference classifiers beside the models (`rep
     euclidean, dtw = "euclidean", "dtw"
 
 
+class Resampling(str, Enum):
+    """How an audit measures a configuration: on the validation split, or by repeated stratified
+    k-fold over the training and validation splits pooled; the test split is held out either way."""
+
+    holdout, kfold = "holdout", "kfold"
+
+
 class DataSource(str, Enum):
     synthetic = "synthetic"
     npz = "npz"
@@ -118,6 +125,20 @@ class TargetConfig:
 
 
 @dataclass
+class FoldConfig:
+    """One fold of repeated stratified k-fold over the training and validation splits pooled
+    (`reprolab.data.folds`): `index` in 0 .. folds x repeats - 1, repeat by repeat."""
+
+    folds: int = field(metadata=ranged(2, 100))
+    repeats: int = field(metadata=ranged(1, 100))
+    index: int = field(metadata=ranged(0, 9_999))
+
+    def check(self, where: str) -> None:
+        total = self.folds * self.repeats
+        require(self.index < total, f"{where}.index", f"must be below folds x repeats ({total}), got {self.index}")
+
+
+@dataclass
 class DataConfig:
     """Where the dataset comes from, where its verified copy lives, and its target."""
 
@@ -132,8 +153,9 @@ class DataConfig:
     test_fraction: float = field(metadata=ranged(0, 1, low_open=True, high_open=True))
     split_seed: int = field(metadata=SEED)
     prepared_path: str = field()
-    expected_digest: Optional[str] = field()
+    expected_digest: Optional[str] = field()  # of the whole dataset, a fold's too
     target: TargetConfig = field()
+    fold: Optional[FoldConfig] = field()  # null: the splits as they are; an audit's k-fold sets it
 
     def check(self, where: str) -> None:
         require(
@@ -162,6 +184,8 @@ class DataConfig:
             f"{self.prepared_path!r} leaves the repository; give a path inside it (data/prepared/...) or an "
             f"absolute path",
         )
+        if self.fold is not None:
+            self.fold.check(f"{where}.fold")
 
 
 @dataclass
@@ -251,6 +275,9 @@ class AuditConfig:
     after: str = field()
     seeds: list[int] = field(metadata=SEED)
     confidence: float = field(metadata=ranged(0.5, 1, high_open=True))
+    resampling: Resampling = field()
+    folds: int = field(metadata=ranged(2, 100))  # of kfold
+    repeats: int = field(metadata=ranged(1, 100))  # of kfold
 
     def check(self, presets: Sequence[str]) -> None:
         for side in ("before", "after"):

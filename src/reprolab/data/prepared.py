@@ -25,6 +25,7 @@ from reprolab.data.dataset import (
     content_digest,
     padding_warnings,
 )
+from reprolab.data.folds import fold_arrays
 from reprolab.data.synthetic import generate_synthetic
 from reprolab.data.user_file import file_sha256, not_a_file, read_user_file
 from reprolab.entrypoint import one_line
@@ -54,6 +55,8 @@ def source_fingerprint(config: DataConfig) -> str:
     }
     if config.normalize is Normalize.none:
         settings.pop("normalize")  # as before the choice existed: prepared files stay valid
+    if config.fold is None:
+        settings.pop("fold", None)  # likewise
     if config.source is DataSource.npz:
         assert config.user_file is not None
         path = Path(config.user_file)
@@ -62,7 +65,8 @@ def source_fingerprint(config: DataConfig) -> str:
         settings["user_file_sha256"] = file_sha256(path)
     else:
         for key in ("user_file", "layout", "padding", "val_fraction", "test_fraction", "split_seed"):
-            settings.pop(key, None)
+            if not (key == "split_seed" and config.fold):  # which folds the seed draws
+                settings.pop(key, None)
     settings["format"] = FORMAT
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
@@ -79,17 +83,21 @@ def check_digest(digest: str, config: DataConfig, what: str) -> None:
 
 
 def build(config: DataConfig) -> Dataset:
-    """The dataset, generated or read as the configuration says, checked against the pin."""
+    """The dataset, generated or read as the configuration says, checked against the pin; with
+    `data.fold`, that fold of it (`reprolab.data.folds`), the pin checked on the whole."""
     if config.source is DataSource.synthetic:
         assert config.generator is not None  # DataConfig.check
-        arrays = generate_synthetic(config.generator)
+        raw = generate_synthetic(config.generator)
     else:
-        arrays = read_user_file(config)
-    padding = padding_warnings(np.concatenate([arrays[f"X_{s}"] for s in SPLITS]))
-    if config.normalize is Normalize.standard:
-        arrays = standardized(arrays)
+        raw = read_user_file(config)
+    padding = padding_warnings(np.concatenate([raw[f"X_{s}"] for s in SPLITS]))
+    arrays = standardized(raw) if config.normalize is Normalize.standard else raw
     digest = content_digest(arrays)
     check_digest(digest, config, f"the {config.name} dataset built here")
+    if config.fold is not None:
+        arrays = fold_arrays(raw, config.fold, config.split_seed)
+        arrays = standardized(arrays) if config.normalize is Normalize.standard else arrays
+        digest = content_digest(arrays)
     return _to_dataset(
         config.name, arrays | {WARNINGS_KEY: np.array(padding, dtype=str)}, digest, source_fingerprint(config), None
     )

@@ -132,12 +132,18 @@ def _run_worker(folder: Path, task: str, args: list[str], timeout: Optional[floa
 def _fit_schema(params: dict, folder: Path) -> None:
     """Code recorded before compute.numerics existed refuses the key: its process gets the mode
     through the environment alone (`numerics.environment_for`). Code from before `references`
-    refuses that key too, which changes no training."""
+    refuses that key too, which changes no training, and code from before k-fold the audit's
+    resampling keys and a `data.fold` of null (a fold it is asked to train, it refuses)."""
     package = folder / "code" / "src" / "reprolab"
     if not (package / "numerics.py").is_file():
         (params.get("compute") or {}).pop("numerics", None)
     if not (package / "references.py").is_file():
         params.pop("references", None)
+    if not (package / "data" / "folds.py").is_file():
+        for key in ("resampling", "folds", "repeats"):
+            (params.get("audit") or {}).pop(key, None)
+        if (params.get("data") or {}).get("fold", "set") is None:
+            params["data"].pop("fold")
 
 
 def train(archive: bytes, params: dict, data_file: Optional[tuple[str, bytes]], preset: str, seed: int) -> dict:

@@ -149,6 +149,10 @@ def recorded_config(store, run, folder: Path, command: str) -> Optional[Recorded
             f"{text_sha256(params_text, run_text)[:12]}…, recorded {recorded[:12]}…): it was changed in the store; "
             f"it is not used"
         )
-    # A record from before `references` existed showed none; the key changes no result.
+    # A record from before `references` existed showed none; one from before k-fold had the
+    # splits as they are and audits on the validation split. These keys change no result.
     params.setdefault("references", [])
+    params.get("data", {}).setdefault("fold", None)
+    for key, value in (("resampling", "holdout"), ("folds", 5), ("repeats", 2)):
+        params.get("audit", {}).setdefault(key, value)
     return RecordedConfig(params, chosen, trust or "")
