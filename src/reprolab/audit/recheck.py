@@ -174,9 +174,13 @@ def recheck(store: Any, summary_run: Any, folder: Path, reruns: Sequence[Rerun])
         written = json.loads(path.read_text())
         changes = [Change(name, {k: tuple(v) for k, v in c["keys"].items()}) for name, c in written["changes"].items()]
         if written.get("resampling", {}).get("method") == "kfold":
-            folds = [_config(*params[run_id], folder).data.fold for run_id, _, _ in roles]
-            wholes = {side_of(label): _config(*params[run_id], folder, whole=True) for run_id, label, _ in roles}
+            folds = [validate(copy.deepcopy(params[run_id][0])).data.fold for run_id, _, _ in roles]
+            first = {side_of(label): run_id for run_id, label, _ in reversed(roles)}  # a run of each side
+            wholes = {side: _config(*params[run_id], folder, whole=True) for side, run_id in first.items()}
             sides = {side: (datasets.build(c.data), c.data.split_seed) for side, c in wholes.items()}
+            for side, (data, _) in sides.items():
+                if data.digest != written["dataset_digests"][side]:
+                    raise UserError(f"this checkout builds the {side} side's whole dataset with another digest")
             (measured_then, labels), (measured_now, _) = (
                 pooled(list(zip(results, folds)), sides) for results in (recorded, now)
             )
