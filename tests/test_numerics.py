@@ -73,6 +73,40 @@ def test_a_portable_run_key_holds_no_cpu_and_its_pipeline_output_names_the_vendo
     assert "checked on one vendor's CPUs only" in said[1]
 
 
+def test_make_pipeline_names_the_code_and_parameters_that_made_the_committed_outputs_otherwise(tmp_path, monkeypatch):
+    """Where the committed dvc.lock recorded other code or parameters than the one a repro just
+    wrote, the cause names them (a stage's output that another stage reads is not code)."""
+    import runpy
+
+    import yaml
+
+    causes = runpy.run_path(str(Path(__file__).parents[1] / "scripts/against_committed.py"))["causes"]
+    monkeypatch.chdir(tmp_path)
+    stage = {
+        "deps": [{"path": "src/a.py", "md5": "1"}, {"path": "results/x.json", "md5": "2"}],
+        "params": {"params.yaml": {"audit.seeds": [0, 1]}},
+        "outs": [{"path": "results/y.json", "md5": "3"}],
+    }
+    writer = {"deps": [], "outs": [{"path": "results/x.json", "md5": "2"}]}
+    lock = {"schema": "2.0", "stages": {"train": stage, "prepare": writer}}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True, timeout=60)
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True, timeout=60)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"], cwd=tmp_path, check=True, timeout=60
+    )
+    assert causes() == []
+    stage["deps"] = [{"path": "src/a.py", "md5": "4"}, {"path": "results/x.json", "md5": "5"}]
+    writer["outs"] = [{"path": "results/x.json", "md5": "5"}]
+    stage["params"]["params.yaml"]["audit.seeds"] = [0, 1, 2]
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    said = [cause for cause in causes() if "dvc.lock:" in cause]
+    assert said == [
+        "the committed outputs were made by other code or data than these (dvc.lock: src/a.py)",
+        "the committed outputs were made with other parameters (dvc.lock: audit.seeds new or changed)",
+    ], said
+
+
 def _cpu_flags() -> set[str]:
     try:
         text = Path("/proc/cpuinfo").read_text()
