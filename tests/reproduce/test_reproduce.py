@@ -174,14 +174,16 @@ def test_a_run_without_its_archive_trains_its_commit_and_a_moved_commit_tag_is_r
 
 
 def test_a_record_from_before_the_references_key_reproduces(repo):
-    """A params.yaml recorded before `references` existed (and before its digest tag): the key
-    changes no result, so the record is read as showing none, and the run trains again as any other."""
+    """A params.yaml recorded before `references` and k-fold existed (and before its digest tag):
+    the keys change no result, so the record is read as showing no references, no fold and a
+    holdout audit, and the run trains again as any other."""
     run_id = train(repo, "seed=9")
     client = client_for(repo)
     params = Path(client.get_run(run_id).info.artifact_uri.removeprefix("file://")) / "config/params.yaml"
     text = params.read_text()
-    assert "references:" in text
-    params.write_text(re.sub(r"(?m)^references:\n(- .*\n)*", "", text))
+    assert "references:" in text and "  fold: null\n" in text and "  resampling: holdout\n" in text
+    text = re.sub(r"(?m)^references:\n(- .*\n)*", "", text).replace("  fold: null\n", "")
+    params.write_text(re.sub(r"(?m)^  (resampling|folds|repeats): .*\n", "", text))
     client.delete_tag(run_id, "reprolab.config_sha256")
     done = reproduce(repo, run_id)
     assert f"({run_id}): identical" in done.stdout, done.stdout + done.stderr
