@@ -14,10 +14,11 @@ BIN = Path(sys.executable).parent
 
 
 def clean_env() -> dict[str, str]:
-    """This environment without MLflow, DVC and Dask settings, the venv first on PATH."""
+    """This environment without MLflow, DVC and Dask settings, the venv first on PATH, and no usage
+    reports (DVC's analytics, MLflow's telemetry)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "DASK_"))}
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
-    return env
+    return {**env, "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}  # no usage reports sent
 
 
 def copy_repository(target: Path) -> None:

@@ -26,6 +26,10 @@ from reprolab.config import Config, load_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SIGNING = ("REPROLAB_SIGNING_KEY", "REPROLAB_SIGNING_KEY_FILE")  # a user's key never reaches a test
+# No usage reports from what the tests run: DVC's analytics (on in a repository that a test made
+# with `dvc init`, or outside one) and MLflow's telemetry would send them to their vendors.
+NO_REPORTS = {"DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+os.environ.update(NO_REPORTS)
 CONF_DIR = REPO_ROOT / "conf"
 # The tests that train in this process compute as conf/'s default makes every command compute.
 numerics.apply(yaml.safe_load((CONF_DIR / "config.yaml").read_text())["compute"]["numerics"])
@@ -64,6 +68,7 @@ def clean_env(code_from: Path | None = None, warm: bool = False, **extra: str) -
     for key in (zygote.SOCKET_VARIABLE, numerics.MODE_VARIABLE, numerics.USER_VARIABLE, *numerics.KNOBS, *SIGNING):
         env.pop(key, None)  # as a user's shell has them: each command sets its own kernels
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    env.update(NO_REPORTS)
     if warm and (server := warm_interpreter()) is not None:
         env["PATH"] = f"{server.shims}{os.pathsep}{env['PATH']}"
         env[zygote.SOCKET_VARIABLE] = str(server.socket)

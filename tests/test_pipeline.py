@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -126,8 +127,9 @@ def test_logged_model_reloads_and_reproduces_the_logged_val_accuracy(repo):
         os.chdir(REPO_ROOT)
     for run in runs(repo):
         assert run.outputs.model_outputs, "no model linked to the run"
-        with mlflow_uri(f"sqlite:///{repo / 'mlflow.db'}"):
-            model = mlflow.pytorch.load_model(f"models:/{run.outputs.model_outputs[0].model_id}")
+        # Into a folder of the test's: MLflow leaves the one it would make itself in /tmp.
+        with mlflow_uri(f"sqlite:///{repo / 'mlflow.db'}"), tempfile.TemporaryDirectory() as into:
+            model = mlflow.pytorch.load_model(f"models:/{run.outputs.model_outputs[0].model_id}", dst_path=into)
         with torch.no_grad():
             predicted = model.eval()(torch.from_numpy(val.X)).argmax(dim=1).numpy()
         assert float(np.mean(predicted == val.y)) == pytest.approx(run.data.metrics["val_accuracy"], abs=1e-7)

@@ -159,8 +159,9 @@ def test_pipeline_and_audit_land_on_the_server_and_in_postgresql(repo, server):
         (dataset_input, *_) = run.inputs.dataset_inputs
         assert dataset_input.dataset.digest == digest[:36]
         # The model, served back by the server, reproduces the logged accuracy.
-        with mlflow_uri(server.uri):
-            model = mlflow.pytorch.load_model(f"models:/{run.outputs.model_outputs[0].model_id}")
+        # Into a folder of the test's: MLflow leaves the one it would make itself in /tmp.
+        with mlflow_uri(server.uri), tempfile.TemporaryDirectory() as into:
+            model = mlflow.pytorch.load_model(f"models:/{run.outputs.model_outputs[0].model_id}", dst_path=into)
         with torch.no_grad():
             predicted = model.eval()(torch.from_numpy(val.X)).argmax(dim=1).numpy()
         assert float(np.mean(predicted == val.y)) == pytest.approx(metrics["val_accuracy"], abs=1e-7)
