@@ -114,10 +114,10 @@ def runs_warnings(
             kinds.setdefault(kind, []).append((name, text))
     warnings = list(dict.fromkeys(data_warnings))
     for found in kinds.values():
-        (first, text), names = found[0], list(dict.fromkeys(name for name, _ in found))
-        if len(names) == 1:
+        (first, text), concerned = found[0], list(dict.fromkeys(name for name, _ in found))
+        if len(concerned) == 1:
             warnings.append(f"{first}: {text}")
         else:
-            listed = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
-            warnings.append(f"{len(names)} of {len(results)} runs ({listed}); {first}: {text}")
+            listed = ", ".join(concerned[:4]) + (", ..." if len(concerned) > 4 else "")
+            warnings.append(f"{len(concerned)} of {len(results)} runs ({listed}); {first}: {text}")
     return warnings

@@ -357,6 +357,13 @@ def _simulated_runs(correct: np.ndarray, labels: Labels, label: str) -> list[Run
     return runs
 
 
+def _tally(covered: dict[str, int], bootstrap: Bootstrap, measures: dict, truth: dict[str, float]) -> None:
+    """Count whether the 95% intervals of a and of b - a hold their true values."""
+    covered["a"] += bootstrap.interval(measures["a"], 0.95, (0, 1)).contains(truth["a"])
+    effect = bootstrap.interval(measures["b"] - measures["a"], 0.95, (-1, 1))
+    covered["b - a"] += effect.contains(truth["b"] - truth["a"])
+
+
 @pytest.mark.parametrize("seeds", [3, 5])
 def test_the_intervals_keep_their_coverage_with_few_seeds_that_vary(seeds):
     """A known truth: configuration a is right on a sequence when the sequence's difficulty
@@ -375,9 +382,7 @@ def test_the_intervals_keep_their_coverage_with_few_seeds_that_vary(seeds):
             correct = difficulty[None, :] < (mean + rng.normal(0, 0.05, seeds))[:, None]
             bootstrap = Bootstrap(seeds, {split: len(y) for split, y in labels.items()}, 1000)
             measures[label] = bootstrap.measure(_simulated_runs(correct, labels, label), labels, label)["val_accuracy"]
-        covered["a"] += bootstrap.interval(measures["a"], 0.95, (0, 1)).contains(truth["a"])
-        effect = bootstrap.interval(measures["b"] - measures["a"], 0.95, (-1, 1))
-        covered["b - a"] += effect.contains(truth["b"] - truth["a"])
+        _tally(covered, bootstrap, measures, truth)
     coverage = {key: count / trials for key, count in covered.items()}
     print(f"coverage with {seeds} seeds: {coverage}")
     assert min(coverage.values()) >= 0.93, coverage
@@ -566,9 +571,7 @@ def test_kfold_intervals_keep_their_coverage_over_folds_and_seeds(seeds):
             pooled = pool_folds(runs, indices, labels)
             assert len(pooled) == seeds and all(p.metrics["train_accuracy"] == 1.0 for p in pooled)
             measures[label] = bootstrap.measure(pooled, labels, label)["val_accuracy"]
-        covered["a"] += bootstrap.interval(measures["a"], 0.95, (0, 1)).contains(truth["a"])
-        effect = bootstrap.interval(measures["b"] - measures["a"], 0.95, (-1, 1))
-        covered["b - a"] += effect.contains(truth["b"] - truth["a"])
+        _tally(covered, bootstrap, measures, truth)
     coverage = {key: count / trials for key, count in covered.items()}
     print(f"k-fold coverage with {seeds} seeds: {coverage}")
     assert min(coverage.values()) >= 0.92, coverage

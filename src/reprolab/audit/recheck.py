@@ -160,8 +160,8 @@ def recheck(store: Any, summary_run: Any, folder: Path, reruns: Sequence[Rerun])
         now = [dataclasses.replace(pairs[run_id][1], preset=label, seed=seed) for run_id, label, seed in roles]
         built = _datasets(reruns, folder)
         params = {run_id: (own, data_file) for run_id, own, data_file, _, _ in reruns}
-        own = next((params[run_id] for run_id, label, _ in roles if label == AFTER), reruns[-1][1:3])
-        config = _config(*own, folder)  # the target and confidence of its runs' record (after's)
+        own = next((params[run_id][0] for run_id, label, _ in roles if label == AFTER), reruns[-1][1])
+        config = validate(copy.deepcopy(own))  # the target and confidence of its runs' record (after's)
         target, confidence = config.data.target, config.audit.confidence
         if not audit:
             (data,) = built.values()  # a comparison is made on one dataset

@@ -6,7 +6,7 @@ the intervals do not support.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from reprolab.audit.attribution import Attribution, ChangeEffect, PathStep, attribution_of, greedy_path, shapley_terms
@@ -46,7 +46,7 @@ class AuditSummary:
     gap_before: bool  # the before side overfits: its train-val gap is above 0 beyond noise
     warnings: list[str]
     verdict: str
-    resampling: dict = field(default_factory=lambda: {"method": "holdout"})  # `kfold.resampling`
+    resampling: dict  # how it measured (`kfold.resampling`)
 
 
 def summarize(

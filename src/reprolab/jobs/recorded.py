@@ -142,8 +142,9 @@ def _fit_schema(params: dict, folder: Path) -> None:
     if not (package / "data" / "folds.py").is_file():
         for key in ("resampling", "folds", "repeats"):
             (params.get("audit") or {}).pop(key, None)
-        if (params.get("data") or {}).get("fold", "set") is None:
-            params["data"].pop("fold")
+        data = params.get("data") or {}
+        if "fold" in data and data["fold"] is None:
+            del data["fold"]
 
 
 def train(archive: bytes, params: dict, data_file: Optional[tuple[str, bytes]], preset: str, seed: int) -> dict:
